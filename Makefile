@@ -1,0 +1,49 @@
+# The two commands users need: `make demo` (the main job, end to end) and `make test`.
+# Both set up everything themselves on a fresh Debian 12 machine (run as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BIOMERO := $(VENV)/bin/biomero
+LOCAL_CONFIG := localslurm/run/slurm-config.ini
+SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh
+
+.PHONY: all venv cluster cluster-down lint test unit integration demo clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+cluster:
+	localslurm/up
+
+cluster-down:
+	localslurm/down
+
+tools:
+	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+
+lint: venv tools
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	shellcheck -x -P SCRIPTDIR $(SHELL_SCRIPTS)
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+integration: venv cluster
+	$(PY) -m pytest -q tests/integration
+
+test: lint cluster
+	$(PY) -m pytest -q tests
+
+demo: venv cluster
+	$(BIOMERO) --config $(LOCAL_CONFIG) check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

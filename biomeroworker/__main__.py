@@ -1,0 +1,5 @@
+import sys
+
+from biomeroworker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the names below are used by the scripts that source this file
+# Shared by localslurm/up, down, status and ctl: names, paths and small helpers.
+# Everything this cluster writes lives under localslurm/run/ (git-ignored), except
+# /etc/slurm/{slurm,slurmdbd}.conf (marked as ours), the service account and the
+# managed block in ~/.ssh/config.
+
+LS_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RUN=${LOCALSLURM_RUN:-$LS_HOME/run}
+PIDS=$RUN/pids
+LOGS=$RUN/log
+STATE=$RUN/state
+SSHDIR=$RUN/ssh
+
+CLUSTER=localslurm
+SVC_USER=${LOCALSLURM_USER:-hpcuser}
+SSH_PORT=${LOCALSLURM_SSH_PORT:-2222}
+SSH_ALIAS=localslurm
+NODE=$(hostname -s)
+MARK="# written by biomeroworker localslurm/up"
+SLURM_ETC=/etc/slurm
+DB_NAME=localslurm_acct
+DB_USER=localslurm
+DB_PASS=localslurm-only-on-loopback
+
+# Daemons in start order.
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd sshd)
+
+log() { printf '%s localslurm: %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { printf '%s localslurm: ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
+
+pidfile() { echo "$PIDS/$1.pid"; }
+
+# The pid we recorded for a daemon, if that process still runs the daemon.
+our_pid() {
+    local f pid
+    f=$(pidfile "$1")
+    [[ -s $f ]] || return 1
+    pid=$(<"$f")
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1" || return 1
+    echo "$pid"
+}
+
+logfile() {
+    case $1 in
+        munged) echo "$LOGS/munged.log" ;;
+        mariadbd) echo "$LOGS/mariadbd.log" ;;
+        *) echo "$LOGS/$1.log" ;;
+    esac
+}
+
+# Health checks: exit 0 when the daemon answers, whoever started it.
+healthy() {
+    case $1 in
+        munged) munge -n 2>/dev/null | unmunge >/dev/null 2>&1 ;;
+        mariadbd) mysqladmin --protocol=tcp -h 127.0.0.1 -P 3306 -u root ping >/dev/null 2>&1 ;;
+        slurmdbd) timeout 10 sacctmgr -n -P show cluster format=cluster >/dev/null 2>&1 ;;
+        slurmctld) timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' ;;
+        slurmd) timeout 10 sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)' ;;
+        sshd) timeout 10 ssh -F "$SSHDIR/config" -o BatchMode=yes "$SSH_ALIAS" true >/dev/null 2>&1 ;;
+        *) return 1 ;;
+    esac
+}
+
+# Wait (bounded) for a daemon to answer; on failure name it and its log.
+wait_healthy() {
+    local name=$1 limit=${2:-30} i
+    for ((i = 0; i < limit * 4; i++)); do
+        healthy "$name" && return 0
+        sleep 0.25
+    done
+    echo "---- last lines of $(logfile "$name") ----" >&2
+    tail -n 20 "$(logfile "$name")" >&2 2>/dev/null || true
+    die "$name did not become ready within ${limit}s; its log is $(logfile "$name")"
+}

@@ -1,0 +1,81 @@
+"""Fixtures that reach the real services started by localslurm/ (Slurm, sshd)."""
+
+from __future__ import annotations
+
+import contextlib
+import pwd
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from biomeroworker.transport.local import LocalTransport
+from biomeroworker.transport.ssh import SSHOptions, SSHTransport
+
+REPO = Path(__file__).resolve().parents[2]
+LOCALSLURM = REPO / "localslurm"
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    alias: str
+    user: str
+    home: Path
+    config_path: Path
+    ssh_dir: Path
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run([str(LOCALSLURM / "ctl"), *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> LocalCluster:
+    """The local cluster, brought up (idempotently) if anything is missing."""
+    proc = subprocess.run([str(LOCALSLURM / "up")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"localslurm/up failed:\n{proc.stdout}\n{proc.stderr}")
+    user = "hpcuser"
+    return LocalCluster(
+        alias="localslurm",
+        user=user,
+        home=Path(pwd.getpwnam(user).pw_dir),
+        config_path=LOCALSLURM / "run" / "slurm-config.ini",
+        ssh_dir=LOCALSLURM / "run" / "ssh",
+    )
+
+
+@pytest.fixture(scope="session")
+def ssh_transport(cluster: LocalCluster) -> Iterator[SSHTransport]:
+    transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=60))
+    yield transport
+    transport.close()
+
+
+@pytest.fixture(scope="session")
+def local_transport(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> LocalTransport:
+    return LocalTransport(home=tmp_path_factory.mktemp("local-home"), command_timeout_s=60)
+
+
+@pytest.fixture(params=["ssh", "local"])
+def transport(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Each contract test runs over both transports."""
+    return request.getfixturevalue(f"{request.param}_transport")
+
+
+@pytest.fixture
+def stopped_slurmdbd(cluster: LocalCluster):  # type: ignore[no-untyped-def]
+    """A context manager that takes slurmdbd away and always brings it back."""
+
+    @contextlib.contextmanager
+    def stopped() -> Iterator[None]:
+        cluster.ctl("stop", "slurmdbd")
+        try:
+            yield
+        finally:
+            cluster.ctl("start", "slurmdbd")
+
+    return stopped
