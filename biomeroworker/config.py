@@ -1,0 +1,991 @@
+"""slurm-config.ini plus environment -> typed, validated, frozen Settings.
+
+Reads the keys BIOMERO users already write ([SSH], [SLURM], [MODELS]/[WORKFLOWS],
+[CONVERTERS], [ANALYTICS]) plus our own [WORKER] section. Files are layered key by
+key, then environment variables override single keys. Validation collects every
+problem and raises one ConfigError with a line per problem, each naming where the
+value came from (file or environment variable), the section and the key.
+
+Values are taken literally: unlike Python's default configparser, ``%`` has no
+special meaning, so Slurm patterns such as ``omero-%j.log`` and URL-encoded
+passwords work as written. An empty value means "not set".
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from biomeroworker.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/slurm-config.ini")
+# Where upstream BIOMERO looks for the admin's override when none is named.
+UPSTREAM_OVERRIDES: tuple[Path, ...] = (
+    Path("/OMERO/slurm-config.ini"),
+    Path("~/slurm-config.ini"),
+)
+CONFIG_ENV = "BIOMERO_CONFIG"
+ENV_PREFIX = "BIOMERO__"
+DEFAULT_SOURCE = "default"
+
+# Variables upstream BIOMERO reads, lowest priority first. Our own
+# BIOMERO__<SECTION>__<KEY> form is applied after these and wins.
+UPSTREAM_ENV: tuple[tuple[str, str, str], ...] = (
+    ("GPU_PARTITION", "SLURM", "gpu_partition"),
+    ("GPU_GRES", "SLURM", "gpu_gres"),
+    ("GPU_GPUS", "SLURM", "gpu_gpus"),
+    ("BIOMERO_GPU_PARTITION", "SLURM", "gpu_partition"),
+    ("BIOMERO_GPU_GRES", "SLURM", "gpu_gres"),
+    ("BIOMERO_GPU_GPUS", "SLURM", "gpu_gpus"),
+    ("BIOMERO_DEFAULT_PARTITION", "SLURM", "slurm_default_partition"),
+    ("BIOMERO_SACCT_START_TIME", "SLURM", "sacct_start_time"),
+    ("BIOMERO_SACCT_START_DAYS_AGO", "SLURM", "sacct_days_ago"),
+    ("BIOMERO_ENV_FILE_SUBMISSION", "SLURM", "env_file_submission"),
+    ("BIOMERO_INJECT_GPU_FLAG", "SLURM", "inject_gpu_flag"),
+    ("BIOMERO_IMAGE_PULL_VIA_SBATCH", "SLURM", "slurm_image_pull_via_sbatch"),
+    ("BIOMERO_PULL_CPUS", "SLURM", "image_pull_cpus"),
+    ("BIOMERO_PULL_MEM", "SLURM", "image_pull_mem"),
+    ("BIOMERO_PULL_TIME", "SLURM", "image_pull_time"),
+    ("BIOMERO_APPTAINER_TMPDIR", "SLURM", "apptainer_tmpdir"),
+    ("BIOMERO_APPTAINER_CACHEDIR", "SLURM", "apptainer_cachedir"),
+    ("BIOMERO_SLURM_ZIP_CMD", "SLURM", "slurm_zip_cmd"),
+    ("BIOMERO_ANALYTICS_REBUILD_START_TIME", "ANALYTICS", "analytics_rebuild_start_time"),
+    ("BIOMERO_ANALYTICS_REBUILD_DAYS_AGO", "ANALYTICS", "analytics_rebuild_days_ago"),
+    ("SQLALCHEMY_URL", "ANALYTICS", "sqlalchemy_url"),
+)
+
+
+# ---------------------------------------------------------------- value parsers
+# Each takes the stripped text and returns the typed value or raises ValueError
+# whose message says what was expected.
+
+_BOOLEANS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _boolean(text: str) -> bool:
+    try:
+        return _BOOLEANS[text.lower()]
+    except KeyError:
+        raise ValueError("expected true or false (also yes/no, on/off, 1/0)") from None
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number >= 0") from None
+    if number < 0:
+        raise ValueError("expected a whole number >= 0")
+    return number
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number > 0") from None
+    if number <= 0:
+        raise ValueError("expected a whole number > 0")
+    return number
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds > 0."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds > 0") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a number of seconds > 0")
+    return number
+
+
+def _seconds_or_zero(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds >= 0 (0 turns it off)") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("expected a number of seconds >= 0 (0 turns it off)")
+    return number
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected a date YYYY-MM-DD") from None
+
+
+def _one_of(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+_DB_URL = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z0-9_]+)?://\S*")
+
+
+def _database_url(text: str) -> str:
+    if not _DB_URL.fullmatch(text):
+        raise ValueError(
+            "expected a SQLAlchemy URL such as postgresql+psycopg2://user:password@host:5432/db"
+        )
+    return text
+
+
+# Password part of dialect+driver://user:password@host/...; the password runs to
+# the first "@" (which must be written %40 inside a password).
+_URL_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/@?#]*:)(?P<password>[^@]*)(?P<tail>@.*)$")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``; anything else unchanged."""
+    match = _URL_PASSWORD.match(url)
+    if not match:
+        return url
+    return f"{match['head']}***{match['tail']}"
+
+
+# ---------------------------------------------------------------- key tables
+
+
+@dataclass(frozen=True)
+class Key:
+    """One fixed key of a section: how to parse it and what it defaults to."""
+
+    name: str
+    parse: Callable[[str], Any] = _text
+    default: Any = None
+    required: bool = False
+    secret: bool = False
+    help: str = ""
+
+
+SSH_KEYS: tuple[Key, ...] = (
+    Key("host", help="alias of the cluster in ~/.ssh/config"),
+    Key("inline_ssh_env", _boolean, True, help="upstream SSH option; the worker never needs it"),
+)
+
+SLURM_KEYS: tuple[Key, ...] = (
+    Key("slurm_data_path", required=True, help="cluster folder for run data"),
+    Key("slurm_images_path", required=True, help="cluster folder for workflow images"),
+    Key("slurm_converters_path", required=True, help="cluster folder for converter images"),
+    Key("slurm_script_path", required=True, help="cluster folder for job scripts"),
+    Key("slurm_script_repo", help="git URL of hand-written job scripts"),
+    Key("slurm_data_bind_path", help="exported to jobs as APPTAINER_BINDPATH"),
+    Key("slurm_conversion_partition", help="partition for conversion jobs"),
+    Key("slurm_default_partition", help="partition when nothing else sets one"),
+    Key("sacct_start_time", _day, help="oldest day of job history to list"),
+    Key("sacct_days_ago", _count, help="rolling job-history window in days"),
+    Key("env_file_submission", _boolean, False, help="upstream: pass job env as a file"),
+    Key("inject_gpu_flag", _boolean, False, help="upstream: toggle --nv at submit time"),
+    Key("gpu_partition", help="partition for workflows that use a GPU"),
+    Key("gpu_gres", help="--gres for workflows that use a GPU"),
+    Key("gpu_gpus", help="--gpus for workflows that use a GPU"),
+    Key("gpu_resource_flag", _one_of("gres", "gpus"), help="upstream: gres or gpus"),
+    Key("slurm_image_pull_via_sbatch", _boolean, False, help="pull images in a Slurm job"),
+    Key("image_pull_cpus", _positive_int, help="CPUs for image pull jobs"),
+    Key("image_pull_mem", help="memory for image pull jobs, e.g. 32G"),
+    Key("image_pull_time", help="time limit for image pull jobs"),
+    Key("image_pull_concurrency", _positive_int, help="image pulls running at once"),
+    Key("image_pull_partition", help="partition for image pull jobs"),
+    Key("apptainer_tmpdir", help="APPTAINER_TMPDIR for image pulls"),
+    Key("apptainer_cachedir", help="APPTAINER_CACHEDIR for image pulls"),
+    Key("slurm_zip_cmd", help="upstream: archive command on the cluster"),
+)
+
+ANALYTICS_KEYS: tuple[Key, ...] = (
+    Key("track_workflows", _boolean, True, help="record workflow events"),
+    Key("enable_job_accounting", _boolean, True, help="keep the job accounting view"),
+    Key("enable_job_progress", _boolean, True, help="keep the job progress view"),
+    Key("enable_workflow_analytics", _boolean, True, help="keep the task execution view"),
+    Key("sqlalchemy_url", _database_url, secret=True, help="event store database"),
+    Key("analytics_rebuild_start_time", _day, help="replay events from this day"),
+    Key("analytics_rebuild_days_ago", _count, help="replay events of the last N days"),
+)
+
+# Our own settings. Adding one: a Key here and a field in WorkerSettings.
+WORKER_KEYS: tuple[Key, ...] = (
+    Key("transport", _one_of("ssh", "local"), "ssh", help="how commands reach the cluster"),
+    Key("connect_timeout_s", _seconds, 15.0, help="SSH connect timeout"),
+    Key("command_timeout_s", _seconds, 120.0, help="default remote command timeout"),
+    Key("keepalive_s", _seconds_or_zero, 30.0, help="SSH keep-alive interval, 0 = off"),
+    Key("runtime", _one_of("apptainer", "singularity", "native"), "apptainer"),
+    Key("native_python", default="python3", help="cluster Python for native workflows"),
+    Key("max_runs_total", _count, 0, help="runs active at once, 0 = unlimited"),
+    Key("max_runs_per_user", _count, 0, help="runs per user at once, 0 = unlimited"),
+    Key("poll_min_s", _seconds, 5.0, help="shortest wait between Slurm polls"),
+    Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
+)
+
+FIXED_SECTIONS: dict[str, tuple[Key, ...]] = {
+    "SSH": SSH_KEYS,
+    "SLURM": SLURM_KEYS,
+    "ANALYTICS": ANALYTICS_KEYS,
+    "WORKER": WORKER_KEYS,
+}
+WORKFLOWS = "WORKFLOWS"
+CONVERTERS = "CONVERTERS"
+# Written by the OMERO.biomero admin page for its own use; the worker ignores it.
+OPAQUE_SECTIONS = ("UI",)
+SECTION_ALIASES = {"MODELS": WORKFLOWS}
+KNOWN_SECTIONS = (*FIXED_SECTIONS, WORKFLOWS, "MODELS", CONVERTERS, *OPAQUE_SECTIONS)
+
+_SBATCH_PREFIX = "sbatch_"
+_FLAG_NAME = re.compile(r"[a-z0-9_-]+")
+_WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu")
+_FOLDER = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+_CONVERTER_KEY = re.compile(r"[a-z0-9]+_to_[a-z0-9]+")
+_GITHUB_TREE = re.compile(
+    r"https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
+    r"/tree/(?P<tag>[A-Za-z0-9_.+-]+)"
+)
+_BRANCH_NAMES = frozenset({"main", "master", "develop", "dev", "head", "latest", "trunk"})
+_SECTION_HINTS = {
+    "SSH": "user, port and key belong in ~/.ssh/config under the host alias",
+}
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    host: str | None
+    inline_ssh_env: bool = True
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """[SLURM]. Relative paths are relative to the remote user's home; kept as text."""
+
+    slurm_data_path: str
+    slurm_images_path: str
+    slurm_converters_path: str
+    slurm_script_path: str
+    slurm_script_repo: str | None = None
+    slurm_data_bind_path: str | None = None
+    slurm_conversion_partition: str | None = None
+    slurm_default_partition: str | None = None
+    sacct_start_time: date | None = None
+    sacct_days_ago: int | None = None
+    env_file_submission: bool = False
+    inject_gpu_flag: bool = False
+    gpu_partition: str | None = None
+    gpu_gres: str | None = None
+    gpu_gpus: str | None = None
+    gpu_resource_flag: str | None = None
+    slurm_image_pull_via_sbatch: bool = False
+    image_pull_cpus: int | None = None
+    image_pull_mem: str | None = None
+    image_pull_time: str | None = None
+    image_pull_concurrency: int | None = None
+    image_pull_partition: str | None = None
+    apptainer_tmpdir: str | None = None
+    apptainer_cachedir: str | None = None
+    slurm_zip_cmd: str | None = None
+    # sbatch flag name (dashes, no leading --) -> value, added to every job
+    sbatch_flags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    name: str
+    folder: str
+    repo: str  # a GitHub tree URL pinned to a tag, or an absolute local directory
+    job: str | None = None
+    job_flags: Mapping[str, str] = field(default_factory=dict)
+    use_gpu: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return not self.repo.startswith("https://")
+
+    @property
+    def tag(self) -> str | None:
+        """The pinned git tag (the image tag too); None for a local workflow."""
+        match = _GITHUB_TREE.fullmatch(self.repo.rstrip("/"))
+        return match["tag"] if match else None
+
+
+@dataclass(frozen=True, repr=False)
+class AnalyticsSettings:
+    track_workflows: bool = True
+    enable_job_accounting: bool = True
+    enable_job_progress: bool = True
+    enable_workflow_analytics: bool = True
+    sqlalchemy_url: str | None = None
+    analytics_rebuild_start_time: date | None = None
+    analytics_rebuild_days_ago: int | None = None
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sqlalchemy_url" and value is not None:
+                value = redact_url(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"AnalyticsSettings({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    transport: str = "ssh"
+    connect_timeout_s: float = 15.0
+    command_timeout_s: float = 120.0
+    keepalive_s: float = 30.0
+    runtime: str = "apptainer"
+    native_python: str = "python3"
+    max_runs_total: int = 0
+    max_runs_per_user: int = 0
+    poll_min_s: float = 5.0
+    poll_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    ssh: SSHSettings
+    slurm: SlurmSettings
+    workflows: Mapping[str, WorkflowSettings]
+    converters: Mapping[str, str]
+    analytics: AnalyticsSettings
+    worker: WorkerSettings
+    sources: tuple[Path, ...] = ()
+    # "SECTION.key" -> file path or "env NAME"; absent means the default applied
+    origins: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def source_of(self, section: str, key: str) -> str:
+        return self.origins.get(f"{section.upper()}.{key.lower()}", DEFAULT_SOURCE)
+
+    def workflow(self, name: str) -> WorkflowSettings:
+        try:
+            return self.workflows[name]
+        except KeyError:
+            hint = _did_you_mean(name, self.workflows)
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise ConfigError(
+                f"[WORKFLOWS] {name}: no such workflow{hint}; configured: {known}"
+            ) from None
+
+    def sbatch_flags_for(self, workflow: str, *, use_gpu: bool | None = None) -> dict[str, str]:
+        """sbatch flags for one workflow run, lowest priority first:
+        global ``sbatch_<flag>``, then the GPU defaults when the run uses a GPU,
+        then the workflow's own ``<wf>_job_<flag>``; ``slurm_default_partition``
+        fills in only when nothing set a partition. ``use_gpu`` overrides
+        ``<wf>_use_gpu`` for this run."""
+        wf = self.workflow(workflow)
+        flags = dict(self.slurm.sbatch_flags)
+        if wf.use_gpu if use_gpu is None else use_gpu:
+            if self.slurm.gpu_partition:
+                flags["partition"] = self.slurm.gpu_partition
+            if not {"gres", "gpus"} & wf.job_flags.keys():
+                if self.slurm.gpu_gres:
+                    flags["gres"] = self.slurm.gpu_gres
+                if self.slurm.gpu_gpus:
+                    flags["gpus"] = self.slurm.gpu_gpus
+        flags.update(wf.job_flags)
+        if "partition" not in flags and self.slurm.slurm_default_partition:
+            flags["partition"] = self.slurm.slurm_default_partition
+        return dict(sorted(flags.items()))
+
+    def sbatch_flags_for_conversion(self) -> dict[str, str]:
+        flags = dict(self.slurm.sbatch_flags)
+        if self.slurm.slurm_conversion_partition:
+            flags["partition"] = self.slurm.slurm_conversion_partition
+        elif "partition" not in flags and self.slurm.slurm_default_partition:
+            flags["partition"] = self.slurm.slurm_default_partition
+        return dict(sorted(flags.items()))
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(key, value, source) for every setting, secrets redacted."""
+        rows: list[tuple[str, str, str]] = []
+
+        def add(section: str, key: str, value: Any, secret: bool = False) -> None:
+            shown = _show(value)
+            if secret and value is not None:
+                shown = redact_url(shown)
+            rows.append((f"{section}.{key}", shown, self.source_of(section, key)))
+
+        for section, keys in FIXED_SECTIONS.items():
+            group = getattr(self, section.lower())
+            for spec in keys:
+                add(section, spec.name, getattr(group, spec.name), spec.secret)
+            if section == "SLURM":
+                for flag, value in sorted(self.slurm.sbatch_flags.items()):
+                    add(section, f"{_SBATCH_PREFIX}{flag}", value)
+        for name, wf in sorted(self.workflows.items()):
+            add(WORKFLOWS, name, wf.folder)
+            add(WORKFLOWS, f"{name}_repo", wf.repo)
+            add(WORKFLOWS, f"{name}_job", wf.job)
+            add(WORKFLOWS, f"{name}_use_gpu", wf.use_gpu)
+            for flag, value in sorted(wf.job_flags.items()):
+                add(WORKFLOWS, f"{name}_job_{flag}", value)
+        for key, image in sorted(self.converters.items()):
+            add(CONVERTERS, key, image)
+        return rows
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+# ---------------------------------------------------------------- raw layer
+
+
+@dataclass(frozen=True)
+class _Raw:
+    value: str
+    source: str  # file path or "env NAME"
+    section: str  # the section name as written, e.g. MODELS
+
+
+_RawConfig = dict[str, dict[str, _Raw]]
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        # A file that could not be parsed hides its keys; "missing" would be noise.
+        self.unreadable = False
+
+    def add(self, source: str, section: str | None, key: str | None, message: str) -> None:
+        where = source
+        if section is not None:
+            where += f" [{section}]"
+        if key is not None:
+            where += f" {key}"
+        self.lines.append(f"{where}: {message}")
+
+
+def _did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _canonical_section(name: str) -> str:
+    upper = name.strip().upper()
+    return SECTION_ALIASES.get(upper, upper)
+
+
+_KNOWN_CANONICAL = frozenset(_canonical_section(s) for s in KNOWN_SECTIONS)
+
+
+def _unknown_section(section: str) -> str:
+    return f"unknown section{_did_you_mean(section.upper(), KNOWN_SECTIONS)}"
+
+
+def _store(raw: _RawConfig, problems: _Problems, section: str, key: str, item: _Raw) -> None:
+    canonical = _canonical_section(section)
+    if canonical not in _KNOWN_CANONICAL:
+        problems.add(item.source, section, None, _unknown_section(section))
+        return
+    raw.setdefault(canonical, {})[key] = item
+
+
+def _read_file(path: Path, raw: _RawConfig, problems: _Problems) -> None:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.add(source, None, None, "not UTF-8 text")
+        problems.unreadable = True
+        return
+    except OSError as exc:
+        problems.add(source, None, None, f"cannot read: {exc.strerror or exc}")
+        problems.unreadable = True
+        return
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        strict=True,
+        allow_no_value=False,
+        default_section="\0no defaults",  # a literal [DEFAULT] is just an unknown section
+    )
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        problems.lines.extend(f"{source}: {line}" for line in _parse_error_lines(exc))
+        problems.unreadable = True
+        return
+    written: dict[tuple[str, str], str] = {}
+    for section in parser.sections():
+        canonical = _canonical_section(section)
+        if canonical not in _KNOWN_CANONICAL:
+            problems.add(source, section, None, _unknown_section(section))
+            continue
+        for key, value in parser.items(section):
+            earlier = written.get((canonical, key))
+            if earlier is not None and earlier != section:
+                problems.add(source, section, key, f"also set in [{earlier}] of this file")
+                continue
+            written[(canonical, key)] = section
+            raw.setdefault(canonical, {})[key] = _Raw((value or "").strip(), source, section)
+
+
+def _parse_error_lines(exc: configparser.Error) -> list[str]:
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return [f"[{exc.section}] {exc.option}: set twice in this file (line {exc.lineno})"]
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return [f"[{exc.section}]: section appears twice in this file (line {exc.lineno})"]
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return [f"line {exc.lineno}: text before the first [SECTION] header"]
+    if isinstance(exc, configparser.ParsingError):
+        return [f"line {n}: not 'key = value': {_line_text(line)!r}" for n, line in exc.errors]
+    return [str(exc)]
+
+
+def _line_text(reported: str) -> str:
+    """configparser reports the offending line as its repr(); show the text itself."""
+    try:
+        text = ast.literal_eval(reported)
+    except (ValueError, SyntaxError):
+        text = reported
+    return str(text).strip()[:60]
+
+
+def _apply_env(env: Mapping[str, str], raw: _RawConfig, problems: _Problems) -> None:
+    for name, section, key in UPSTREAM_ENV:
+        value = env.get(name, "").strip()
+        if value:
+            _store(raw, problems, section, key, _Raw(value, f"env {name}", section))
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].split("__")
+        source = f"env {name}"
+        if len(parts) != 2 or not all(parts):
+            problems.add(source, None, None, f"expected {ENV_PREFIX}<SECTION>__<KEY>")
+            continue
+        section, key = parts[0].upper(), parts[1].lower()
+        _store(raw, problems, section, key, _Raw(env[name].strip(), source, section))
+
+
+# ---------------------------------------------------------------- building
+
+
+def _bad_characters(item: _Raw) -> str | None:
+    if "\0" in item.value:
+        return "value contains a NUL character"
+    if "\n" in item.value or "\r" in item.value:
+        return "value spans several lines (an indented next line continues the value)"
+    return None
+
+
+def _clean(entries: Mapping[str, _Raw], problems: _Problems) -> dict[str, _Raw]:
+    """Entries without newline/NUL values; those are reported and dropped."""
+    kept = {}
+    for key, item in entries.items():
+        bad = _bad_characters(item)
+        if bad:
+            problems.add(item.source, item.section, key, bad)
+        else:
+            kept[key] = item
+    return kept
+
+
+def _sbatch_flag(item: _Raw, key: str, flag: str, problems: _Problems) -> str | None:
+    if not _FLAG_NAME.fullmatch(flag):
+        problems.add(
+            item.source,
+            item.section,
+            key,
+            "sbatch flag names may use only a-z, 0-9, '-' and '_'",
+        )
+        return None
+    return flag.replace("_", "-")
+
+
+def _build_fixed(
+    section: str,
+    entries: Mapping[str, _Raw],
+    problems: _Problems,
+    origins: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Typed values of a fixed section (defaults filled in) and, for [SLURM], sbatch flags."""
+    specs = {spec.name: spec for spec in FIXED_SECTIONS[section]}
+    values: dict[str, Any] = {name: spec.default for name, spec in specs.items()}
+    sbatch: dict[str, str] = {}
+    sbatch_keys: dict[str, str] = {}
+    for key, item in _clean(entries, problems).items():
+        spec = specs.get(key)
+        if spec is None and section == "SLURM" and key.startswith(_SBATCH_PREFIX):
+            flag = _sbatch_flag(item, key, key[len(_SBATCH_PREFIX) :], problems)
+            if flag is None or not item.value:
+                continue
+            if flag in sbatch_keys:
+                problems.add(item.source, item.section, key, f"same flag as {sbatch_keys[flag]}")
+                continue
+            sbatch[flag], sbatch_keys[flag] = item.value, key
+            origins[f"{section}.{_SBATCH_PREFIX}{flag}"] = item.source
+            continue
+        if spec is None:
+            problems.add(item.source, item.section, key, _unknown_key(section, key, specs))
+            continue
+        origins[f"{section}.{key}"] = item.source
+        if not item.value:
+            continue  # empty means "not set"
+        try:
+            values[key] = spec.parse(item.value)
+        except ValueError as exc:
+            got = "" if spec.secret else f", got {item.value!r}"
+            problems.add(item.source, item.section, key, f"{exc}{got}")
+    return values, sbatch
+
+
+def _unknown_key(section: str, key: str, specs: Mapping[str, Key]) -> str:
+    message = f"unknown key{_did_you_mean(key, specs)}"
+    if section == "SLURM" and not message.endswith("?)"):
+        head, _, rest = key.partition("_")
+        if rest and difflib.get_close_matches(head, ["sbatch"], n=1, cutoff=0.6):
+            message = f"unknown key (did you mean {_SBATCH_PREFIX}{rest}?)"
+    hint = _SECTION_HINTS.get(section)
+    if hint and not message.endswith("?)"):
+        message += f"; {hint}"
+    return message
+
+
+def _split_workflow_key(key: str) -> tuple[str, str, str]:
+    """(workflow, attribute, flag): attribute is '' for a declaration."""
+    if "_job_" in key:
+        workflow, _, flag = key.partition("_job_")
+        return workflow, "flag", flag
+    for suffix in _WORKFLOW_SUFFIXES:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key[: -len(suffix)], suffix[1:], ""
+    return key, "", ""
+
+
+def _suggest_workflow_key(key: str, declared: Iterable[str]) -> str:
+    candidates = []
+    for name in declared:
+        candidates += [f"{name}{suffix}" for suffix in _WORKFLOW_SUFFIXES]
+        if key.startswith(f"{name}_"):
+            head, sep, tail = key[len(name) + 1 :].partition("_")
+            if sep and tail and difflib.get_close_matches(head, ["job"], n=1, cutoff=0.6):
+                candidates.append(f"{name}_job_{tail}")
+    return _did_you_mean(key, candidates, cutoff=0.8)
+
+
+def _local_repo(item: _Raw) -> Path:
+    path = Path(item.value).expanduser()
+    if not path.is_absolute() and not item.source.startswith("env "):
+        path = Path(item.source).parent / path
+    return path.absolute()
+
+
+def _check_repo(item: _Raw, key: str, problems: _Problems) -> str | None:
+    value = item.value
+    if "://" in value or value.startswith(("git@", "github.com")):
+        match = _GITHUB_TREE.fullmatch(value.rstrip("/"))
+        if not match:
+            problems.add(
+                item.source,
+                item.section,
+                key,
+                "expected https://github.com/<owner>/<repo>/tree/<tag> or a local folder, "
+                f"got {redact_url(value)!r}",
+            )
+            return None
+        tag = match["tag"]
+        if tag.lower() in _BRANCH_NAMES or not any(ch.isdigit() for ch in tag):
+            problems.add(
+                item.source,
+                item.section,
+                key,
+                f"'{tag}' looks like a branch; pin a release tag such as v1.2.7",
+            )
+            return None
+        return value.rstrip("/")
+    path = _local_repo(item)
+    if not path.is_dir():
+        problems.add(
+            item.source,
+            item.section,
+            key,
+            f"local workflow folder {path} does not exist "
+            "(or give https://github.com/<owner>/<repo>/tree/<tag>)",
+        )
+        return None
+    return str(path)
+
+
+def _build_workflows(
+    entries: Mapping[str, _Raw], problems: _Problems, origins: dict[str, str]
+) -> dict[str, WorkflowSettings]:
+    entries = _clean(entries, problems)
+    split = {key: _split_workflow_key(key) for key in entries}
+    declared = {key for key, (_, attr, _) in split.items() if not attr}
+    parts: dict[str, dict[str, Any]] = {name: {"job_flags": {}} for name in declared}
+    for key, (name, attr, flag) in split.items():
+        item = entries[key]
+        if not attr:
+            continue
+        if name not in declared:
+            problems.add(
+                item.source,
+                item.section,
+                key,
+                f"workflow '{name}' is not declared (add {name}=<folder>)"
+                + _did_you_mean(name, declared),
+            )
+            continue
+        if attr == "flag":
+            sbatch_name = _sbatch_flag(item, key, flag, problems)
+            if sbatch_name and item.value:
+                parts[name]["job_flags"][sbatch_name] = item.value
+                origins[f"{WORKFLOWS}.{name}_job_{sbatch_name}"] = item.source
+            continue
+        origins[f"{WORKFLOWS}.{key}"] = item.source
+        if attr == "repo" and item.value:
+            parts[name]["repo"] = _check_repo(item, key, problems)
+        elif attr == "job" and item.value:
+            parts[name]["job"] = item.value
+        elif attr == "use_gpu" and item.value:
+            try:
+                parts[name]["use_gpu"] = _boolean(item.value)
+            except ValueError as exc:
+                problems.add(item.source, item.section, key, f"{exc}, got {item.value!r}")
+
+    workflows = {}
+    for name in sorted(declared):
+        item = entries[name]
+        origins[f"{WORKFLOWS}.{name}"] = item.source
+        if "repo" not in parts[name]:
+            suggestion = _suggest_workflow_key(name, declared - {name})
+            if suggestion:
+                problems.add(item.source, item.section, name, f"unknown key{suggestion}")
+                continue
+            problems.add(
+                item.source,
+                item.section,
+                name,
+                f"workflow '{name}' needs {name}_repo "
+                "(https://github.com/<owner>/<repo>/tree/<tag> or a local folder)",
+            )
+            continue
+        if not _WORKFLOW_NAME.fullmatch(name):
+            problems.add(
+                item.source, item.section, name, "workflow names use only a-z, 0-9, '-' and '_'"
+            )
+            continue
+        folder = item.value or name
+        if not _FOLDER.fullmatch(folder) or ".." in folder.split("/"):
+            problems.add(
+                item.source,
+                item.section,
+                name,
+                f"expected a folder name under slurm_images_path, got {folder!r}",
+            )
+            continue
+        repo = parts[name].pop("repo")
+        if repo is None:
+            continue  # already reported
+        flags = parts[name].pop("job_flags")
+        workflows[name] = WorkflowSettings(
+            name=name, folder=folder, repo=repo, job_flags=_frozen(flags), **parts[name]
+        )
+    return workflows
+
+
+def _build_converters(
+    entries: Mapping[str, _Raw], problems: _Problems, origins: dict[str, str]
+) -> dict[str, str]:
+    converters = {}
+    for key, item in _clean(entries, problems).items():
+        if not _CONVERTER_KEY.fullmatch(key):
+            problems.add(
+                item.source, item.section, key, "expected <from>_to_<to>, e.g. zarr_to_tiff"
+            )
+            continue
+        if not item.value:
+            continue
+        if any(ch.isspace() for ch in item.value):
+            problems.add(
+                item.source,
+                item.section,
+                key,
+                f"expected a container image[:tag], got {item.value!r}",
+            )
+            continue
+        converters[key] = item.value
+        origins[f"{CONVERTERS}.{key}"] = item.source
+    return converters
+
+
+def _build(raw: _RawConfig, problems: _Problems, sources: tuple[Path, ...]) -> Settings | None:
+    origins: dict[str, str] = {}
+    typed: dict[str, dict[str, Any]] = {}
+    sbatch: dict[str, str] = {}
+    for section in FIXED_SECTIONS:
+        typed[section], flags = _build_fixed(section, raw.get(section, {}), problems, origins)
+        sbatch.update(flags)
+    workflows = _build_workflows(raw.get(WORKFLOWS, {}), problems, origins)
+    converters = _build_converters(raw.get(CONVERTERS, {}), problems, origins)
+    _check_across(typed, problems, origins, sources)
+    if problems.lines:
+        return None
+    return Settings(
+        ssh=SSHSettings(**typed["SSH"]),
+        slurm=SlurmSettings(**typed["SLURM"], sbatch_flags=_frozen(sbatch)),
+        workflows=_frozen(workflows),
+        converters=_frozen(converters),
+        analytics=AnalyticsSettings(**typed["ANALYTICS"]),
+        worker=WorkerSettings(**typed["WORKER"]),
+        sources=sources,
+        origins=_frozen(origins),
+    )
+
+
+def _check_across(
+    typed: Mapping[str, Mapping[str, Any]],
+    problems: _Problems,
+    origins: Mapping[str, str],
+    sources: tuple[Path, ...],
+) -> None:
+    files = " + ".join(str(p) for p in sources) or "slurm-config.ini"
+    if problems.unreadable:
+        return
+    for section, keys in FIXED_SECTIONS.items():
+        for spec in keys:
+            if spec.required and typed[section][spec.name] is None:
+                problems.add(files, section, spec.name, f"missing ({spec.help})")
+    if typed["WORKER"]["transport"] != "local" and typed["SSH"]["host"] is None:
+        problems.add(
+            files,
+            "SSH",
+            "host",
+            "missing (alias in ~/.ssh/config; or set [WORKER] transport=local)",
+        )
+    slurm = typed["SLURM"]
+    if slurm["gpu_gres"] and slurm["gpu_gpus"]:
+        problems.add(
+            origins.get("SLURM.gpu_gpus", files),
+            "SLURM",
+            "gpu_gpus",
+            "set only one of gpu_gres and gpu_gpus",
+        )
+    worker = typed["WORKER"]
+    if worker["poll_min_s"] > worker["poll_max_s"]:
+        problems.add(
+            origins.get("WORKER.poll_min_s", origins.get("WORKER.poll_max_s", files)),
+            "WORKER",
+            "poll_min_s",
+            f"must not exceed poll_max_s ({worker['poll_max_s']:g})",
+        )
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _expand_home(path: Path, env: Mapping[str, str]) -> Path:
+    text = str(path)
+    if text == "~" or text.startswith("~/"):
+        home = env.get("HOME") or str(Path.home())
+        return Path(home + text[1:])
+    return path
+
+
+def find_config_files(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    system_file: Path = SYSTEM_CONFIG,
+    upstream_files: tuple[Path, ...] = UPSTREAM_OVERRIDES,
+) -> list[Path]:
+    """The files to read, in order: /etc/slurm-config.ini if present, then the
+    override: ``config_file`` (CLI --config), else $BIOMERO_CONFIG, else the upstream
+    locations that exist. A named file that is missing is an error; so is no file."""
+    env = os.environ if env is None else env
+    found = [system_file] if system_file.is_file() else []
+    looked = [system_file]
+    named, named_by = (
+        (config_file, "--config") if config_file else (env.get(CONFIG_ENV), CONFIG_ENV)
+    )
+    if named:
+        path = _expand_home(Path(named), env)
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise ConfigError(f"{path}: config file named by {named_by} {what}")
+        if path not in found:
+            found.append(path)
+        return found
+    for candidate in upstream_files:
+        path = _expand_home(candidate, env)
+        looked.append(path)
+        if path.is_file():
+            found.append(path)
+    if not found:
+        places = ", ".join(str(p) for p in looked)
+        raise ConfigError(
+            f"no slurm-config.ini found; looked in {places} "
+            f"(name one with --config or ${CONFIG_ENV})"
+        )
+    return found
+
+
+def load_settings(
+    paths: list[Path] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Read ``paths`` (default: find_config_files(config_file, env)) in order, later
+    files winning key by key, then apply environment overrides, then validate."""
+    env = os.environ if env is None else env
+    if paths is None:
+        paths = find_config_files(config_file, env)
+    elif config_file is not None:
+        raise ValueError("give either paths or config_file, not both")
+    missing = [f"{p}: config file does not exist" for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(missing)
+    sources = tuple(Path(p) for p in paths)
+    raw: _RawConfig = {}
+    problems = _Problems()
+    for path in sources:
+        _read_file(path, raw, problems)
+    _apply_env(env, raw, problems)
+    settings = _build(raw, problems, sources)
+    if settings is None:
+        raise ConfigError(problems.lines)
+    return settings

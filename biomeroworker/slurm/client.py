@@ -1,0 +1,110 @@
+"""SlurmClient: runs the rendered commands through a Transport and parses the answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from biomeroworker.errors import CommandError, SlurmError
+from biomeroworker.slurm.commands import (
+    SubmitRequest,
+    check_job_id,
+    sacct_argv,
+    sbatch_argv,
+    scancel_argv,
+    sinfo_argv,
+    squeue_argv,
+)
+from biomeroworker.slurm.parse import (
+    JobStatus,
+    Partition,
+    answer,
+    array_parents,
+    parse_sacct,
+    parse_sbatch_job_id,
+    parse_sinfo,
+    parse_squeue,
+)
+from biomeroworker.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+
+class SlurmClient:
+    """sbatch / sacct / squeue / scancel / sinfo over any Transport.
+
+    A query that fails never reports a job as failed: jobs it cannot see come back
+    as ``JobState.UNKNOWN``. Transport errors (connection, timeout) propagate.
+    """
+
+    def __init__(self, transport: Transport, *, command_timeout_s: float = 60.0) -> None:
+        self.transport = transport
+        self.command_timeout_s = command_timeout_s
+
+    def submit(self, request: SubmitRequest) -> str:
+        """Submit and return the job id. Not retried: a retry could submit twice.
+
+        Raises SlurmError with sbatch's own words when Slurm refuses the job.
+        """
+        try:
+            result = self.transport.run(sbatch_argv(request), timeout_s=self.command_timeout_s)
+        except CommandError as exc:
+            raise SlurmError(f"sbatch refused the job: {_tail(exc.stderr or exc.stdout)}") from exc
+        return parse_sbatch_job_id(result.stdout)
+
+    def poll(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """Status of every job and array element of ``job_ids``, in one remote command.
+
+        Keys are job ids, array elements as "45_3". If accounting (sacct) cannot
+        answer, one squeue runs instead; ids that neither knows are UNKNOWN.
+        """
+        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        if not ids:
+            return {}
+        query = array_parents(ids)
+        found = self._sacct(query)
+        if found is None:
+            found = self._squeue(query)
+        return answer(ids, found)
+
+    def _sacct(self, ids: list[str]) -> dict[str, JobStatus] | None:
+        result = self.transport.run(
+            sacct_argv(ids), timeout_s=self.command_timeout_s, check=False, idempotent=True
+        )
+        if not result.ok:
+            log.warning("sacct failed (%s), asking squeue", _tail(result.stderr))
+            return None
+        try:
+            return parse_sacct(result.stdout)
+        except SlurmError as exc:
+            log.warning("sacct output unreadable (%s), asking squeue", exc)
+            return None
+
+    def _squeue(self, ids: list[str]) -> dict[str, JobStatus]:
+        result = self.transport.run(
+            squeue_argv(ids), timeout_s=self.command_timeout_s, check=False, idempotent=True
+        )
+        if not result.ok:
+            # squeue exits 1 with "Invalid job id specified" when it knows none of them.
+            log.warning("squeue failed too (%s): states unknown", _tail(result.stderr))
+            return {}
+        try:
+            return parse_squeue(result.stdout)
+        except SlurmError as exc:
+            log.warning("squeue output unreadable (%s): states unknown", exc)
+            return {}
+
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        """Cancel jobs (or array elements) in one scancel; cancelling a finished job is fine."""
+        ids = list(job_ids)
+        if ids:
+            self.transport.run(scancel_argv(ids), timeout_s=self.command_timeout_s, idempotent=True)
+
+    def partitions(self) -> list[Partition]:
+        result = self.transport.run(sinfo_argv(), timeout_s=self.command_timeout_s, idempotent=True)
+        return parse_sinfo(result.stdout)
+
+
+def _tail(text: str) -> str:
+    lines = text.strip().splitlines()
+    return " | ".join(lines[-2:]) if lines else "no output"
