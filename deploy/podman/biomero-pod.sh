@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Run OMERO with a BIOMERO worker as one podman pod, the SSH material and the
+# passwords passed as podman secrets (never as bind mounts or image layers).
+#
+#   deploy/podman/biomero-pod.sh up      create the secrets, the pod and its containers
+#   deploy/podman/biomero-pod.sh down    remove the pod and the secrets (volumes stay)
+#
+# Settings come from the environment, or from the file BIOMERO_ENV_FILE names
+# (KEY=VALUE lines, read as data, never sourced). See docs/deployment.md.
+#   BIOMERO_SSH_CONFIG BIOMERO_SSH_KNOWN_HOSTS BIOMERO_SSH_KEY   files on this host (required)
+#   OMERO_DB_PASSWORD OMERO_ROOT_PASSWORD BIOMERO_DB_PASSWORD    (required)
+#   BIOMERO_IMAGE (localhost/biomeroworker:latest)  OMERO_WORKER_NAME (biomeroworker)
+#   POSTGRES_VERSION OMERO_SERVER_VERSION OMERO_WEB_VERSION  OMERO_WEB_PORT (4080)
+#   BIOMERO_POD (biomero)  PODMAN (podman)
+set -euo pipefail
+
+log() { printf '%s [biomero-pod] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+SECRETS_DIR=/run/secrets/biomero-ssh
+SECRET_NAMES=(biomero-ssh-config biomero-ssh-known-hosts biomero-ssh-key biomero-ssh-key-pub
+    omero-db-password omero-root-password biomero-db-password biomero-sqlalchemy-url)
+
+load_env_file() {
+    local file="$1" line key value
+    [[ -f "$file" ]] || die "BIOMERO_ENV_FILE $file does not exist"
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+        [[ "$line" =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file: cannot read '$line'"
+        key="${BASH_REMATCH[1]}"
+        value="${BASH_REMATCH[2]}"
+        [[ -n "${!key:-}" ]] || export "$key=$value"
+    done <"$file"
+}
+
+require() {
+    local name
+    for name in "$@"; do
+        [[ -n "${!name:-}" ]] || die "$name is not set (environment or BIOMERO_ENV_FILE)"
+    done
+}
+
+require_files() {
+    local name
+    for name in "$@"; do
+        [[ -f "${!name}" ]] || die "$name=${!name} is not a file"
+    done
+}
+
+podman_() { "${PODMAN:-podman}" "$@"; }
+
+# Secrets are replaced on every `up` so a rotated key or password takes effect.
+secret_from_file() {
+    podman_ secret rm "$1" >/dev/null 2>&1 || true
+    podman_ secret create "$1" "$2" >/dev/null
+}
+
+secret_from_value() {
+    podman_ secret rm "$1" >/dev/null 2>&1 || true
+    printf '%s' "$2" | podman_ secret create "$1" - >/dev/null
+}
+
+create_secrets() {
+    local key_name
+    key_name="$(basename -- "$BIOMERO_SSH_KEY")"
+    secret_from_file biomero-ssh-config "$BIOMERO_SSH_CONFIG"
+    secret_from_file biomero-ssh-known-hosts "$BIOMERO_SSH_KNOWN_HOSTS"
+    secret_from_file biomero-ssh-key "$BIOMERO_SSH_KEY"
+    SSH_SECRETS=(
+        --secret "biomero-ssh-config,target=$SECRETS_DIR/config,mode=0400"
+        --secret "biomero-ssh-known-hosts,target=$SECRETS_DIR/known_hosts,mode=0400"
+        --secret "biomero-ssh-key,target=$SECRETS_DIR/$key_name,mode=0400"
+    )
+    if [[ -f "$BIOMERO_SSH_KEY.pub" ]]; then
+        secret_from_file biomero-ssh-key-pub "$BIOMERO_SSH_KEY.pub"
+        SSH_SECRETS+=(--secret "biomero-ssh-key-pub,target=$SECRETS_DIR/$key_name.pub,mode=0400")
+    fi
+    secret_from_value omero-db-password "$OMERO_DB_PASSWORD"
+    secret_from_value omero-root-password "$OMERO_ROOT_PASSWORD"
+    secret_from_value biomero-db-password "$BIOMERO_DB_PASSWORD"
+    # The tracking database listens on 5433 because the pod shares one network.
+    secret_from_value biomero-sqlalchemy-url \
+        "postgresql+psycopg2://biomero:$BIOMERO_DB_PASSWORD@127.0.0.1:5433/biomero"
+}
+
+run_containers() {
+    local pod="$1" worker="${OMERO_WORKER_NAME:-biomeroworker}"
+    local pg="docker.io/library/postgres:${POSTGRES_VERSION:-16}"
+    podman_ pod create --name "$pod" --hostname "$worker" \
+        --publish 4063:4063 --publish 4064:4064 --publish "${OMERO_WEB_PORT:-4080}:4080"
+
+    podman_ run -d --pod "$pod" --name "$pod-database" --restart unless-stopped \
+        -e POSTGRES_USER=omero -e POSTGRES_DB=omero \
+        -e POSTGRES_PASSWORD_FILE=/run/secrets/omero-db-password \
+        --secret omero-db-password \
+        -v omero-database:/var/lib/postgresql/data "$pg"
+
+    podman_ run -d --pod "$pod" --name "$pod-biomero-database" --restart unless-stopped \
+        -e POSTGRES_USER=biomero -e POSTGRES_DB=biomero \
+        -e POSTGRES_PASSWORD_FILE=/run/secrets/biomero-db-password \
+        --secret biomero-db-password \
+        -v biomero-database:/var/lib/postgresql/data "$pg" postgres -p 5433
+
+    podman_ run -d --pod "$pod" --name "$pod-omeroserver" --restart unless-stopped \
+        -e CONFIG_omero_db_host=127.0.0.1 -e CONFIG_omero_db_user=omero \
+        -e CONFIG_omero_db_name=omero -e CONFIG_omero_master_host=127.0.0.1 \
+        -e "CONFIG_omero_server_nodedescriptors=master:Blitz-0,Indexer-0,PixelData-0,DropBox,MonitorServer,FileServer,Storm,Tables-0 $worker:Processor-0" \
+        --secret omero-db-password,type=env,target=CONFIG_omero_db_pass \
+        --secret omero-root-password,type=env,target=ROOTPASS \
+        -v omero-data:/OMERO \
+        "docker.io/openmicroscopy/omero-server:${OMERO_SERVER_VERSION:-5.6.18}"
+
+    podman_ run -d --pod "$pod" --name "$pod-omeroweb" --restart unless-stopped \
+        -e OMEROHOST=127.0.0.1 \
+        "docker.io/openmicroscopy/omero-web-standalone:${OMERO_WEB_VERSION:-5.31.0}"
+
+    podman_ run -d --pod "$pod" --name "$pod-worker" --restart unless-stopped \
+        -e "OMERO_WORKER_NAME=$worker" -e CONFIG_omero_master_host=127.0.0.1 \
+        -e PERSISTENCE_MODULE=eventsourcing_sqlalchemy \
+        -e "BIOMERO_SSH_SECRETS_DIR=$SECRETS_DIR" \
+        "${SSH_SECRETS[@]}" \
+        --secret biomero-sqlalchemy-url,type=env,target=SQLALCHEMY_URL \
+        -v biomero-var:/opt/omero/server/OMERO.server/var \
+        -v omero-data:/OMERO \
+        "${BIOMERO_IMAGE:-localhost/biomeroworker:latest}"
+}
+
+up() {
+    require BIOMERO_SSH_CONFIG BIOMERO_SSH_KNOWN_HOSTS BIOMERO_SSH_KEY \
+        OMERO_DB_PASSWORD OMERO_ROOT_PASSWORD BIOMERO_DB_PASSWORD
+    require_files BIOMERO_SSH_CONFIG BIOMERO_SSH_KNOWN_HOSTS BIOMERO_SSH_KEY
+    local pod="${BIOMERO_POD:-biomero}"
+    create_secrets
+    log "secrets created; starting pod $pod"
+    run_containers "$pod"
+    log "pod $pod is up: OMERO.web on port ${OMERO_WEB_PORT:-4080}"
+}
+
+down() {
+    local pod="${BIOMERO_POD:-biomero}" name
+    podman_ pod rm --force --ignore "$pod"
+    for name in "${SECRET_NAMES[@]}"; do
+        podman_ secret rm "$name" >/dev/null 2>&1 || true
+    done
+    log "pod $pod and its secrets removed; volumes kept"
+}
+
+main() {
+    [[ -z "${BIOMERO_ENV_FILE:-}" ]] || load_env_file "$BIOMERO_ENV_FILE"
+    case "${1:-}" in
+        up) up ;;
+        down) down ;;
+        *) die "usage: $0 up|down" ;;
+    esac
+}
+
+main "$@"
