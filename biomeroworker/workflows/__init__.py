@@ -1,0 +1,1 @@
+"""Workflows: BIAFLOWS descriptors, parameter validation and job-script rendering."""

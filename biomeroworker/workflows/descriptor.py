@@ -1,0 +1,175 @@
+"""BIAFLOWS (cytomine-0.1) descriptors: read, check and turn into typed parameters.
+
+Reading never touches the network: a local path is read as is, and a GitHub tree URL
+pinned to a tag is read from the on-disk cache that only ``fetch_descriptor`` fills
+(see ``biomeroworker.workflows.github``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from biomeroworker.errors import BiomeroError
+
+SCHEMA_VERSION = "cytomine-0.1"
+Kind = Literal["int", "float", "string", "boolean", "choice"]
+Value = int | float | str | bool
+
+
+class DescriptorError(BiomeroError):
+    """A descriptor is missing, unreadable or not a usable BIAFLOWS descriptor."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One input of a descriptor.
+
+    ``kind`` is what users may give: a Number is ``int`` when its default is a whole
+    JSON number (``5``) and ``float`` otherwise; anything with value-choices is ``choice``.
+    """
+
+    id: str
+    name: str
+    description: str
+    kind: Kind
+    default: Value | None
+    optional: bool
+    server_set: bool
+    choices: tuple[Value, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    name: str
+    description: str
+    image: str
+    image_type: str
+    command_line: str
+    parameters: tuple[Parameter, ...]
+    source: str
+
+    @property
+    def user_parameters(self) -> tuple[Parameter, ...]:
+        """The parameters a user sets: server-set (cytomine_*) inputs are hidden."""
+        return tuple(p for p in self.parameters if not p.server_set)
+
+    def image_ref(self, tag: str) -> str:
+        """The container image for a repo tag: the image tag equals the git tag."""
+        return f"{self.image}:{tag}"
+
+    def sif_name(self, version: str) -> str:
+        """``<image>_<version>.sif`` as upstream keeps it under ``<images>/<wf>/``."""
+        return f"{self.image.rsplit('/', 1)[-1]}_{version}.sif"
+
+
+def load_descriptor(path: Path) -> Descriptor:
+    """Read and check a descriptor.json from a local file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DescriptorError(f"cannot read descriptor {path}: {exc.strerror}") from exc
+    return parse_descriptor(text, source=str(path))
+
+
+def parse_descriptor(text: str, *, source: str) -> Descriptor:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DescriptorError(f"{source}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DescriptorError(f"{source}: must be a JSON object")
+    return _descriptor(data, source)
+
+
+def _descriptor(data: dict[str, Any], source: str) -> Descriptor:
+    if data.get("schema-version") != SCHEMA_VERSION:
+        got = data.get("schema-version")
+        raise DescriptorError(f"{source}: schema-version must be {SCHEMA_VERSION!r}, got {got!r}")
+    image = data.get("container-image")
+    if not isinstance(image, dict) or not _text(image.get("image")):
+        raise DescriptorError(f"{source}: container-image.image is missing")
+    if not _text(data.get("name")):
+        raise DescriptorError(f"{source}: name is missing")
+    inputs = data.get("inputs")
+    if not isinstance(inputs, list):
+        raise DescriptorError(f"{source}: inputs must be a list")
+    parameters = tuple(_parameter(item, f"{source}: inputs[{i}]") for i, item in enumerate(inputs))
+    _check_unique([p.id for p in parameters], source)
+    return Descriptor(
+        name=data["name"],
+        description=str(data.get("description", "")),
+        image=image["image"],
+        image_type=str(image.get("type", "singularity")),
+        command_line=str(data.get("command-line", "")),
+        parameters=parameters,
+        source=source,
+    )
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _check_unique(ids: list[str], source: str) -> None:
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise DescriptorError(f"{source}: duplicate input id(s) {', '.join(dupes)}")
+
+
+def _parameter(item: Any, where: str) -> Parameter:
+    if not isinstance(item, dict):
+        raise DescriptorError(f"{where}: must be an object")
+    pid = item.get("id")
+    if not isinstance(pid, str) or not pid.isidentifier():
+        raise DescriptorError(f"{where}: id must be a name of letters, digits and _: {pid!r}")
+    where = f"{where} ({pid})"
+    server_set = bool(item.get("set-by-server")) or pid.startswith("cytomine")
+    default = item.get("default-value")
+    choices = tuple(item.get("value-choices") or ())
+    kind = _kind(str(item.get("type", "String")), default, choices, where)
+    if default is not None and choices and default not in choices:
+        raise DescriptorError(f"{where}: default-value {default!r} is not one of its value-choices")
+    return Parameter(
+        id=pid,
+        name=str(item.get("name", pid)),
+        description=str(item.get("description", "")),
+        kind=kind,
+        default=default,
+        optional=bool(item.get("optional", False)),
+        server_set=server_set,
+        choices=choices,
+        minimum=_bound(item.get("minimum"), where),
+        maximum=_bound(item.get("maximum"), where),
+    )
+
+
+def _kind(cytype: str, default: Any, choices: tuple[Any, ...], where: str) -> Kind:
+    if choices:
+        return "choice"
+    if cytype == "ListDomain":
+        raise DescriptorError(f"{where}: a ListDomain input needs value-choices")
+    if cytype == "Number":
+        if isinstance(default, bool) or not (default is None or isinstance(default, int | float)):
+            raise DescriptorError(f"{where}: Number with a non-numeric default {default!r}")
+        return "int" if isinstance(default, int) else "float"
+    if cytype == "Boolean":
+        if default is not None and not isinstance(default, bool):
+            raise DescriptorError(f"{where}: Boolean with a non-boolean default {default!r}")
+        return "boolean"
+    if cytype == "String":
+        return "string"
+    raise DescriptorError(f"{where}: unsupported type {cytype!r}")
+
+
+def _bound(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DescriptorError(f"{where}: minimum/maximum must be numbers, got {value!r}")
+    return float(value)

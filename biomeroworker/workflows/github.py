@@ -1,0 +1,127 @@
+"""Descriptors of workflows pinned to a GitHub tag, kept in an on-disk cache per tag.
+
+``resolve_descriptor`` never goes to the network: a URL whose tag is not cached is an
+error that says how to fill the cache. Only ``fetch_descriptor`` (run by
+``biomero init``) downloads, and a tag is immutable, so a cached file is never refetched.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from biomeroworker.workflows.descriptor import (
+    Descriptor,
+    DescriptorError,
+    load_descriptor,
+    parse_descriptor,
+)
+
+_NAME = r"[A-Za-z0-9_.-]+"
+_TREE_URL = re.compile(
+    rf"https://github\.com/(?P<owner>{_NAME})/(?P<repo>{_NAME})/tree/(?P<tag>{_NAME})/?"
+)
+FETCH_TIMEOUT_S = 30.0
+Fetch = Callable[[str], bytes]
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    owner: str
+    repo: str
+    tag: str
+
+    @property
+    def raw_descriptor_url(self) -> str:
+        return (
+            f"https://raw.githubusercontent.com/{self.owner}/{self.repo}/{self.tag}/descriptor.json"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.repo}@{self.tag}"
+
+
+def parse_repo_url(url: str) -> RepoRef:
+    """Read ``https://github.com/<owner>/<repo>/tree/<tag>``; anything else is an error."""
+    match = _TREE_URL.fullmatch(url.strip())
+    parts = match.groupdict().values() if match else ()
+    if not match or any(part in {".", ".."} for part in parts):
+        raise DescriptorError(
+            f"workflow repo {url!r}: expected https://github.com/<owner>/<repo>/tree/<tag>"
+        )
+    return RepoRef(owner=match["owner"], repo=match["repo"], tag=match["tag"])
+
+
+def is_repo_url(source: str) -> bool:
+    return "://" in source
+
+
+def default_cache_root() -> Path:
+    return Path(platformdirs.user_cache_dir("biomero")) / "descriptors"
+
+
+def cache_path(ref: RepoRef, cache_root: Path | None = None) -> Path:
+    root = cache_root if cache_root is not None else default_cache_root()
+    return root / ref.owner / ref.repo / ref.tag / "descriptor.json"
+
+
+def resolve_descriptor(source: str, *, cache_root: Path | None = None) -> Descriptor:
+    """A descriptor from a local path or a cached GitHub tag; never downloads."""
+    if not is_repo_url(source):
+        return load_descriptor(Path(source))
+    ref = parse_repo_url(source)
+    path = cache_path(ref, cache_root)
+    if not path.is_file():
+        raise DescriptorError(
+            f"descriptor of {ref} is not cached at {path}: run `biomero init` where GitHub "
+            f"is reachable, or save {ref.raw_descriptor_url} there"
+        )
+    return load_descriptor(path)
+
+
+def fetch_descriptor(
+    url: str, *, cache_root: Path | None = None, fetch: Fetch | None = None
+) -> Descriptor:
+    """Make sure the descriptor of a pinned tag is cached, downloading it if it is not."""
+    ref = parse_repo_url(url)
+    path = cache_path(ref, cache_root)
+    if path.is_file():
+        return load_descriptor(path)
+    try:
+        body = (fetch or http_get)(ref.raw_descriptor_url)
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+        raise DescriptorError(
+            f"descriptor of {ref} is not cached at {path} and could not be downloaded from "
+            f"{ref.raw_descriptor_url}: {exc}"
+        ) from exc
+    descriptor = parse_descriptor(body.decode("utf-8", "replace"), source=ref.raw_descriptor_url)
+    _write_atomic(path, body)
+    return descriptor
+
+
+def http_get(url: str) -> bytes:
+    if not url.startswith("https://"):
+        raise ValueError(f"refusing to fetch a non-https URL: {url}")
+    with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310
+        return response.read()
+
+
+def _write_atomic(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".descriptor.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,54 @@
+#!/bin/bash
+# BIOMERO job script: workflow cellpose v1.2.7, runtime apptainer.
+# Rendered once by `biomero init`; every run passes its own folder:
+#   sbatch <this script> <run folder>   (or --export=ALL,BIOMERO_RUN_DIR=<run folder>)
+# Parameter values come from <run folder>/params.json only.
+
+#SBATCH --gres=gpu:1
+#SBATCH --job-name=biomero-cellpose
+#SBATCH --mem=32GB
+#SBATCH --output=omero-%j.log
+#SBATCH --partition=gpu
+
+set -euo pipefail
+
+run_dir="${1:-${BIOMERO_RUN_DIR:-}}"
+if [[ -z "$run_dir" ]]; then
+    echo "biomero job: pass the run folder as first argument or in BIOMERO_RUN_DIR" >&2
+    exit 2
+fi
+params_file="$run_dir/params.json"
+if [[ ! -f "$params_file" ]]; then
+    echo "biomero job: missing $params_file" >&2
+    exit 2
+fi
+mkdir -p -- "$run_dir/data/out" "$run_dir/data/gt"
+
+# params.json -> one argument per --<id> and per value, NUL-separated, never evaluated.
+args_file="$(mktemp)"
+trap 'rm -f -- "$args_file"' EXIT
+python3 - "$params_file" > "$args_file" <<'BIOMERO_PARAMS_READER'
+import json, sys
+params = json.load(open(sys.argv[1], encoding="utf-8"))
+if not isinstance(params, dict):
+    sys.exit("params.json must hold a JSON object")
+for key, value in params.items():
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    if not key.isidentifier() or not isinstance(value, (str, int, float)):
+        sys.exit(f"params.json: bad entry {key!r}")
+    for arg in ("--" + key, str(value)):
+        if "\0" in arg:
+            sys.exit(f"params.json: NUL in {key!r}")
+        sys.stdout.write(arg + "\0")
+BIOMERO_PARAMS_READER
+args=()
+while IFS= read -r -d '' arg; do
+    args+=("$arg")
+done < "$args_file"
+rm -f -- "$args_file"
+trap - EXIT
+
+exec apptainer run --nv --bind /data/my-scratch --pwd /app /home/biomero/images/cellpose/t_nucleisegmentation-cellpose_v1.2.7.sif \
+    --infolder "$run_dir/data/in" --outfolder "$run_dir/data/out" --gtfolder "$run_dir/data/gt" --local -nmc \
+    ${args[@]+"${args[@]}"}

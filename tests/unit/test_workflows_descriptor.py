@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from biomeroworker.workflows.descriptor import DescriptorError, load_descriptor, parse_descriptor
+
+SAMPLE = Path(__file__).parents[2] / "workflows" / "nuclei-segmentation" / "descriptor.json"
+
+
+def minimal(**inputs_and_fields: object) -> str:
+    data = {
+        "name": "W",
+        "schema-version": "cytomine-0.1",
+        "container-image": {"image": "org/w_thing", "type": "singularity"},
+        "command-line": "python wrapper.py",
+        "inputs": [],
+    }
+    data.update(inputs_and_fields)
+    return json.dumps(data)
+
+
+def number(pid: str, default: object) -> dict:
+    return {"id": pid, "type": "Number", "default-value": default, "optional": True}
+
+
+def test_sample_descriptor_hides_server_set_inputs() -> None:
+    descriptor = load_descriptor(SAMPLE)
+    all_ids = [p.id for p in descriptor.parameters]
+    user_ids = [p.id for p in descriptor.user_parameters]
+    assert "cytomine_host" in all_ids
+    assert user_ids == [
+        "sigma", "threshold_method", "min_size", "min_distance", "channel", "output_prefix",
+    ]  # fmt: skip
+
+
+def test_sample_descriptor_types_its_parameters() -> None:
+    kinds = {p.id: p.kind for p in load_descriptor(SAMPLE).user_parameters}
+    assert kinds == {
+        "sigma": "float", "threshold_method": "choice", "min_size": "int",
+        "min_distance": "int", "channel": "int", "output_prefix": "string",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("default", "kind"), [(5, "int"), (0.5, "float"), (2.0, "float")])
+def test_number_is_int_or_float_by_its_default(default: object, kind: str) -> None:
+    descriptor = parse_descriptor(minimal(inputs=[number("n", default)]), source="t")
+    assert descriptor.parameters[0].kind == kind
+
+
+def test_cytomine_prefixed_input_is_server_set_even_without_the_flag() -> None:
+    text = minimal(inputs=[{"id": "cytomine_id_project", "type": "Number"}])
+    assert parse_descriptor(text, source="t").user_parameters == ()
+
+
+def test_image_tag_equals_the_repo_tag() -> None:
+    descriptor = parse_descriptor(minimal(), source="t")
+    assert descriptor.image_ref("v1.2.7") == "org/w_thing:v1.2.7"
+    assert descriptor.sif_name("v1.2.7") == "w_thing_v1.2.7.sif"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        (minimal(**{"schema-version": "boutiques"}), "schema-version"),
+        (minimal(**{"container-image": {}}), "container-image.image"),
+        (minimal(inputs=[{"id": "a b", "type": "String"}]), "id must be"),
+        (minimal(inputs=[{"id": "d", "type": "ListDomain"}]), "ListDomain input needs"),
+        (minimal(inputs=[{"id": "d", "type": "Matrix"}]), "unsupported type 'Matrix'"),
+        (minimal(inputs=[number("n", "five")]), "non-numeric default"),
+        (minimal(inputs=[number("n", 1), number("n", 2)]), "duplicate input id"),
+        (
+            minimal(
+                inputs=[
+                    {"id": "m", "type": "String", "default-value": "x", "value-choices": ["a", "b"]}
+                ]
+            ),
+            "not one of its value-choices",
+        ),
+    ],
+)
+def test_bad_descriptor_is_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(DescriptorError, match=message):
+        parse_descriptor(text, source="t")
+
+
+def test_missing_descriptor_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(DescriptorError, match=r"nope\.json"):
+        load_descriptor(tmp_path / "nope.json")
