@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIOMERO := $(VENV)/bin/biomero
 LOCAL_CONFIG := localslurm/run/slurm-config.ini
-SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh
+SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh \
+	scripts/install-container-tools
 
-.PHONY: all venv cluster cluster-down lint test unit integration demo clean
+.PHONY: all venv cluster cluster-down tools lint test unit integration demo clean
 
 all: test
 
@@ -25,8 +26,8 @@ cluster:
 cluster-down:
 	localslurm/down
 
-tools:
-	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+tools: venv
+	scripts/install-container-tools
 
 lint: venv tools
 	$(VENV)/bin/ruff check .
@@ -39,7 +40,7 @@ unit: venv
 integration: venv cluster
 	$(PY) -m pytest -q tests/integration
 
-test: lint cluster
+test: lint tools cluster
 	$(PY) -m pytest -q tests
 
 demo: venv cluster

@@ -1,5 +1,45 @@
 """How commands and bytes reach the cluster: over SSH (fabric), or on this host."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from biomeroworker.transport.base import CommandResult, Transport, shell_join
 
-__all__ = ["CommandResult", "Transport", "shell_join"]
+if TYPE_CHECKING:
+    from biomeroworker.config import Settings
+
+__all__ = ["CommandResult", "Transport", "open_transport", "shell_join"]
+
+# One connection per process: transports are kept here, keyed by what identifies them.
+_OPEN: dict[tuple[object, ...], Transport] = {}
+
+
+def open_transport(settings: Settings) -> Transport:
+    """The process-wide transport for ``settings`` ([WORKER] transport, [SSH] host)."""
+    worker = settings.worker
+    if worker.transport == "local":
+        key: tuple[object, ...] = ("local", worker.command_timeout_s)
+        if key not in _OPEN:
+            from biomeroworker.transport.local import LocalTransport
+
+            _OPEN[key] = LocalTransport(command_timeout_s=worker.command_timeout_s)
+        return _OPEN[key]
+    from biomeroworker.transport.ssh import SSHOptions, SSHTransport
+
+    options = SSHOptions(
+        host=str(settings.ssh.host),
+        connect_timeout_s=worker.connect_timeout_s,
+        command_timeout_s=worker.command_timeout_s,
+        keepalive_s=int(worker.keepalive_s),
+    )
+    key = ("ssh", options)
+    if key not in _OPEN:
+        _OPEN[key] = SSHTransport(options)
+    return _OPEN[key]
+
+
+def close_all() -> None:
+    for transport in _OPEN.values():
+        transport.close()
+    _OPEN.clear()
