@@ -88,3 +88,34 @@ class RunLayout:
     @property
     def local_out(self) -> Path:
         return self.local_run / "out"
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Where per-workflow things live on the cluster (rendered once, shared by runs)."""
+
+    script_path: str
+    images_path: str
+    converters_path: str
+
+    def version_dir(self, workflow: str, version: str) -> str:
+        return posixpath.join(self.script_path, workflow, version)
+
+    def job_script(self, workflow: str, version: str) -> str:
+        return posixpath.join(self.version_dir(workflow, version), "job.sh")
+
+    def workflow_dir(self, workflow: str, version: str) -> str:
+        """Native runtime: the workflow's own files (wrapper.py, descriptor.json)."""
+        return posixpath.join(self.version_dir(workflow, version), "workflow")
+
+    def image(self, workflow: str, image: str, version: str) -> str:
+        """Container runtimes: ``<images>/<wf>/<image>_<version>.sif`` as upstream keeps it."""
+        return posixpath.join(self.images_path, workflow, f"{image}_{version}.sif")
+
+    def converter_script(self, name: str = "zarr_to_tiff") -> str:
+        return posixpath.join(self.converters_path, f"{name}.sh")
+
+    @property
+    def init_stamp_dir(self) -> str:
+        """Markers that let `biomero init` skip work it already did."""
+        return posixpath.join(self.script_path, ".biomero")

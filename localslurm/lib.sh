@@ -22,9 +22,15 @@ SLURM_ETC=/etc/slurm
 DB_NAME=localslurm_acct
 DB_USER=localslurm
 DB_PASS=localslurm-only-on-loopback
+# JWT signing key for AuthAltTypes=auth/jwt (slurmctld, slurmdbd); slurmrestd on loopback.
+JWT_KEY=$STATE/jwt_hs256.key
+REST_PORT=${LOCALSLURM_REST_PORT:-6820}
+REST_USER=nobody
 
 # Daemons in start order.
-DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd sshd)
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd sshd slurmrestd)
+# Started only by `localslurm/up --rest` (localslurm/rest-up); "off" is not a failure.
+OPTIONAL_DAEMONS=(slurmrestd)
 
 log() { printf '%s localslurm: %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '%s localslurm: ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
@@ -59,6 +65,8 @@ healthy() {
         slurmctld) timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' ;;
         slurmd) timeout 10 sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)' ;;
         sshd) timeout 10 ssh -F "$SSHDIR/config" -o BatchMode=yes "$SSH_ALIAS" true >/dev/null 2>&1 ;;
+        # Any HTTP answer (401 without a token) means slurmrestd is serving.
+        slurmrestd) [[ $(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$REST_PORT/openapi/v3") != 000 ]] ;;
         *) return 1 ;;
     esac
 }

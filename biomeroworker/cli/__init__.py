@@ -12,7 +12,15 @@ import sys
 
 from biomeroworker.errors import BiomeroError
 
-COMMANDS: tuple[str, ...] = ("check",)
+COMMANDS: tuple[str, ...] = (
+    "check",
+    "init",
+    "workflows",
+    "run",
+    "status",
+    "stats",
+    "tracking",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ element converts exactly one image, so a failed image shows as a failed element.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -70,6 +71,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", type=Path, help="file with one .zarr path per line")
     parser.add_argument("--index", type=int, help="1-based line of --list to convert")
     parser.add_argument("--outdir", type=Path, help="batch mode: folder for the .tif files")
+    parser.add_argument(
+        "--remove-source",
+        action="store_true",
+        help="delete the .zarr once its .tif is complete (so the workflow sees each image once)",
+    )
     return parser
 
 
@@ -89,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         source, target = _resolve(args, parser)
+        if args.remove_source and target.is_file() and not source.exists():
+            print(f"{target} already converted")
+            return 0
         axes = convert(source, target)
+        if args.remove_source:
+            shutil.rmtree(source)
     except (BiomeroError, OSError) as exc:
         print(f"zarr_to_tiff: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,115 @@
+"""`biomero run`, `results`, `cancel` and `cleanup`: a workflow run from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a workflow on images through Slurm")
+    p.add_argument("workflow")
+    p.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="OME-Zarr folders or TIFFs"
+    )
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter value"
+    )
+    p.add_argument("--version", help="workflow version (default: the configured one)")
+    p.add_argument("--partition", help="Slurm partition (default: from the config)")
+    p.add_argument("--output", type=Path, help="where results land (default: user data dir)")
+    p.add_argument("--wait", action="store_true", help="drive the run here and show progress")
+    p.set_defaults(func=run)
+
+    r = sub.add_parser("results", help="download a finished run's results")
+    r.add_argument("run")
+    r.add_argument("--output", type=Path, required=True)
+    r.set_defaults(func=results)
+
+    c = sub.add_parser("cancel", help="cancel a run: scancel its jobs and mark it cancelled")
+    c.add_argument("run")
+    c.set_defaults(func=cancel)
+
+    k = sub.add_parser("cleanup", help="remove leftover remote run folders")
+    k.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    k.add_argument("--dry-run", action="store_true")
+    k.set_defaults(func=cleanup)
+
+
+def parse_params(pairs: list[str]) -> dict[str, object]:
+    from biomeroworker.errors import BiomeroError
+
+    values: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise BiomeroError(f"--param {pair!r}: write NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from biomeroworker.cli.common import engine_for
+    from biomeroworker.cli.progress import RichReporter
+    from biomeroworker.runs import RunFailed
+
+    reporter = RichReporter() if args.wait else None
+    with engine_for(args, reporter) as engine:
+        run_id = engine.request(
+            args.workflow,
+            args.inputs,
+            parse_params(args.param),
+            version=args.version,
+            partition=args.partition,
+            output_dir=args.output,
+        )
+        print(f"run {run_id}")
+        if not args.wait:
+            # Recorded: a supervisor (`biomero supervise`) drives it from here.
+            return 0
+        try:
+            with reporter:  # type: ignore[union-attr]
+                dest = engine.drive(run_id)
+        except RunFailed as exc:
+            print(f"run {run_id} failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"results in {dest}")
+        for name, seconds in engine.step_seconds.items():
+            print(f"  {name:<11} {seconds:6.2f} s")
+    return 0
+
+
+def results(args: argparse.Namespace) -> int:
+    from biomeroworker.cli.common import engine_for
+
+    with engine_for(args) as engine:
+        run = engine.tracker.get_run(args.run)
+        run["inputs"]["output_dir"] = str(args.output.resolve())
+        dest = engine.stage_down(run)
+    print(f"results in {dest}")
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    from biomeroworker.cli.common import engine_for
+
+    with engine_for(args) as engine:
+        jobs = engine.cancel(args.run)
+    print(f"cancelled run {args.run}" + (f" (scancel {' '.join(jobs)})" if jobs else ""))
+    return 0
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    from biomeroworker.cleanup import remove_old_runs
+    from biomeroworker.cli.common import engine_for
+
+    with engine_for(args) as engine:
+        removed = remove_old_runs(
+            engine.transport, engine.tracker, engine.settings, args.older_than, args.dry_run
+        )
+    verb = "would remove" if args.dry_run else "removed"
+    for path in removed:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(removed)} folder(s)")
+    return 0

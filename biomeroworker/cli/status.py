@@ -1,0 +1,112 @@
+"""`biomero status [RUN] [--json] [--all]`: runs as the read models see them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+DEFAULT_LIMIT = 50
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("status", help="show your workflow runs, or one run")
+    parser.add_argument("run", nargs="?", metavar="RUN", help="run id (or a unique prefix)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--all", action="store_true", help="everyone's runs (admins: root or $BIOMERO_ADMINS)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"newest N runs (default {DEFAULT_LIMIT}; 0 for all)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from biomeroworker.cli.tracking import open_tracker
+    from biomeroworker.tracking.access import current_user, visible_owner
+
+    viewer = current_user()
+    with open_tracker(args) as tracker:
+        if args.run:
+            return _show_run(tracker.get_run(args.run), viewer, args.json)
+        owner = visible_owner(viewer, want_all=args.all)
+        runs = tracker.list_runs(user=owner, limit=args.limit or None)
+        total = tracker.count_runs(user=owner)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+    else:
+        _print_runs(runs, total)
+    return 0
+
+
+def _show_run(found: dict[str, Any], viewer: str, as_json: bool) -> int:
+    from biomeroworker.tracking.access import AccessDeniedError, visible_owner
+    from biomeroworker.tracking.errors import UnknownRunError
+
+    try:
+        visible_owner(viewer, owner=found["user"])
+    except AccessDeniedError:
+        raise UnknownRunError(f"run {found['run_id'][:8]!r} is not one of your runs") from None
+    if as_json:
+        print(json.dumps(found, indent=2))
+    else:
+        _print_run(found)
+    return 0
+
+
+def _when(iso: str | None) -> str:
+    return "" if iso is None else iso[:19].replace("T", " ")
+
+
+def _print_runs(runs: list[dict[str, Any]], total: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(caption=f"{len(runs)} of {total} runs (times UTC)")
+    for column in ("RUN", "WORKFLOW", "VERSION", "USER", "STATE", "STEP", "CREATED", "JOBS"):
+        table.add_column(column)
+    for item in runs:
+        table.add_row(
+            item["run_id"][:8],
+            item["workflow"],
+            item["version"],
+            item["user"],
+            item["state"],
+            item["step"] or "",
+            _when(item["created_at"]),
+            ",".join(item["slurm_job_ids"]),
+        )
+    Console().print(table)
+
+
+def _print_run(found: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"run {found['run_id']}: {found['workflow']} {found['version']}")
+    console.print(f"user {found['user']}  state {found['state']}  step {found['step'] or '-'}")
+    if found["error"]:
+        console.print(f"error ({found['error_type']}): {found['error']}", markup=False)
+    if found["result_location"]:
+        console.print(f"results: {found['result_location']}", markup=False)
+    table = Table(caption="times UTC")
+    for column in ("STEP", "STATE", "JOB", "JOB STATE", "EXIT", "STARTED", "ENDED", "ERROR"):
+        table.add_column(column)
+    for task in found["tasks"]:
+        table.add_row(
+            task["kind"],
+            task["state"],
+            task["slurm_job_id"] or "",
+            task["job_state"] or "",
+            "" if task["exit_code"] is None else str(task["exit_code"]),
+            _when(task["started_at"]),
+            _when(task["ended_at"]),
+            task["error_type"] or "",
+        )
+    console.print(table)

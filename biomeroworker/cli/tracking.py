@@ -1,0 +1,59 @@
+"""`biomero tracking rebuild`: replay every event into fresh read-model tables.
+
+Also home of ``open_tracker``, which status and stats share.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from biomeroworker.tracking import Tracker
+
+
+def settings_url(args: argparse.Namespace) -> str | None:
+    """[ANALYTICS] sqlalchemy_url from slurm-config.ini; None when there is no config at all.
+
+    Local use needs no slurm-config.ini (the store defaults to an SQLite file), but a
+    config file that exists or is named must be valid.
+    """
+    import os
+
+    from biomeroworker import config
+    from biomeroworker.errors import ConfigError
+
+    named = getattr(args, "config", None)
+    try:
+        paths = config.find_config_files(named)
+    except ConfigError:
+        if named or os.environ.get(config.CONFIG_ENV):
+            raise
+        return None
+    return config.load_settings(paths).analytics.sqlalchemy_url
+
+
+def open_tracker(args: argparse.Namespace) -> Tracker:
+    import os
+
+    from biomeroworker.tracking import Tracker
+    from biomeroworker.tracking.store import ENV_URL
+
+    # The environment wins anyway; only read slurm-config.ini when it could matter.
+    return Tracker(settings_url=None if os.environ.get(ENV_URL) else settings_url(args))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tracking", help="maintain the tracking database")
+    actions = parser.add_subparsers(dest="tracking_command", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild", help="drop the read-model tables and replay every event into them"
+    )
+    rebuild.set_defaults(func=run_rebuild)
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    with open_tracker(args) as tracker:
+        replayed = tracker.rebuild()
+    print(f"replayed {replayed} events into the read models")
+    return 0

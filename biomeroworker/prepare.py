@@ -1,0 +1,222 @@
+"""`biomero init`: prepare the cluster once, so runs only write their own files.
+
+Creates the remote folders, renders one job script per workflow version, installs the
+converter, and prepares runtimes (a Python environment for native workflows; an image
+pull job for container workflows). Every action first looks whether its result is
+already there and says "skipped" if so: running init twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import biomeroworker
+from biomeroworker.checks import remote_folders
+from biomeroworker.config import Settings
+from biomeroworker.errors import BiomeroError
+from biomeroworker.layout import ClusterLayout
+from biomeroworker.slurm.client import SlurmClient
+from biomeroworker.slurm.commands import SubmitRequest
+from biomeroworker.transport.base import Transport, shell_join
+from biomeroworker.workflows.catalog import Workflow, list_workflows
+from biomeroworker.workflows.jobscript import JobScriptSpec, render_job_script
+
+# The parts of our package the converter job imports on the cluster (numpy, zarr and
+# tifffile come from the native environment).
+CONVERTER_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "convert/__init__.py",
+    "convert/omezarr.py",
+    "convert/zarr_to_tiff.py",
+)
+CONVERTER_REQUIREMENTS = ("numpy>=1.26", "zarr>=2.18", "tifffile>=2024.1.1")
+PIP_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class Action:
+    what: str
+    done: bool  # False: already in place, skipped
+    detail: str = ""
+
+
+def cluster_layout(settings: Settings) -> ClusterLayout:
+    s = settings.slurm
+    return ClusterLayout(s.slurm_script_path, s.slurm_images_path, s.slurm_converters_path)
+
+
+def _write_if_changed(transport: Transport, path: str, text: str, mode: int) -> bool:
+    try:
+        if transport.read_text(path) == text:
+            return False
+    except FileNotFoundError:
+        pass
+    transport.run(["mkdir", "-p", "--", posixpath.dirname(path)], idempotent=True)
+    transport.write_text(path, text, mode=mode)
+    return True
+
+
+def _folders(transport: Transport, settings: Settings) -> Iterator[Action]:
+    for key, path in remote_folders(settings).items():
+        exists = transport.run(["test", "-d", path], check=False, idempotent=True).exit_code == 0
+        if not exists:
+            transport.run(["mkdir", "-p", "--", path], idempotent=True)
+        yield Action(f"folder {key}", not exists, path)
+
+
+def _job_spec(settings: Settings, layout: ClusterLayout, wf: Workflow) -> JobScriptSpec:
+    runtime = settings.worker.runtime
+    flags = {k: v for k, v in settings.sbatch_flags_for(wf.name).items() if k != "output"}
+    common = dict(workflow=wf.name, version=wf.version, sbatch=flags, gpu=wf.settings.use_gpu)
+    if runtime == "native":
+        return JobScriptSpec(
+            runtime="native",
+            native_python=settings.worker.native_python,
+            workflow_dir=layout.workflow_dir(wf.name, wf.version),
+            **common,  # type: ignore[arg-type]
+        )
+    bind = settings.slurm.slurm_data_bind_path
+    return JobScriptSpec(
+        runtime=runtime,  # type: ignore[arg-type]
+        image_path=layout.image(wf.name, wf.image_name, wf.version),
+        bind_paths=(bind,) if bind else (),
+        params_mode="argv",
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def _workflow_files(transport: Transport, layout: ClusterLayout, wf: Workflow) -> Action:
+    """Native runtime: the workflow's own folder goes next to its job script."""
+    assert wf.local_dir is not None
+    target = layout.workflow_dir(wf.name, wf.version)
+    changed = [
+        name
+        for name in ("wrapper.py", "descriptor.json", "requirements.txt")
+        if (wf.local_dir / name).is_file()
+        and _write_if_changed(
+            transport, f"{target}/{name}", (wf.local_dir / name).read_text(), 0o644
+        )
+    ]
+    return Action(f"{wf.name} {wf.version} files", bool(changed), target)
+
+
+def _image_pull(
+    transport: Transport, settings: Settings, layout: ClusterLayout, wf: Workflow
+) -> Action:
+    """Container runtimes: pull the image through an sbatch job if it is not there."""
+    sif = layout.image(wf.name, wf.image_name, wf.version)
+    if transport.run(["test", "-f", sif], check=False, idempotent=True).exit_code == 0:
+        return Action(f"{wf.name} image", False, sif)
+    runtime = settings.worker.runtime
+    source = f"docker://{wf.descriptor.image}:{wf.version}"
+    script = (
+        "#!/bin/bash\nset -euo pipefail\n"
+        + shell_join(["mkdir", "-p", "--", posixpath.dirname(sif)])
+        + "\n"
+        + shell_join([runtime, "pull", "--force", sif, source])
+        + "\n"
+    )
+    path = f"{layout.init_stamp_dir}/pull-{wf.name}-{wf.version}.sh"
+    _write_if_changed(transport, path, script, 0o700)
+    job = SlurmClient(transport).submit(
+        SubmitRequest(
+            script_path=path,
+            job_name=f"biomero-pull-{wf.name}",
+            partition=settings.slurm.image_pull_partition or settings.slurm.slurm_default_partition,
+            output_path=f"{layout.init_stamp_dir}/pull-{wf.name}-%j.log",
+        )
+    )
+    return Action(f"{wf.name} image", True, f"pull job {job} -> {sif}")
+
+
+def _native_env(transport: Transport, settings: Settings, workflows: list[Workflow]) -> Action:
+    """One virtualenv for native workflows and the converter, rebuilt when its inputs change."""
+    python = settings.worker.native_python
+    venv = posixpath.dirname(posixpath.dirname(python))
+    requirements = sorted(
+        {
+            line.strip()
+            for wf in workflows
+            if wf.local_dir is not None and (wf.local_dir / "requirements.txt").is_file()
+            for line in (wf.local_dir / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        }
+        | set(CONVERTER_REQUIREMENTS)
+    )
+    digest = hashlib.sha256(json.dumps(requirements).encode()).hexdigest()[:16]
+    stamp = posixpath.join(venv, ".biomero-requirements")
+    try:
+        if transport.read_text(stamp).strip() == digest:
+            return Action("native environment", False, venv)
+    except FileNotFoundError:
+        pass
+    if transport.run(["test", "-x", python], check=False, idempotent=True).exit_code != 0:
+        transport.run(["python3", "-m", "venv", venv], timeout_s=PIP_TIMEOUT_S)
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    transport.run([*pip, *requirements], timeout_s=PIP_TIMEOUT_S)
+    transport.write_text(stamp, digest + "\n", mode=0o644)
+    return Action("native environment", True, f"{venv}: {', '.join(requirements)}")
+
+
+def _converter(transport: Transport, settings: Settings, layout: ClusterLayout) -> Action:
+    """The OME-Zarr to TIFF converter: our own module, run by the native Python."""
+    pylib = posixpath.join(settings.slurm.slurm_converters_path, "pylib")
+    package = Path(biomeroworker.__file__).parent
+    changed = False
+    for module in CONVERTER_MODULES:
+        text = (package / module).read_text()
+        changed |= _write_if_changed(transport, f"{pylib}/biomeroworker/{module}", text, 0o644)
+    script = converter_script(settings.worker.native_python, pylib)
+    changed |= _write_if_changed(transport, layout.converter_script(), script, 0o755)
+    return Action("converter zarr_to_tiff", changed, layout.converter_script())
+
+
+def converter_script(python: str, pylib: str) -> str:
+    return (
+        "#!/bin/bash\n"
+        "# BIOMERO converter: one OME-Zarr -> OME-TIFF per array element, rendered by\n"
+        "# `biomero init`. Usage: sbatch --array=1-N <this> <list file>\n"
+        "#SBATCH --job-name=biomero-convert\n"
+        "set -euo pipefail\n"
+        'list="$1"\n'
+        f'export PYTHONPATH={shell_join([pylib])}"${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        f"exec {shell_join([python, '-m', 'biomeroworker.convert.zarr_to_tiff'])} "
+        '--list "$list" --index "$SLURM_ARRAY_TASK_ID" --remove-source\n'
+    )
+
+
+def init_cluster(transport: Transport, settings: Settings) -> Iterator[Action]:
+    layout = cluster_layout(settings)
+    yield from _folders(transport, settings)
+    workflows: list[Workflow] = []
+    for item in list_workflows(settings):
+        if isinstance(item, tuple):
+            name, error = item
+            raise BiomeroError(f"workflow {name}: {error}")
+        workflows.append(item)
+    native = settings.worker.runtime == "native"
+    if native:
+        yield _native_env(transport, settings, workflows)
+    yield _converter(transport, settings, layout)
+    for wf in workflows:
+        if native:
+            if wf.local_dir is None:
+                raise BiomeroError(
+                    f"workflow {wf.name}: the native runtime needs a local {wf.name}_repo folder"
+                )
+            yield _workflow_files(transport, layout, wf)
+        else:
+            yield _image_pull(transport, settings, layout, wf)
+        script = render_job_script(_job_spec(settings, layout, wf))
+        path = layout.job_script(wf.name, wf.version)
+        yield Action(
+            f"{wf.name} {wf.version} job script",
+            _write_if_changed(transport, path, script, 0o755),
+            path,
+        )

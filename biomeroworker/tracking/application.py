@@ -1,0 +1,279 @@
+"""The tracking service: use cases the supervisor, scripts and CLI call.
+
+Commands load an aggregate, ask it to change, and save. Two processes that change
+the same aggregate at once collide on its next version number; the loser reloads
+and retries, so no event is lost. After each command the read models catch up
+(the projection is idempotent, so any process may run it). Ids cross this API as
+strings and answers as plain dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import RecordConflictError
+
+from biomeroworker.tracking import analytics, queries
+from biomeroworker.tracking.domain import TASK_KINDS, Task, WorkflowRun
+from biomeroworker.tracking.errors import (
+    TrackingStoreError,
+    UnknownRunError,
+    UnknownTaskError,
+)
+from biomeroworker.tracking.projection import Projector
+from biomeroworker.tracking.store import parse_url, redact, resolve_url, store_errors
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY = 20
+CONFLICT_ATTEMPTS = 20
+CONFLICT_BACKOFF_S = 0.005
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class TrackingApp(Application[UUID]):
+    """The event store. Its name prefixes the tables: biomeroworker_events, _snapshots."""
+
+    name = "BiomeroWorker"
+    snapshotting_intervals = {WorkflowRun: SNAPSHOT_EVERY, Task: SNAPSHOT_EVERY}  # noqa: RUF012
+
+
+def app_env(url: str) -> dict[str, str]:
+    """Environment for TrackingApp; keys also set with the app's prefix so they win."""
+    base = {
+        "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+        "SQLALCHEMY_URL": url,
+        "CREATE_TABLE": "y",
+    }
+    prefix = TrackingApp.name.upper() + "_"
+    return {**base, **{prefix + key: value for key, value in base.items()}}
+
+
+def _uuid(value: str | UUID, error: type[Exception], what: str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise error(f"{what} {value!r} is not a valid id") from None
+
+
+class Tracker:
+    """Record what happens to workflow runs; answer what users and admins ask."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings_url: str | None = None,
+        project: bool = True,
+    ) -> None:
+        self.url = resolve_url(url, settings_url=settings_url)
+        parse_url(self.url)
+        self.project_after_commands = project
+        log.debug("tracking store %s", redact(self.url))
+        with store_errors(self.url, "opening the event store"):
+            self._app = TrackingApp(env=app_env(self.url))
+            engine = self._app.recorder.datastore.engine  # type: ignore[attr-defined]
+            self._projector = Projector(engine, self._app.recorder, self._app.mapper)
+            self._projector.create_tables()
+        self._engine = engine
+
+    def close(self) -> None:
+        self._app.close()
+        self._engine.dispose()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- commands --------------------------------------------------------------
+
+    def record_run_requested(
+        self,
+        *,
+        workflow: str,
+        version: str,
+        user_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        omero_user_id: int | None = None,
+        omero_group_id: int | None = None,
+    ) -> str:
+        run = WorkflowRun(
+            workflow=workflow,
+            workflow_version=version,
+            user_name=user_name,
+            omero_user_id=omero_user_id,
+            omero_group_id=omero_group_id,
+            inputs=dict(inputs or {}),
+            parameters=dict(parameters or {}),
+        )
+        with store_errors(self.url, "recording a run"):
+            self._app.save(run)
+        self._after_command()
+        return str(run.id)
+
+    def start_task(
+        self,
+        run_id: str | UUID,
+        kind: str,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Start a step of a run; return the new task's id."""
+        if kind not in TASK_KINDS:
+            raise ValueError(f"task kind must be one of {', '.join(TASK_KINDS)}, not {kind!r}")
+        run_uuid = _uuid(run_id, UnknownRunError, "run")
+        created: list[Task] = []
+
+        def add(run: WorkflowRun) -> bool:
+            task = Task(run_id=run.id, kind=kind, name=name or kind, task_version=version)
+            run.add_task(task.id, kind)
+            created[:] = [task]
+            return True
+
+        self._change(WorkflowRun, run_uuid, add, extra=lambda: created)
+        return str(created[0].id)
+
+    def record_job_submitted(self, task_id: str | UUID, job_id: str, cluster: str) -> bool:
+        return self._change_task(task_id, lambda task: task.submit_job(str(job_id), cluster))
+
+    def record_job_status(
+        self,
+        task_id: str | UUID,
+        state: str,
+        exit_code: int | None = None,
+        elapsed_s: float | None = None,
+        max_rss_bytes: int | None = None,
+    ) -> bool:
+        """Record a poll's view of the job; False (and nothing written) if nothing is new."""
+        return self._change_task(
+            task_id,
+            lambda task: task.update_job_status(state, exit_code, elapsed_s, max_rss_bytes),
+        )
+
+    def record_progress(self, task_id: str | UUID, progress: str) -> bool:
+        return self._change_task(task_id, lambda task: task.update_progress(progress))
+
+    def record_result(self, task_id: str | UUID, location: str) -> bool:
+        return self._change_task(task_id, lambda task: task.add_result(location))
+
+    def complete_task(self, task_id: str | UUID) -> bool:
+        return self._change_task(task_id, lambda task: task.complete())
+
+    def fail_task(self, task_id: str | UUID, error_type: str, message: str) -> bool:
+        return self._change_task(task_id, lambda task: task.fail(error_type, message))
+
+    def complete_run(self, run_id: str | UUID, result_location: str | None = None) -> bool:
+        return self._change_run(run_id, lambda run: run.complete(result_location))
+
+    def fail_run(self, run_id: str | UUID, error_type: str, message: str) -> bool:
+        return self._change_run(run_id, lambda run: run.fail(error_type, message))
+
+    def cancel_run(self, run_id: str | UUID, reason: str = "") -> bool:
+        return self._change_run(run_id, lambda run: run.cancel(reason))
+
+    # --- queries ---------------------------------------------------------------
+
+    def get_run(self, run_ref: str | UUID) -> dict[str, Any]:
+        """The run (by id or unique id prefix) with its tasks, as a plain dict."""
+        self.project()
+        with store_errors(self.url, "reading a run"), self._engine.connect() as conn:
+            return queries.get_run(conn, queries.find_run_id(conn, str(run_ref)))
+
+    def list_runs(self, user: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first; only ``user``'s runs when given."""
+        self.project()
+        with store_errors(self.url, "listing runs"), self._engine.connect() as conn:
+            return queries.list_runs(conn, user=user, limit=limit)
+
+    def count_runs(self, user: str | None = None) -> int:
+        self.project()
+        with store_errors(self.url, "counting runs"), self._engine.connect() as conn:
+            return queries.count_runs(conn, user=user)
+
+    def stats(
+        self,
+        *,
+        user: str | None = None,
+        period: str = "month",
+        since: datetime | None = None,
+    ) -> dict[str, Any]:
+        self.project()
+        with store_errors(self.url, "computing statistics"), self._engine.connect() as conn:
+            return analytics.compute_stats(conn, user=user, period=period, since=since)
+
+    # --- projection --------------------------------------------------------------
+
+    def project(self) -> int:
+        """Bring the read models up to date; return how many events were applied."""
+        with store_errors(self.url, "updating the read models"):
+            return self._projector.catch_up()
+
+    def rebuild(self) -> int:
+        """Recreate the read models from every event; return how many were replayed."""
+        with store_errors(self.url, "rebuilding the read models"):
+            return self._projector.rebuild()
+
+    # --- internals ---------------------------------------------------------------
+
+    def _after_command(self) -> None:
+        if self.project_after_commands:
+            self.project()
+
+    def _change_task(self, task_id: str | UUID, command: Callable[[Task], bool]) -> bool:
+        return self._change(Task, _uuid(task_id, UnknownTaskError, "task"), command)
+
+    def _change_run(self, run_id: str | UUID, command: Callable[[WorkflowRun], bool]) -> bool:
+        return self._change(WorkflowRun, _uuid(run_id, UnknownRunError, "run"), command)
+
+    def _change(
+        self,
+        kind: type[A],
+        aggregate_id: UUID,
+        command: Callable[[A], bool],
+        extra: Callable[[], list[Any]] | None = None,
+    ) -> bool:
+        """Load, command, save; on a version conflict reload and run the command again."""
+        with store_errors(self.url, f"recording a {kind.__name__} change"):
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                aggregate = self._load(kind, aggregate_id)
+                if not command(aggregate):
+                    return False
+                try:
+                    self._app.save(aggregate, *(extra() if extra else ()))
+                    break
+                except RecordConflictError:
+                    log.debug(
+                        "%s %s changed concurrently; retry %d", kind.__name__, aggregate_id, attempt
+                    )
+                    if attempt == CONFLICT_ATTEMPTS:
+                        raise TrackingStoreError(
+                            f"{kind.__name__} {aggregate_id}: still conflicting after "
+                            f"{attempt} attempts; too many concurrent writers"
+                        ) from None
+                    time.sleep(CONFLICT_BACKOFF_S * attempt)
+        self._after_command()
+        return True
+
+    def _load(self, kind: type[A], aggregate_id: UUID) -> A:
+        missing = UnknownRunError if kind is WorkflowRun else UnknownTaskError
+        try:
+            aggregate = self._app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise missing(f"no {kind.__name__} with id {aggregate_id}") from None
+        if not isinstance(aggregate, kind):
+            raise missing(f"{aggregate_id} is a {type(aggregate).__name__}, not a {kind.__name__}")
+        return aggregate

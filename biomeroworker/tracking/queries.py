@@ -1,0 +1,109 @@
+"""Reads over the read-model tables, returning plain JSON-ready dicts."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from biomeroworker.tracking import tables as t
+from biomeroworker.tracking.errors import UnknownRunError
+
+_RUN_REF = re.compile(r"[0-9a-f-]{1,36}")
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.replace(tzinfo=UTC).isoformat()
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "workflow": row.workflow,
+        "version": row.version,
+        "user": row.user_name,
+        "omero_user_id": row.omero_user_id,
+        "omero_group_id": row.omero_group_id,
+        "state": row.state,
+        "step": row.step,
+        "inputs": json.loads(row.inputs),
+        "parameters": json.loads(row.parameters),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "ended_at": iso(row.ended_at),
+        "error_type": row.error_type,
+        "error": row.error,
+        "result_location": row.result_location,
+        "slurm_job_ids": [j for j in row.slurm_job_ids.split(",") if j],
+        "cluster": row.cluster,
+    }
+
+
+def _task_dict(row: Any) -> dict[str, Any]:
+    return {
+        "task_id": row.task_id,
+        "kind": row.kind,
+        "name": row.name,
+        "version": row.version,
+        "state": row.state,
+        "slurm_job_id": row.slurm_job_id,
+        "cluster": row.cluster,
+        "job_state": row.job_state,
+        "exit_code": row.exit_code,
+        "elapsed_s": row.elapsed_s,
+        "max_rss_bytes": row.max_rss_bytes,
+        "progress": row.progress,
+        "result_locations": json.loads(row.result_locations),
+        "started_at": iso(row.started_at),
+        "ended_at": iso(row.ended_at),
+        "error_type": row.error_type,
+        "error": row.error,
+    }
+
+
+def find_run_id(conn: Connection, ref: str) -> str:
+    """The full id of the run ``ref`` names: a whole id or a unique prefix of one."""
+    ref = ref.strip().lower()
+    if not _RUN_REF.fullmatch(ref):
+        raise UnknownRunError(f"run {ref!r} is not a run id (hex digits and dashes)")
+    found = conn.execute(
+        select(t.runs.c.run_id).where(t.runs.c.run_id.like(ref + "%")).limit(2)
+    ).scalars()
+    matches = list(found)
+    if len(matches) != 1:
+        reason = "is ambiguous" if len(matches) > 1 else "is not a known run"
+        raise UnknownRunError(f"run {ref!r} {reason}")
+    return matches[0]
+
+
+def get_run(conn: Connection, run_id: str) -> dict[str, Any]:
+    row = conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
+    if row is None:
+        raise UnknownRunError(f"run {run_id!r} is not a known run")
+    run = _run_dict(row)
+    task_rows = conn.execute(
+        select(t.tasks).where(t.tasks.c.run_id == run_id).order_by(t.tasks.c.started_at)
+    )
+    run["tasks"] = [_task_dict(task) for task in task_rows]
+    return run
+
+
+def list_runs(
+    conn: Connection, *, user: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    query = select(t.runs).order_by(t.runs.c.created_at.desc(), t.runs.c.run_id)
+    if user is not None:
+        query = query.where(t.runs.c.user_name == user)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_run_dict(row) for row in conn.execute(query)]
+
+
+def count_runs(conn: Connection, *, user: str | None = None) -> int:
+    query = select(func.count()).select_from(t.runs)
+    if user is not None:
+        query = query.where(t.runs.c.user_name == user)
+    return int(conn.execute(query).scalar_one())

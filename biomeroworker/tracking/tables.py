@@ -1,0 +1,133 @@
+"""Read-model tables, written only by the projection and rebuilt from events at will.
+
+The four ``biomero_*view`` / ``biomero_task_execution`` tables keep the names, columns
+and types that upstream BIOMERO (``biomero/database.py``) gives them, so OMERO.biomero
+dashboards keep working. ``user``/``group`` there are OMERO ids and stay empty for
+local runs. ``biomero_run`` and ``biomero_task`` serve our CLI, scripts and analytics.
+Timestamps are naive UTC, as upstream stores them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+
+metadata = MetaData()
+
+# The projection's position in the notification log; one row per projection.
+positions = Table(
+    "biomero_projection_position",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+job_view = Table(
+    "biomero_job_view",
+    metadata,
+    Column("slurm_job_id", Integer, primary_key=True, autoincrement=False),
+    Column("user", Integer, nullable=True),
+    Column("group", Integer, nullable=True),
+    Column("task_id", Uuid),
+)
+
+job_progress_view = Table(
+    "biomero_job_progress_view",
+    metadata,
+    Column("slurm_job_id", Integer, primary_key=True, autoincrement=False),
+    Column("status", String, nullable=False),
+    Column("progress", String, nullable=True),
+)
+
+workflow_progress_view = Table(
+    "biomero_workflow_progress_view",
+    metadata,
+    Column("workflow_id", Uuid, primary_key=True),
+    Column("status", String, nullable=True),
+    Column("progress", String, nullable=True),
+    Column("user", Integer, nullable=True),
+    Column("group", Integer, nullable=True),
+    Column("name", String, nullable=True),
+    Column("task", String, nullable=True),
+    Column("main_task_name", String, nullable=True),
+    Column("start_time", DateTime, nullable=False),
+)
+
+task_execution = Table(
+    "biomero_task_execution",
+    metadata,
+    Column("task_id", Uuid, primary_key=True),
+    Column("task_name", String, nullable=False),
+    Column("task_version", String),
+    Column("user_id", Integer, nullable=True),
+    Column("group_id", Integer, nullable=True),
+    Column("status", String, nullable=False),
+    Column("start_time", DateTime, nullable=False),
+    Column("end_time", DateTime, nullable=True),
+    Column("error_type", String, nullable=True),
+)
+
+runs = Table(
+    "biomero_run",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("workflow", String, nullable=False),
+    Column("version", String, nullable=False),
+    Column("user_name", String, nullable=False, index=True),
+    Column("omero_user_id", Integer, nullable=True),
+    Column("omero_group_id", Integer, nullable=True),
+    Column("state", String, nullable=False),
+    Column("step", String, nullable=True),
+    Column("inputs", Text, nullable=False),
+    Column("parameters", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False, index=True),
+    Column("updated_at", DateTime, nullable=False),
+    Column("ended_at", DateTime, nullable=True),
+    Column("error_type", String, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("result_location", Text, nullable=True),
+    Column("slurm_job_ids", Text, nullable=False),
+    Column("cluster", String, nullable=True),
+)
+
+tasks = Table(
+    "biomero_task",
+    metadata,
+    Column("task_id", String(36), primary_key=True),
+    Column("run_id", String(36), nullable=False, index=True),
+    Column("kind", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("version", String, nullable=True),
+    Column("state", String, nullable=False),
+    Column("slurm_job_id", String, nullable=True),
+    Column("cluster", String, nullable=True),
+    Column("job_state", String, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("elapsed_s", Float, nullable=True),
+    Column("max_rss_bytes", BigInteger, nullable=True),
+    Column("progress", String, nullable=True),
+    Column("result_locations", Text, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("ended_at", DateTime, nullable=True),
+    Column("error_type", String, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+VIEW_TABLES: tuple[Table, ...] = (
+    job_view,
+    job_progress_view,
+    workflow_progress_view,
+    task_execution,
+    runs,
+    tasks,
+)

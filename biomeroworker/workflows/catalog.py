@@ -1,0 +1,64 @@
+"""The configured workflows with their descriptors, from local state only (no network)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from biomeroworker.config import Settings, WorkflowSettings
+from biomeroworker.errors import BiomeroError
+from biomeroworker.workflows.descriptor import Descriptor, load_descriptor
+from biomeroworker.workflows.github import resolve_descriptor
+
+LOCAL_VERSION = "local"
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    version: str
+    settings: WorkflowSettings
+    descriptor: Descriptor
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The workflow's own folder when it comes from a local path (native runs use it)."""
+        return Path(self.settings.repo) if self.settings.is_local else None
+
+    @property
+    def image_name(self) -> str:
+        """The image's last path part: ``<images>/<wf>/<image>_<version>.sif``."""
+        return self.descriptor.image.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+class UnknownWorkflowError(BiomeroError):
+    pass
+
+
+def get_workflow(settings: Settings, name: str, version: str | None = None) -> Workflow:
+    if name not in settings.workflows:
+        known = ", ".join(sorted(settings.workflows)) or "none configured"
+        raise UnknownWorkflowError(f"workflow {name!r} is not in [WORKFLOWS] (known: {known})")
+    wf = settings.workflows[name]
+    configured = wf.tag or LOCAL_VERSION
+    if version is not None and version != configured:
+        raise UnknownWorkflowError(
+            f"workflow {name} is configured at version {configured}, not {version}; "
+            f"change {name}_repo in slurm-config.ini to use another version"
+        )
+    if wf.is_local:
+        descriptor = load_descriptor(Path(wf.repo) / "descriptor.json")
+    else:
+        descriptor = resolve_descriptor(wf.repo)
+    return Workflow(name=name, version=configured, settings=wf, descriptor=descriptor)
+
+
+def list_workflows(settings: Settings) -> list[Workflow | tuple[str, BiomeroError]]:
+    """Every configured workflow; one that cannot be read comes back with its error."""
+    out: list[Workflow | tuple[str, BiomeroError]] = []
+    for name in sorted(settings.workflows):
+        try:
+            out.append(get_workflow(settings, name))
+        except BiomeroError as exc:
+            out.append((name, exc))
+    return out

@@ -1,0 +1,210 @@
+"""Tracking on the real PostgreSQL at 127.0.0.1:5432 (one throwaway database per session)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from biomeroworker.tracking import Tracker
+from biomeroworker.tracking import tables as t
+
+pytestmark = pytest.mark.integration
+
+SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+def _admin_sql(statement: str) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    name = f"biomero_test_{secrets.token_hex(4)}"
+    _admin_sql(f"CREATE DATABASE {name}")
+    yield f"{SERVER}/{name}"
+    _admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def url(database: str) -> str:
+    """The session database, emptied for each test."""
+    engine = sa.create_engine(database)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    return database
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = {
+            table.name: sorted(conn.execute(sa.select(table)).all(), key=repr)
+            for table in t.VIEW_TABLES
+        }
+    engine.dispose()
+    return rows
+
+
+def scalar(url: str, sql: str, **params: Any) -> Any:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(sa.text(sql), params).scalar_one()
+    engine.dispose()
+    return value
+
+
+def finished_run(tracker: Tracker, user: str = "alice") -> str:
+    run_id = tracker.record_run_requested(
+        workflow="cellpose", version="v1.2.7", user_name=user, omero_user_id=2, omero_group_id=3
+    )
+    job = tracker.start_task(run_id, "job", name="cellpose", version="v1.2.7")
+    tracker.record_job_submitted(job, "31", "localslurm")
+    tracker.record_job_status(job, "COMPLETED", 0, 12.0, 4096)
+    tracker.complete_task(job)
+    tracker.complete_run(run_id, "Dataset:1")
+    return run_id
+
+
+# Workers for the multi-process tests: module level so "spawn" children can import them.
+
+
+def _start_tasks(url: str, run_id: str, count: int) -> None:
+    with Tracker(url) as tracker:
+        for n in range(count):
+            task = tracker.start_task(run_id, "job")
+            tracker.record_job_submitted(task, str(1000 + n), "c")
+
+
+def _project(url: str, results: Any) -> None:
+    with Tracker(url) as tracker:
+        results.put(tracker.project())
+
+
+def _run_processes(target: Any, args_list: list[tuple[Any, ...]]) -> None:
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=target, args=args) for args in args_list]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+
+
+UPSTREAM_COLUMNS = {
+    "biomero_job_view": [
+        ("slurm_job_id", "INTEGER"),
+        ("user", "INTEGER"),
+        ("group", "INTEGER"),
+        ("task_id", "UUID"),
+    ],
+    "biomero_job_progress_view": [
+        ("slurm_job_id", "INTEGER"),
+        ("status", "VARCHAR"),
+        ("progress", "VARCHAR"),
+    ],
+    "biomero_workflow_progress_view": [
+        ("workflow_id", "UUID"),
+        ("status", "VARCHAR"),
+        ("progress", "VARCHAR"),
+        ("user", "INTEGER"),
+        ("group", "INTEGER"),
+        ("name", "VARCHAR"),
+        ("task", "VARCHAR"),
+        ("main_task_name", "VARCHAR"),
+        ("start_time", "TIMESTAMP"),
+    ],
+    "biomero_task_execution": [
+        ("task_id", "UUID"),
+        ("task_name", "VARCHAR"),
+        ("task_version", "VARCHAR"),
+        ("user_id", "INTEGER"),
+        ("group_id", "INTEGER"),
+        ("status", "VARCHAR"),
+        ("start_time", "TIMESTAMP"),
+        ("end_time", "TIMESTAMP"),
+        ("error_type", "VARCHAR"),
+    ],
+}
+
+
+def test_dashboard_tables_have_upstream_names_columns_and_types(url: str) -> None:
+    Tracker(url).close()
+    inspector = sa.inspect(sa.create_engine(url))
+    found = {
+        name: [(c["name"], str(c["type"]).split("(")[0]) for c in inspector.get_columns(name)]
+        for name in UPSTREAM_COLUMNS
+    }
+    assert found == UPSTREAM_COLUMNS
+
+
+def test_a_finished_run_is_tracked_on_postgresql(url: str) -> None:
+    with Tracker(url) as tracker:
+        run = tracker.get_run(finished_run(tracker))
+    assert (run["state"], run["slurm_job_ids"], run["tasks"][0]["max_rss_bytes"]) == (
+        "COMPLETED",
+        ["31"],
+        4096,
+    )
+    assert scalar(url, "SELECT status FROM biomero_job_progress_view") == "COMPLETED"
+
+
+def test_parallel_writers_on_one_run_lose_no_event(url: str) -> None:
+    with Tracker(url) as tracker:
+        run_id = tracker.record_run_requested(workflow="w", version="1", user_name="alice")
+    writers, tasks_each = 3, 8
+    _run_processes(_start_tasks, [(url, run_id, tasks_each)] * writers)
+    with Tracker(url) as tracker:
+        aggregate = tracker._app.repository.get(UUID(run_id))
+        run = tracker.get_run(run_id)
+    total = writers * tasks_each
+    assert len(aggregate.task_ids) == total
+    assert len(run["tasks"]) == total
+    assert sum(1 for task in run["tasks"] if task["slurm_job_id"]) == total
+    # requested + per task: run.TaskAdded, Task.Started, Task.JobSubmitted
+    assert scalar(url, "SELECT count(*) FROM biomeroworker_events") == 1 + 3 * total
+
+
+def test_parallel_projectors_apply_each_event_once(url: str) -> None:
+    with Tracker(url, project=False) as writer:
+        for user in ("alice", "bob", "carol", "dave"):
+            finished_run(writer, user)
+    written = scalar(url, "SELECT count(*) FROM biomeroworker_events")
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    _run_processes(_project, [(url, results)] * 3)
+    applied = [results.get(timeout=10) for _ in range(3)]
+    assert sum(applied) == written
+    assert scalar(url, "SELECT count(*) FROM biomero_run") == 4
+    assert scalar(url, "SELECT count(*) FROM biomero_job_view") == 1  # all four used job 31
+
+
+def test_rebuild_gives_identical_rows_on_postgresql(url: str) -> None:
+    with Tracker(url) as tracker:
+        finished_run(tracker)
+        failed = tracker.record_run_requested(workflow="w", version="1", user_name="bob")
+        tracker.fail_run(failed, "SlurmError", "sbatch refused")
+        before = dump(url)
+        tracker.rebuild()
+    assert dump(url) == before
+
+
+def test_a_missing_database_is_a_clear_error(database: str) -> None:
+    from biomeroworker.tracking import TrackingStoreError
+
+    with pytest.raises(TrackingStoreError, match="does not exist"):
+        Tracker(f"{SERVER}/biomero_no_such_db_{secrets.token_hex(3)}")
