@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIOMERO := $(VENV)/bin/biomero
 LOCAL_CONFIG := localslurm/run/slurm-config.ini
 SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh \
-	scripts/install-container-tools
+	tools/install-container-tools tools/demo
 
 .PHONY: all venv cluster cluster-down tools lint test unit integration demo clean
 
@@ -27,7 +27,7 @@ cluster-down:
 	localslurm/down
 
 tools: venv
-	scripts/install-container-tools
+	tools/install-container-tools
 
 lint: venv tools
 	$(VENV)/bin/ruff check .
@@ -44,7 +44,7 @@ test: lint tools cluster
 	$(PY) -m pytest -q tests
 
 demo: venv cluster
-	$(BIOMERO) --config $(LOCAL_CONFIG) check
+	tools/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Static checks of the container files: no Docker engine or registry runs here.
 
-Linters and `docker compose config` come from scripts/install-container-tools; a
+Linters and `docker compose config` come from tools/install-container-tools; a
 test whose tool is missing is skipped with that hint. The podman deployment is run
 against FakePodman, a stand-in that records every call.
 """
@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 POD_SCRIPT = ROOT / "deploy" / "podman" / "biomero-pod.sh"
-INSTALL_HINT = "run scripts/install-container-tools"
+INSTALL_HINT = "run tools/install-container-tools"
 SHELL_SCRIPTS = sorted(
     [
         *(ROOT / "startup").iterdir(),
@@ -181,7 +181,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context(source: str) -> No
         ".ssh/id_rsa",
         "ssh/id_ed25519",
         "startup/id_rsa",
-        "scripts/install-container-tools",
+        "tools/install-container-tools",
         "tests/unit",
         ".venv",
         ".git",
