@@ -337,6 +337,8 @@ class RunEngine:
         except RunCancelled:
             raise
         except RunFailed as exc:
+            if self.tracker.get_run(run_id)["state"] == "CANCELLED":
+                raise RunCancelled(f"run {run_id} was cancelled") from exc
             self.tracker.fail_run(run_id, exc.error_type, str(exc))
             raise
         self.cleanup_remote(run)

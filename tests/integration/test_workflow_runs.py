@@ -1,0 +1,181 @@
+"""Workflow runs on the local Slurm: results, failures, limits, cancel, hostile values."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from biomeroworker.config import load_settings
+from biomeroworker.prepare import init_cluster
+from biomeroworker.runs import RunCancelled, RunEngine, RunFailed
+from biomeroworker.tracking.application import Tracker
+from biomeroworker.transport.ssh import SSHOptions, SSHTransport
+
+REPO = Path(__file__).resolve().parents[2]
+HOSTILE = 'it\'s "$(touch /tmp/biomero-pwned-run)" `id` ; rm -rf ~ && echo\nnext line'
+
+
+@pytest.fixture(scope="module")
+def env(cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("runs")
+    extra = (
+        "[WORKFLOWS]\n"
+        "misbehave = misbehave\n"
+        f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
+        "misbehave_job_mem = 100M\n"
+        "misbehave_job_time = 00:01:00\n"
+    )
+    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+    text = text.replace(
+        "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{root}/t.sqlite\n"
+    )
+    config = root / "slurm-config.ini"
+    config.write_text(text)
+    settings = load_settings(config_file=config)
+    transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=1800))
+    list(init_cluster(transport, settings))
+    samples = root / "samples"
+    subprocess.run(
+        [sys.executable, str(REPO / "workflows/nuclei-segmentation/make_samples.py"), str(samples)],
+        check=True,
+        capture_output=True,
+    )
+    tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
+    yield {
+        "settings": settings,
+        "transport": transport,
+        "tracker": tracker,
+        "root": root,
+        "samples": samples,
+        "config": config,
+    }
+    tracker.close()
+    transport.close()
+
+
+def _engine(env) -> RunEngine:  # type: ignore[no-untyped-def]
+    return RunEngine(env["settings"], env["transport"], env["tracker"])
+
+
+def _objects_per_image(folder: Path) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for table in folder.glob("*_objects.csv"):
+        with table.open(newline="") as fh:
+            found.update(row["image"] for row in csv.DictReader(fh))
+    return found
+
+
+def test_sample_workflow_finds_the_known_nuclei_counts(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    samples = env["samples"]
+    counts = json.loads((samples / "counts.json").read_text())
+    chosen = [
+        "zarr-0.5/nuclei_s0_yx.ome.zarr",
+        "zarr-0.4/nuclei_s1_czyx.ome.zarr",
+        "tiff/nuclei_s2_tczyx.ome.tif",
+    ]
+    engine = _engine(env)
+    run_id = engine.request(
+        "nuclei",
+        [samples / c for c in chosen],
+        {"output_prefix": "t_"},
+        output_dir=tmp_path / "out",
+    )
+    dest = engine.drive(run_id)
+    found = _objects_per_image(dest)
+    for c in chosen:
+        assert found[Path(c).name.split(".")[0]] == counts[c]
+    run = env["tracker"].get_run(run_id)
+    assert run["state"] == "COMPLETED"
+    assert {t["kind"] for t in run["tasks"]} == {"stage_up", "convert", "job", "stage_down"}
+    # the remote run folder is gone after a successful run
+    assert (
+        env["transport"].run(["test", "-e", engine.layout(run).remote_run], check=False).exit_code
+        == 1
+    )
+
+
+def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"mode": "fail"}, output_dir=tmp_path / "out")
+    with pytest.raises(RunFailed):
+        engine.drive(run_id)
+    run = env["tracker"].get_run(run_id)
+    assert run["state"] == "FAILED"
+    assert run["error_type"] == "FAILED"
+    assert "exit 3" in run["error"]
+    assert "failing on purpose" in run["error"]
+
+
+def test_hostile_parameter_values_reach_the_workflow_literally(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(env)
+    marker = "/tmp/biomero-pwned-run"
+    env["transport"].run(["rm", "-f", marker])
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"echo": HOSTILE}, output_dir=tmp_path / "out")
+    dest = engine.drive(run_id)
+    echo = json.loads((dest / "echo.json").read_text())
+    assert echo["params"]["echo"] == HOSTILE
+    assert not any(HOSTILE in arg for arg in echo["argv"])  # never on a command line
+    assert env["transport"].run(["test", "-e", marker], check=False).exit_code == 1
+    assert not Path(marker).exists()
+
+
+def test_out_of_memory_surfaces_as_such(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"mode": "oom"}, output_dir=tmp_path / "out")
+    with pytest.raises(RunFailed):
+        engine.drive(run_id)
+    assert env["tracker"].get_run(run_id)["error_type"] == "OUT_OF_MEMORY"
+
+
+def test_time_limit_surfaces_as_timeout(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"mode": "sleep"}, output_dir=tmp_path / "out")
+    with pytest.raises(RunFailed):
+        engine.drive(run_id)
+    assert env["tracker"].get_run(run_id)["error_type"] == "TIMEOUT"
+
+
+def test_cancel_stops_the_job_and_marks_the_run_cancelled(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"mode": "sleep"}, output_dir=tmp_path / "out")
+    outcome: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            engine.drive(run_id)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=drive)
+    worker.start()
+    deadline = time.monotonic() + 60
+    job = None
+    while time.monotonic() < deadline and job is None:
+        tasks = env["tracker"].get_run(run_id)["tasks"]
+        job = next((t for t in tasks if t["kind"] == "job" and t["job_state"] == "RUNNING"), None)
+        time.sleep(0.5)
+    assert job is not None, "the job never started"
+    _engine(env).cancel(run_id)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], RunCancelled)
+    assert env["tracker"].get_run(run_id)["state"] == "CANCELLED"
+    state = (
+        env["transport"]
+        .run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job["slurm_job_id"]])
+        .stdout.strip()
+    )
+    assert state.startswith("CANCELLED")
