@@ -2,8 +2,12 @@
 
 request -> stage up (+ params.json) -> convert (OME-Zarr to TIFF, a job array) ->
 submit the workflow job -> wait -> stage down -> done (remote folder removed).
-`biomero run --wait` drives them in one process; every step reads what it needs from
-the tracked run, so any process can pick a run up where another left it.
+
+Every step reads what it needs from the tracked run and first looks for its own earlier
+work: an open task of its kind is reused, an upload that already arrived is adopted, a
+job whose id was never recorded is found again by its run-unique name. So any process
+can pick a run up where another left it: `biomero run --wait` drives the steps in one
+process (``drive``), the supervisor drives many runs with one poll per cycle.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CLUSTER = "slurm"
 LOG_TAIL_LINES = 30
+FINISHED_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
 class RunFailed(BiomeroError):
@@ -49,6 +55,32 @@ class RunFailed(BiomeroError):
 
 class RunCancelled(BiomeroError):
     """The run was cancelled while a step waited."""
+
+
+class Step(Enum):
+    STAGE_UP = "stage up"
+    SUBMIT_CONVERT = "submit convert"
+    WAIT_CONVERT = "wait convert"
+    SUBMIT_JOB = "submit job"
+    WAIT_JOB = "wait job"
+    STAGE_DOWN = "stage down"
+    COMPLETE = "complete"
+    NONE = "none"
+
+    @property
+    def waits(self) -> bool:
+        return self in (Step.WAIT_CONVERT, Step.WAIT_JOB)
+
+
+STEP_LABELS = {
+    Step.STAGE_UP: "stage up",
+    Step.SUBMIT_CONVERT: "convert",
+    Step.WAIT_CONVERT: "convert",
+    Step.SUBMIT_JOB: "job",
+    Step.WAIT_JOB: "job",
+    Step.STAGE_DOWN: "stage down",
+    Step.COMPLETE: "complete",
+}
 
 
 class Reporter(Protocol):
@@ -77,7 +109,67 @@ def default_results_root() -> Path:
 
 
 def is_zarr(path: Path) -> bool:
-    return path.is_dir() and path.name.lower().endswith(".zarr")
+    return path.name.lower().endswith(".zarr")
+
+
+def latest_task(run: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    tasks = [t for t in run["tasks"] if t["kind"] == kind]
+    return tasks[-1] if tasks else None
+
+
+def job_name(run_id: str, kind: str) -> str:
+    """Run-unique, so a job whose id was lost can be found again."""
+    return f"biomero-{kind}-{run_id}"
+
+
+def zarr_inputs(run: dict[str, Any]) -> list[str]:
+    return [Path(p).name for p in run["inputs"]["files"] if is_zarr(Path(p))]
+
+
+def next_step(run: dict[str, Any]) -> Step:
+    """What the run needs next, from its tracked tasks alone."""
+    if run["state"] in FINISHED_RUN_STATES:
+        return Step.NONE
+    done = {t["kind"] for t in run["tasks"] if t["state"] == "COMPLETED"}
+    if "stage_up" not in done:
+        return Step.STAGE_UP
+    for kind, submit, wait in (
+        ("convert", Step.SUBMIT_CONVERT, Step.WAIT_CONVERT),
+        ("job", Step.SUBMIT_JOB, Step.WAIT_JOB),
+    ):
+        if kind == "convert" and not zarr_inputs(run):
+            continue
+        if kind not in done:
+            task = latest_task(run, kind)
+            return wait if task and task["slurm_job_id"] else submit
+    if "stage_down" not in done:
+        return Step.STAGE_DOWN
+    return Step.COMPLETE
+
+
+def summarise(statuses: dict[str, JobStatus], expected: int) -> JobStatus:
+    """One status for a job or a whole array: the first failure, else the least advanced."""
+    values = list(statuses.values())
+    failed = [s for s in values if s.state.terminal and not s.state.ok]
+    if failed:
+        return failed[0]
+    running = [s for s in values if not s.state.terminal]
+    if running:
+        return running[0]
+    if len(values) < expected or not values:
+        return JobStatus(job_id="?", state=JobState.PENDING)
+    return values[0]
+
+
+def statuses_for(polled: dict[str, JobStatus], job_id: str, expected: int) -> dict[str, JobStatus]:
+    """The entries of one job (a plain job, or the elements of an array) in a poll."""
+    if expected == 1:
+        return {job_id: polled[job_id]} if job_id in polled else {}
+    return {
+        k: v
+        for k, v in polled.items()
+        if v.array_task_id is not None and (v.array_job_id == job_id or k.startswith(f"{job_id}_"))
+    }
 
 
 @dataclass
@@ -136,23 +228,29 @@ class RunEngine:
         chosen = run["inputs"].get("output_dir")
         return Path(chosen) if chosen else self.layout(run).local_out
 
-    def _task(self, run_id: str, kind: str) -> str:
-        return self.tracker.start_task(run_id, kind)
+    def open_task(self, run: dict[str, Any], kind: str) -> str:
+        """The run's unfinished task of ``kind`` (left by a crash), or a new one."""
+        task = latest_task(run, kind)
+        if task is not None and task["state"] == "STARTED":
+            return str(task["task_id"])
+        return self.tracker.start_task(run["run_id"], kind)
 
     def _timed(self, name: str, started: float) -> None:
         self.step_seconds[name] = self.step_seconds.get(name, 0.0) + time.monotonic() - started
 
-    def _check_not_cancelled(self, run_id: str) -> None:
-        if self.tracker.get_run(run_id)["state"] == "CANCELLED":
-            raise RunCancelled(f"run {run_id} was cancelled")
+    def is_cancelled(self, run_id: str) -> bool:
+        return self.tracker.get_run(run_id)["state"] == "CANCELLED"
+
+    def _fail(self, task: str, error_type: str, message: str) -> RunFailed:
+        self.tracker.fail_task(task, error_type, message)
+        return RunFailed(error_type, message)
 
     # -- steps --------------------------------------------------------------------
 
     def stage_up(self, run: dict[str, Any]) -> None:
-        started = time.monotonic()
         layout = self.layout(run)
         files = [Path(p) for p in run["inputs"]["files"]]
-        task = self._task(run["run_id"], "stage_up")
+        task = self.open_task(run, "stage_up")
         self.reporter.step("stage up", f"{len(files)} input(s)")
         manifest = local_manifest(files)
         # The tar stream adds a 512-byte header per entry and pads each file to 512 bytes.
@@ -168,113 +266,107 @@ class RunEngine:
             self.transport.run(["mkdir", "-p", "--", layout.remote_logs], idempotent=True)
             self.transport.write_text(layout.remote_params, json.dumps(run["parameters"]))
         except (BiomeroError, OSError) as exc:
-            self.tracker.fail_task(task, "StagingError", str(exc))
-            raise RunFailed("StagingError", str(exc)) from exc
+            raise self._fail(task, "StagingError", str(exc)) from exc
         self.tracker.record_result(task, layout.remote_in)
         self.tracker.record_progress(task, f"{report.manifest} in {report.seconds:.2f} s")
         self.tracker.complete_task(task)
-        self._timed("stage up", started)
 
-    def convert(self, run: dict[str, Any]) -> None:
-        """OME-Zarr inputs become TIFF on the cluster: one array element per image."""
-        zarrs = [Path(p).name for p in run["inputs"]["files"] if is_zarr(Path(p))]
-        if not zarrs:
-            return
-        started = time.monotonic()
+    def _convert_request(self, run: dict[str, Any]) -> SubmitRequest:
         layout = self.layout(run)
-        task = self._task(run["run_id"], "convert")
-        self.reporter.step("convert", f"{len(zarrs)} OME-Zarr image(s) to TIFF")
+        zarrs = zarr_inputs(run)
         listing = "".join(f"{layout.remote_in}/{name}\n" for name in zarrs)
         self.transport.write_text(layout.remote_conversion_list, listing, mode=0o644)
         flags = self.settings.sbatch_flags_for_conversion()
-        request = SubmitRequest(
+        return SubmitRequest(
             script_path=self.cluster.converter_script(),
             script_args=(layout.remote_conversion_list,),
-            job_name="biomero-convert",
+            job_name=job_name(run["run_id"], "convert"),
             partition=flags.pop("partition", None),
             array=f"1-{len(zarrs)}",
-            comment=f"biomero-run:{run['run_id']}:convert",
             output_path=layout.remote_log("convert-%A_%a.log"),
             extra_flags=flags,
         )
-        job_id = self._submit(task, request)
-        final = self.wait(run["run_id"], task, job_id, expected=len(zarrs), name="convert")
-        failed = [s for s in final.values() if not s.state.ok]
-        if failed:
-            worst = failed[0]
-            tail = self._log_tail(layout.remote_log(f"convert-{worst.job_id}.log"))
-            message = (
-                f"{len(failed)} of {len(zarrs)} image(s) failed to convert; {worst.job_id}: {tail}"
-            )
-            self.tracker.fail_task(task, worst.state.name, message)
-            raise RunFailed("ConversionFailed", message)
-        self.tracker.complete_task(task)
-        self._timed("convert", started)
 
-    def submit_workflow(self, run: dict[str, Any]) -> tuple[str, str]:
+    def _job_request(self, run: dict[str, Any]) -> SubmitRequest:
         wf = get_workflow(self.settings, run["workflow"], run["version"])
         layout = self.layout(run)
-        task = self._task(run["run_id"], "job")
-        self.reporter.step("submit", f"{wf.name} {wf.version}")
         flags = self.settings.sbatch_flags_for(wf.name)
         configured = flags.pop("partition", None)
-        partition = run["inputs"].get("partition") or configured
-        request = SubmitRequest(
+        return SubmitRequest(
             script_path=self.cluster.job_script(wf.name, wf.version),
             script_args=(layout.remote_run,),
-            job_name=f"biomero-{wf.name}",
-            partition=partition,
-            comment=f"biomero-run:{run['run_id']}:job",
+            job_name=job_name(run["run_id"], "job"),
+            partition=run["inputs"].get("partition") or configured,
             output_path=layout.remote_log("omero-%j.log"),
             extra_flags=flags,
         )
-        return task, self._submit(task, request)
 
-    def _submit(self, task: str, request: SubmitRequest) -> str:
-        try:
-            job_id = self.slurm.submit(request)
-        except BiomeroError as exc:
-            self.tracker.fail_task(task, "SubmitError", str(exc))
-            raise RunFailed("SubmitError", str(exc)) from exc
+    def submit(self, run: dict[str, Any], kind: str) -> str:
+        """Submit the run's ``kind`` job ("convert" or "job") exactly once.
+
+        The open task is the recorded intent. If it has no job id, a job with the
+        run-unique name may still exist (sbatch answered, the bookkeeping did not
+        happen): it is adopted instead of submitting again.
+        """
+        task = self.open_task(run, kind)
+        self.reporter.step(f"submit {kind}", run["workflow"])
+        found = self.slurm.find_by_name(job_name(run["run_id"], kind))
+        if found:
+            job_id = found[-1]
+            log.info("run %s: adopting %s job %s", run["run_id"], kind, job_id)
+        else:
+            request = self._convert_request(run) if kind == "convert" else self._job_request(run)
+            try:
+                job_id = self.slurm.submit(request)
+            except BiomeroError as exc:
+                raise self._fail(task, "SubmitError", str(exc)) from exc
         self.tracker.record_job_submitted(task, job_id, CLUSTER)
         return job_id
 
-    def wait(
-        self, run_id: str, task: str, job_id: str, *, expected: int = 1, name: str = "job"
-    ) -> dict[str, JobStatus]:
-        """Poll (one command per cycle) until every element is terminal; record changes only."""
-        w = self.settings.worker
-        interval = min(w.poll_min_s, 1.0)
-        last: dict[str, str] = {}
-        while True:
-            statuses = {
-                k: v for k, v in self.slurm.poll([job_id]).items() if k != job_id or expected == 1
-            }
-            if expected > 1:
-                statuses = {k: v for k, v in statuses.items() if v.array_task_id is not None}
-            view = {k: v.state.name for k, v in statuses.items()}
-            changed = view != last
-            last = view
-            done = sum(1 for s in statuses.values() if s.state.terminal)
-            summary = _summarise(statuses, expected)
-            self.reporter.job(name, summary.state.name, done, expected)
+    def expected_elements(self, run: dict[str, Any], kind: str) -> int:
+        return len(zarr_inputs(run)) if kind == "convert" else 1
+
+    def record_poll(
+        self, run: dict[str, Any], kind: str, polled: dict[str, JobStatus]
+    ) -> dict[str, JobStatus] | None:
+        """Record what a poll says about the run's ``kind`` job; the statuses once terminal."""
+        task = latest_task(run, kind)
+        assert task is not None and task["slurm_job_id"]
+        expected = self.expected_elements(run, kind)
+        mine = statuses_for(polled, task["slurm_job_id"], expected)
+        summary = summarise(mine, expected)
+        done = sum(1 for s in mine.values() if s.state.terminal)
+        self.reporter.job(kind, summary.state.name, done, expected)
+        if summary.state is not JobState.UNKNOWN:
             self.tracker.record_job_status(
-                task,
+                task["task_id"],
                 summary.state.name,
                 summary.exit_code,
                 summary.elapsed_s,
                 summary.max_rss_bytes,
             )
-            if expected > 1:
-                self.tracker.record_progress(task, f"{done}/{expected}")
-            if len(statuses) >= expected and done >= expected:
-                return statuses
-            if changed:
-                interval = min(w.poll_min_s, 1.0)
-                self._check_not_cancelled(run_id)
-            else:
-                interval = min(interval * 1.5, w.poll_max_s)
-            self.sleep(interval)
+        if expected > 1:
+            self.tracker.record_progress(task["task_id"], f"{done}/{expected}")
+        return mine if len(mine) >= expected and done >= expected else None
+
+    def finish(self, run: dict[str, Any], kind: str, statuses: dict[str, JobStatus]) -> None:
+        """A terminal job: complete its task, or fail it with the log's last lines."""
+        task = latest_task(run, kind)
+        assert task is not None
+        failed = [s for s in statuses.values() if not s.state.ok]
+        if not failed:
+            self.tracker.complete_task(task["task_id"])
+            return
+        worst = failed[0]
+        layout = self.layout(run)
+        if kind == "convert":
+            log_path = layout.remote_log(f"convert-{worst.job_id}.log")
+            lead = f"{len(failed)} of {len(statuses)} image(s) failed to convert"
+        else:
+            log_path = layout.remote_log(f"omero-{worst.job_id}.log")
+            lead = f"job {worst.job_id} ended {worst.state.name} (exit {worst.exit_code})"
+        message = f"{lead}: {self._log_tail(log_path)}"
+        raise self._fail(task["task_id"], worst.state.name, message)
 
     def _log_tail(self, path: str) -> str:
         try:
@@ -285,21 +377,11 @@ class RunEngine:
             return f"(log {path} unreadable: {exc})"
         return result.stdout.strip() or result.stderr.strip() or "(empty log)"
 
-    def finish_job(self, run: dict[str, Any], task: str, job_id: str, status: JobStatus) -> None:
-        if status.state.ok:
-            self.tracker.complete_task(task)
-            return
-        tail = self._log_tail(self.layout(run).remote_log(f"omero-{job_id}.log"))
-        message = f"job {job_id} ended {status.state.name} (exit {status.exit_code}): {tail}"
-        self.tracker.fail_task(task, status.state.name, message)
-        raise RunFailed(status.state.name, message)
-
     def stage_down(self, run: dict[str, Any]) -> Path:
-        started = time.monotonic()
         layout = self.layout(run)
         dest = self.output_dir(run)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        task = self._task(run["run_id"], "stage_down")
+        task = self.open_task(run, "stage_down")
         self.reporter.step("stage down", str(dest))
         moved = [0]
 
@@ -310,59 +392,104 @@ class RunEngine:
         try:
             stage_down(self.transport, layout.remote_out, dest, progress=progress)
         except BiomeroError as exc:
-            self.tracker.fail_task(task, "StagingError", str(exc))
-            raise RunFailed("StagingError", str(exc)) from exc
+            raise self._fail(task, "StagingError", str(exc)) from exc
         self.tracker.record_result(task, str(dest))
         self.tracker.complete_task(task)
-        self._timed("stage down", started)
+        return dest
+
+    def complete(self, run: dict[str, Any]) -> Path:
+        """Results are local: remove the remote run folder and close the run."""
+        dest = self.output_dir(run)
+        self.cleanup_remote(run)
+        self.tracker.complete_run(run["run_id"], str(dest))
         return dest
 
     def cleanup_remote(self, run: dict[str, Any]) -> None:
         self.transport.run(["rm", "-rf", "--", self.layout(run).remote_run], idempotent=True)
 
-    # -- the whole run ------------------------------------------------------------
+    def fail(self, run_id: str, exc: RunFailed) -> None:
+        """Mark the run failed, unless it was cancelled meanwhile (then say so)."""
+        if self.is_cancelled(run_id):
+            raise RunCancelled(f"run {run_id} was cancelled") from exc
+        self.tracker.fail_run(run_id, exc.error_type, str(exc))
+
+    # -- one step, then the whole run ------------------------------------------------
+
+    def advance(self, run: dict[str, Any], polled: dict[str, JobStatus] | None = None) -> Step:
+        """Do the run's next step; a waiting step needs this cycle's ``polled`` statuses.
+
+        Returns the step that was handled. A step that fails marks the run failed.
+        """
+        step = next_step(run)
+        try:
+            if step is Step.STAGE_UP:
+                self.stage_up(run)
+            elif step is Step.SUBMIT_CONVERT:
+                self.submit(run, "convert")
+            elif step is Step.SUBMIT_JOB:
+                self.submit(run, "job")
+            elif step.waits and polled is not None:
+                kind = "convert" if step is Step.WAIT_CONVERT else "job"
+                final = self.record_poll(run, kind, polled)
+                if final is not None:
+                    self.finish(run, kind, final)
+            elif step is Step.STAGE_DOWN:
+                self.stage_down(run)
+            elif step is Step.COMPLETE:
+                self.complete(run)
+        except RunFailed as exc:
+            self.fail(run["run_id"], exc)
+            raise
+        return step
+
+    def active_job(self, run: dict[str, Any]) -> str | None:
+        """The job id a waiting run needs polled, if it is waiting."""
+        step = next_step(run)
+        if not step.waits:
+            return None
+        task = latest_task(run, "convert" if step is Step.WAIT_CONVERT else "job")
+        return task["slurm_job_id"] if task else None
 
     def drive(self, run_id: str) -> Path:
-        """Run every step in order (for `biomero run --wait`); return the results folder."""
-        run = self.tracker.get_run(run_id)
-        try:
-            self.stage_up(run)
-            self.convert(run)
+        """Run every remaining step here (for `biomero run --wait`); return the results folder."""
+        fast = min(self.settings.worker.poll_min_s, 1.0)
+        interval = fast
+        while True:
+            run = self.tracker.get_run(run_id)
+            if run["state"] == "CANCELLED":
+                raise RunCancelled(f"run {run_id} was cancelled")
+            step = next_step(run)
+            if step is Step.NONE:
+                raise BiomeroError(f"run {run_id} is {run['state'].lower()}")
             started = time.monotonic()
-            task, job_id = self.submit_workflow(run)
-            final = self.wait(run_id, task, job_id)
-            self._timed("job", started)
-            self.finish_job(run, task, job_id, final[job_id])
-            dest = self.stage_down(run)
-        except RunCancelled:
-            raise
-        except RunFailed as exc:
-            if self.tracker.get_run(run_id)["state"] == "CANCELLED":
-                raise RunCancelled(f"run {run_id} was cancelled") from exc
-            self.tracker.fail_run(run_id, exc.error_type, str(exc))
-            raise
-        self.cleanup_remote(run)
-        self.tracker.complete_run(run_id, str(dest))
-        return dest
+            if step.waits:
+                kind = "convert" if step is Step.WAIT_CONVERT else "job"
+                seen = latest_task(run, kind)["job_state"]  # type: ignore[index]
+                self.advance(run, self.slurm.poll([self.active_job(run) or ""]))
+                after = self.tracker.get_run(run_id)
+                if next_step(after) is step:
+                    news = latest_task(after, kind)["job_state"] != seen  # type: ignore[index]
+                    interval = (
+                        fast if news else min(interval * 1.5, self.settings.worker.poll_max_s)
+                    )
+                    self.sleep(interval)
+                else:
+                    interval = fast
+            else:
+                self.advance(run)
+            self._timed(STEP_LABELS[step], started)
+            if step is Step.COMPLETE:
+                return self.output_dir(run)
 
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> list[str]:
+        """scancel the run's jobs and mark it cancelled; whoever drives it stops."""
         run = self.tracker.get_run(run_id)
+        if run["state"] in FINISHED_RUN_STATES:
+            raise BiomeroError(f"run {run['run_id']} is already {run['state'].lower()}")
         jobs = [t["slurm_job_id"] for t in run["tasks"] if t.get("slurm_job_id")]
+        jobs += self.slurm.find_by_name(job_name(run["run_id"], "job"))
+        jobs = sorted(set(jobs))
         if jobs:
             self.slurm.cancel(jobs)
         self.tracker.cancel_run(run["run_id"], reason)
         return jobs
-
-
-def _summarise(statuses: dict[str, JobStatus], expected: int) -> JobStatus:
-    """One status for a job or a whole array: the first failure, else the least advanced."""
-    if not statuses:
-        return JobStatus(job_id="?", state=JobState.PENDING)
-    values = list(statuses.values())
-    failed = [s for s in values if s.state.terminal and not s.state.ok]
-    if failed:
-        return failed[0]
-    running = [s for s in values if not s.state.terminal]
-    if running or len(values) < expected:
-        return running[0] if running else JobStatus(job_id="?", state=JobState.PENDING)
-    return values[0]

@@ -9,6 +9,8 @@ from biomeroworker.errors import CommandError, SlurmError
 from biomeroworker.slurm.commands import (
     SubmitRequest,
     check_job_id,
+    find_by_name_argv,
+    find_by_name_sacct_argv,
     sacct_argv,
     sbatch_argv,
     scancel_argv,
@@ -99,6 +101,20 @@ class SlurmClient:
         ids = list(job_ids)
         if ids:
             self.transport.run(scancel_argv(ids), timeout_s=self.command_timeout_s, idempotent=True)
+
+    def find_by_name(self, name: str) -> list[str]:
+        """Ids of jobs named ``name`` (array parents once), oldest first.
+
+        Used to adopt a job whose id was never recorded (a crash between sbatch and
+        the bookkeeping). squeue answers for live and recently ended jobs; sacct for
+        older ones. A query that fails raises: "not found" must never be guessed.
+        """
+        found = self.transport.run(find_by_name_argv(name), idempotent=True).stdout.split()
+        if not found:
+            rows = self.transport.run(find_by_name_sacct_argv(name), idempotent=True).stdout
+            found = [line.split("|")[1].split("_")[0] for line in rows.splitlines() if "|" in line]
+        unique = sorted({j for j in found if j.isdigit()}, key=int)
+        return unique
 
     def partitions(self) -> list[Partition]:
         result = self.transport.run(sinfo_argv(), timeout_s=self.command_timeout_s, idempotent=True)

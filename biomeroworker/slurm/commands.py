@@ -217,3 +217,27 @@ def scancel_argv(job_ids: Iterable[str]) -> list[str]:
 
 def sinfo_argv() -> list[str]:
     return ["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]
+
+
+def find_by_name_argv(name: str) -> list[str]:
+    """squeue for jobs named ``name`` in any state it still remembers (MinJobAge).
+
+    ``%A`` is the array job id (the job id itself for a plain job), so an array
+    appears once per element with the same id.
+    """
+    check_value("job-name", name)
+    return ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%A"]
+
+
+def find_by_name_sacct_argv(name: str, since: str = "now-7days") -> list[str]:
+    """sacct for jobs named ``name``: finds jobs squeue has already forgotten."""
+    check_value("job-name", name)
+    return [
+        "sacct",
+        "--noheader",
+        "--parsable2",
+        "--allocations",
+        f"--name={name}",
+        f"--starttime={since}",
+        "--format=JobIDRaw,JobID",
+    ]
