@@ -62,13 +62,12 @@ RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir /tmp/biomeroworker-src \
     && rm -rf /tmp/biomeroworker-src \
     && biomero --help >/dev/null
 
-# Script processes get their environment from omero/processor.py: ours forwards
-# what the workflows need (REFERENCE: ProcessI.make_env).
-COPY processor.py /tmp/processor.py
-RUN omero_pkg="$("$VIRTUAL_ENV/bin/python" -c 'import importlib.util; print(importlib.util.find_spec("omero").submodule_search_locations[0])')" \
-    && install -m 644 /tmp/processor.py "$omero_pkg/processor.py" \
-    && "$VIRTUAL_ENV/bin/python" -m py_compile "$omero_pkg/processor.py" \
-    && rm /tmp/processor.py
+# Script processes get their environment from omero/processor.py. Ours extends the
+# original (kept beside it as omero/_processor_upstream.py) instead of replacing it, so
+# an omero-py upgrade keeps both sides' fixes; run this again after reinstalling omero-py.
+COPY processor.py /opt/biomero/processor.py
+RUN "$VIRTUAL_ENV/bin/python" -m biomeroworker.omero.processor_env install /opt/biomero/processor.py \
+    && "$VIRTUAL_ENV/bin/python" -c "import omero.processor as p; assert p.ProcessI.__name__ == 'BiomeroProcessI', p.ProcessI"
 
 COPY slurm-config.ini /etc/slurm-config.ini
 COPY --chown=omero-server:omero-server scripts/ /opt/omero/server/OMERO.server/lib/scripts/biomero/

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIOMERO := $(VENV)/bin/biomero
 LOCAL_CONFIG := localslurm/run/slurm-config.ini
 SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh \
-	tools/install-container-tools tools/demo
+	tools/install-container-tools tools/install-omero-py tools/demo
 
 .PHONY: all venv cluster cluster-down tools lint test unit integration demo clean
 
@@ -28,6 +28,7 @@ cluster-down:
 
 tools: venv
 	tools/install-container-tools
+	tools/install-omero-py
 
 lint: venv tools
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import platformdirs
 
 from biomeroworker.config import Settings
-from biomeroworker.errors import BiomeroError, TransportError
+from biomeroworker.errors import BiomeroError, ConnectError, TransportError
 from biomeroworker.layout import RunLayout
 from biomeroworker.prepare import cluster_layout
 from biomeroworker.slurm.client import SlurmClient
@@ -265,6 +265,8 @@ class RunEngine:
             report = stage_up(self.transport, files, layout.remote_in, progress=progress)
             self.transport.run(["mkdir", "-p", "--", layout.remote_logs], idempotent=True)
             self.transport.write_text(layout.remote_params, json.dumps(run["parameters"]))
+        except ConnectError:
+            raise  # the cluster is unreachable: transient, the step is retried
         except (BiomeroError, OSError) as exc:
             raise self._fail(task, "StagingError", str(exc)) from exc
         self.tracker.record_result(task, layout.remote_in)
@@ -310,6 +312,8 @@ class RunEngine:
         """
         task = self.open_task(run, kind)
         self.reporter.step(f"submit {kind}", run["workflow"])
+        if self.is_cancelled(run["run_id"]):
+            raise RunCancelled(f"run {run['run_id']} was cancelled")
         found = self.slurm.find_by_name(job_name(run["run_id"], kind))
         if found:
             job_id = found[-1]
@@ -321,6 +325,10 @@ class RunEngine:
             except BiomeroError as exc:
                 raise self._fail(task, "SubmitError", str(exc)) from exc
         self.tracker.record_job_submitted(task, job_id, CLUSTER)
+        if self.is_cancelled(run["run_id"]):
+            # Cancelled while sbatch ran: the canceller could not see this job yet.
+            self.slurm.cancel([job_id])
+            raise RunCancelled(f"run {run['run_id']} was cancelled")
         return job_id
 
     def expected_elements(self, run: dict[str, Any], kind: str) -> int:
@@ -391,6 +399,8 @@ class RunEngine:
 
         try:
             stage_down(self.transport, layout.remote_out, dest, progress=progress)
+        except ConnectError:
+            raise  # transient: retried
         except BiomeroError as exc:
             raise self._fail(task, "StagingError", str(exc)) from exc
         self.tracker.record_result(task, str(dest))

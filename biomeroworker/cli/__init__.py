@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "init",
     "workflows",
     "run",
+    "supervise",
     "status",
     "stats",
     "tracking",

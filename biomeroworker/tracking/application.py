@@ -87,6 +87,11 @@ class Tracker:
             self._projector.create_tables()
         self._engine = engine
 
+    @property
+    def engine(self):  # type: ignore[no-untyped-def]
+        """The SQLAlchemy engine of the store, for tables that live beside it (leases)."""
+        return self._engine
+
     def close(self) -> None:
         self._app.close()
         self._engine.dispose()
@@ -198,6 +203,12 @@ class Tracker:
         self.project()
         with store_errors(self.url, "listing runs"), self._engine.connect() as conn:
             return queries.list_runs(conn, user=user, limit=limit)
+
+    def active_runs(self) -> list[dict[str, Any]]:
+        """Runs not yet finished, oldest first (the order the supervisor admits them)."""
+        self.project()
+        with store_errors(self.url, "listing active runs"), self._engine.connect() as conn:
+            return queries.active_runs(conn)
 
     def count_runs(self, user: str | None = None) -> int:
         self.project()

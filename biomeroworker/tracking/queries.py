@@ -102,6 +102,27 @@ def list_runs(
     return [_run_dict(row) for row in conn.execute(query)]
 
 
+def active_runs(conn: Connection) -> list[dict[str, Any]]:
+    query = (
+        select(t.runs)
+        .where(t.runs.c.state.not_in(["COMPLETED", "FAILED", "CANCELLED"]))
+        .order_by(t.runs.c.created_at, t.runs.c.run_id)
+    )
+    runs = [_run_dict(row) for row in conn.execute(query)]
+    by_id = {run["run_id"]: run for run in runs}
+    for run in runs:
+        run["tasks"] = []
+    if by_id:
+        task_rows = conn.execute(
+            select(t.tasks)
+            .where(t.tasks.c.run_id.in_(list(by_id)))
+            .order_by(t.tasks.c.started_at)
+        )
+        for task in task_rows:
+            by_id[task.run_id]["tasks"].append(_task_dict(task))
+    return runs
+
+
 def count_runs(conn: Connection, *, user: str | None = None) -> int:
     query = select(func.count()).select_from(t.runs)
     if user is not None:

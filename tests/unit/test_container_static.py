@@ -27,7 +27,8 @@ SHELL_SCRIPTS = sorted(
     [
         *(ROOT / "startup").iterdir(),
         *(ROOT / "deploy" / "podman").glob("*.sh"),
-        ROOT / "scripts" / "install-container-tools",
+        ROOT / "tools" / "install-container-tools",
+        ROOT / "tools" / "install-omero-py",
     ]
 )
 
@@ -141,7 +142,8 @@ def test_removes_the_database_hook_and_ends_as_omero_server() -> None:
 def test_installs_our_processor_py_inside_the_omero_package() -> None:
     runs = [rest for word, rest in instructions() if word == "RUN"]
     assert "processor.py" in copy_sources()
-    assert any('"$omero_pkg/processor.py"' in run and "find_spec(" in run for run in runs)
+    assert any("biomeroworker.omero.processor_env install" in run for run in runs)
+    assert any("BiomeroProcessI" in run for run in runs)
 
 
 def test_bioformats2raw_comes_from_a_pinned_release_and_is_checksummed() -> None:

@@ -1,0 +1,44 @@
+"""`biomero supervise`: the long-running process that drives recorded runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("supervise", help="drive recorded runs to their end (runs until stopped)")
+    p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length (default 60)")
+    p.add_argument("--workers", type=int, default=2, help="steps run at once (default 2)")
+    p.add_argument("--once", action="store_true", help="run one cycle and exit (for scripts)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from biomeroworker.cli.common import settings_from
+    from biomeroworker.runs import RunEngine
+    from biomeroworker.supervisor.leases import LeaseStore
+    from biomeroworker.supervisor.loop import Supervisor, default_holder
+    from biomeroworker.tracking.application import Tracker
+    from biomeroworker.transport import close_all, open_transport
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = settings_from(args)
+    tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
+    engine = RunEngine(settings, open_transport(settings), tracker)
+    leases = LeaseStore(tracker.engine, default_holder(), ttl_s=args.lease_seconds)
+    supervisor = Supervisor(engine, leases, workers=args.workers)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: supervisor.stop())
+    try:
+        if args.once:
+            supervisor.cycle()
+            supervisor.shutdown()
+        else:
+            supervisor.run_forever()
+    finally:
+        close_all()
+        tracker.close()
+    return 0

@@ -1,0 +1,1 @@
+"""The supervisor: drives recorded runs to their end, surviving restarts."""

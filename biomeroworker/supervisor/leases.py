@@ -1,0 +1,88 @@
+"""Leases on runs, kept beside the event store, so several supervisors share the work.
+
+A supervisor holds a run while its lease is fresh and renews it every cycle. A holder
+that dies stops renewing; once the lease expires any other supervisor may take the run.
+Each claim is one atomic INSERT or UPDATE, so two supervisors never hold a run at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import Column, Float, MetaData, String, Table, and_, delete, insert, or_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+metadata = MetaData()
+leases = Table(
+    "biomero_supervisor_lease",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+
+class LeaseStore:
+    def __init__(
+        self,
+        engine: Engine,
+        holder: str,
+        *,
+        ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.clock = clock
+        metadata.create_all(engine)
+
+    def claim(self, run_id: str) -> bool:
+        """Take or keep ``run_id``; False when another live holder has it."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(
+                    insert(leases).values(
+                        run_id=run_id, holder=self.holder, expires_at=now + self.ttl_s
+                    )
+                )
+                return True
+            except IntegrityError:
+                pass
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(leases)
+                .where(
+                    and_(
+                        leases.c.run_id == run_id,
+                        or_(leases.c.holder == self.holder, leases.c.expires_at < now),
+                    )
+                )
+                .values(holder=self.holder, expires_at=now + self.ttl_s)
+            )
+            return result.rowcount == 1
+
+    def renew(self, run_ids: Iterable[str]) -> set[str]:
+        """Extend our leases; return the runs we still hold."""
+        held = set()
+        for run_id in run_ids:
+            if self.claim(run_id):
+                held.add(run_id)
+        return held
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        ids = list(run_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(leases).where(and_(leases.c.run_id.in_(ids), leases.c.holder == self.holder))
+            )
+
+    def holder_of(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(leases.select().where(leases.c.run_id == run_id)).first()
+        return None if row is None or row.expires_at < self.clock() else row.holder

@@ -1,0 +1,198 @@
+"""`biomero supervise`: claim recorded runs and drive each to its end.
+
+One cycle: list the active runs (oldest first), claim those within the limits, start
+the next step of each run that is not waiting (transfers and submissions run on a small
+thread pool), then poll ALL waiting jobs with one command and advance those that changed.
+The poll interval drops to its minimum after any news and backs off to its ceiling while
+nothing moves. Nothing lives only in memory: a restarted supervisor reads the same runs
+from the event store and carries on; a Slurm job keeps running while no supervisor does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from biomeroworker.errors import BiomeroError, TransportError
+from biomeroworker.runs import RunCancelled, RunEngine, RunFailed, latest_task, next_step
+from biomeroworker.supervisor.leases import LeaseStore
+
+log = logging.getLogger(__name__)
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Counters:
+    cycles: int = 0
+    polls: int = 0
+    steps: int = 0
+    transient_errors: int = 0
+    failed_runs: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, engine: RunEngine, leases: LeaseStore, *, workers: int = 2) -> None:
+        self.engine = engine
+        self.leases = leases
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="biomero-step")
+        self.in_flight: dict[str, Future[None]] = {}
+        self.held: set[str] = set()
+        self.stopping = threading.Event()
+        w = engine.settings.worker
+        self.fast_s = min(w.poll_min_s, 1.0)
+        self.slow_s = w.poll_max_s
+        self.interval_s = self.fast_s
+        self.counters = Counters()
+
+    # -- admission ------------------------------------------------------------------
+
+    def admit(self, active: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Claim the runs this supervisor drives, keeping the concurrency limits.
+
+        Started runs count against the limits; waiting (REQUESTED) runs are admitted
+        oldest first while there is room, for all users and per user.
+        """
+        w = self.engine.settings.worker
+        started = [r for r in active if r["state"] != "REQUESTED"]
+        total = len(started)
+        per_user = Counter(r["user"] for r in started)
+        chosen = []
+        for run in active:
+            if run["state"] == "REQUESTED":
+                if w.max_runs_total and total >= w.max_runs_total:
+                    continue
+                if w.max_runs_per_user and per_user[run["user"]] >= w.max_runs_per_user:
+                    continue
+                total += 1
+                per_user[run["user"]] += 1
+            if self.leases.claim(run["run_id"]):
+                chosen.append(run)
+        return chosen
+
+    # -- one cycle -----------------------------------------------------------------
+
+    def cycle(self) -> None:
+        self.counters.cycles += 1
+        self._reap()
+        mine = self.admit(self.engine.tracker.active_runs())
+        self._release_finished({r["run_id"] for r in mine})
+        waiting = []
+        started_any = False
+        for run in mine:
+            if run["run_id"] in self.in_flight:
+                continue
+            job = self.engine.active_job(run)
+            if job is not None:
+                waiting.append((run, job))
+            elif not self.stopping.is_set():
+                self.in_flight[run["run_id"]] = self.pool.submit(self._step, run)
+                started_any = True
+        news = self._poll(waiting) if waiting else False
+        self.interval_s = (
+            self.fast_s if news or started_any else min(self.interval_s * 1.5, self.slow_s)
+        )
+
+    def _poll(self, waiting: list[tuple[dict[str, Any], str]]) -> bool:
+        """One status command for every waiting job of every run."""
+        try:
+            polled = self.engine.slurm.poll(sorted({job for _, job in waiting}))
+        except TransportError as exc:
+            self.counters.transient_errors += 1
+            log.warning("poll failed (will retry): %s", exc)
+            return False
+        self.counters.polls += 1
+        news = False
+        for run, _ in waiting:
+            step = next_step(run)
+            kind = "convert" if step.name == "WAIT_CONVERT" else "job"
+            seen = (latest_task(run, kind) or {}).get("job_state")
+            try:
+                self.engine.advance(run, polled)
+            except (RunFailed, RunCancelled) as exc:
+                self.counters.failed_runs += 1
+                log.info("run %s: %s", run["run_id"], exc)
+                news = True
+                continue
+            except TransportError as exc:
+                self.counters.transient_errors += 1
+                log.warning("run %s: transient error (will retry): %s", run["run_id"], exc)
+                continue
+            after = self.engine.tracker.get_run(run["run_id"])
+            news |= next_step(after) is not step or (
+                (latest_task(after, kind) or {}).get("job_state") != seen
+            )
+        return news
+
+    def _step(self, run: dict[str, Any]) -> None:
+        step = next_step(run)
+        try:
+            self.engine.advance(run)
+            self.counters.steps += 1
+            self.counters.history.append(f"{run['run_id']}:{step.name}")
+        except (RunFailed, RunCancelled) as exc:
+            self.counters.failed_runs += 1
+            log.info("run %s: %s", run["run_id"], exc)
+        except TransportError as exc:
+            # Unreachable cluster, timeouts: the run stays where it is and is retried.
+            self.counters.transient_errors += 1
+            log.warning(
+                "run %s: %s failed transiently (will retry): %s", run["run_id"], step.value, exc
+            )
+        except BiomeroError as exc:
+            self.counters.transient_errors += 1
+            log.error("run %s: %s: %s", run["run_id"], step.value, exc)
+
+    def _reap(self) -> None:
+        for run_id, future in list(self.in_flight.items()):
+            if future.done():
+                del self.in_flight[run_id]
+                if future.exception() is not None:
+                    log.error("run %s: step crashed: %r", run_id, future.exception())
+
+    def _release_finished(self, current: set[str]) -> None:
+        """Runs that left the active list: clean up cancelled ones, drop their leases."""
+        gone = self.held - current - set(self.in_flight)
+        for run_id in gone:
+            try:
+                run = self.engine.tracker.get_run(run_id)
+                if run["state"] == "CANCELLED":
+                    self.engine.cleanup_remote(run)
+            except BiomeroError as exc:
+                log.warning("run %s: cleanup after cancel failed: %s", run_id, exc)
+        self.leases.release(gone)
+        self.held = (self.held - gone) | current
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        log.info("supervisor %s started", self.leases.holder)
+        while not self.stopping.is_set():
+            try:
+                self.cycle()
+            except TransportError as exc:
+                self.counters.transient_errors += 1
+                log.warning("cycle failed (will retry): %s", exc)
+            except BiomeroError as exc:
+                log.error("cycle failed: %s", exc)
+            self.stopping.wait(self.interval_s)
+        self.shutdown()
+
+    def stop(self) -> None:
+        """Stop after the current cycle; steps in flight finish their bookkeeping."""
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.leases.release(self.held | set(self.in_flight))
+        log.info("supervisor %s stopped; Slurm jobs keep running", self.leases.holder)
