@@ -61,6 +61,8 @@ UPSTREAM_ENV: tuple[tuple[str, str, str], ...] = (
     ("BIOMERO_ANALYTICS_REBUILD_START_TIME", "ANALYTICS", "analytics_rebuild_start_time"),
     ("BIOMERO_ANALYTICS_REBUILD_DAYS_AGO", "ANALYTICS", "analytics_rebuild_days_ago"),
     ("SQLALCHEMY_URL", "ANALYTICS", "sqlalchemy_url"),
+    # Slurm's own variable for a JWT (scontrol token prints SLURM_JWT=...).
+    ("SLURM_JWT", "REST", "token"),
 )
 
 
@@ -131,6 +133,30 @@ def _seconds_or_zero(text: str) -> float:
     if not number >= 0 or number == float("inf"):
         raise ValueError("expected a number of seconds >= 0 (0 turns it off)")
     return number
+
+
+def _absolute_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return text
+
+
+_API_VERSION = re.compile(r"v0\.0\.(3[6-9]|4[0-4])")
+
+
+def _api_version(text: str) -> str:
+    if not _API_VERSION.fullmatch(text):
+        raise ValueError("expected a slurmrestd API version v0.0.36 ... v0.0.44, e.g. v0.0.38")
+    return text
+
+
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+/?")
+
+
+def _http_url(text: str) -> str:
+    if not _HTTP_URL.fullmatch(text):
+        raise ValueError("expected http(s)://host:port of slurmrestd, e.g. http://127.0.0.1:6820")
+    return text.rstrip("/")
 
 
 def _day(text: str) -> date:
@@ -234,7 +260,12 @@ ANALYTICS_KEYS: tuple[Key, ...] = (
 
 # Our own settings. Adding one: a Key here and a field in WorkerSettings.
 WORKER_KEYS: tuple[Key, ...] = (
-    Key("transport", _one_of("ssh", "local"), "ssh", help="how commands reach the cluster"),
+    Key("transport", _one_of("ssh", "local", "rest"), "ssh", help="how commands reach the cluster"),
+    Key(
+        "shared_path",
+        _absolute_path,
+        help="local/shared mode: where the cluster's relative paths live on this host",
+    ),
     Key("connect_timeout_s", _seconds, 15.0, help="SSH connect timeout"),
     Key("command_timeout_s", _seconds, 120.0, help="default remote command timeout"),
     Key("keepalive_s", _seconds_or_zero, 30.0, help="SSH keep-alive interval, 0 = off"),
@@ -246,11 +277,27 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
 )
 
+# [WORKER] transport = rest: Slurm operations through slurmrestd (docs/modes.md).
+REST_KEYS: tuple[Key, ...] = (
+    Key("url", _http_url, help="slurmrestd base URL, e.g. http://127.0.0.1:6820"),
+    Key("user", help="cluster user sent as X-SLURM-USER-NAME"),
+    Key("api_version", _api_version, "v0.0.38", help="OpenAPI version slurmrestd serves"),
+    Key("token", secret=True, help="a JWT (also $SLURM_JWT); no refresh"),
+    Key("token_file", _absolute_path, help="file holding the JWT; re-read when it changes"),
+    Key("token_command", help="command printing a fresh JWT; run when the token nears exp"),
+    Key("token_refresh_s", _seconds, 60.0, help="renew this long before the token expires"),
+    Key("request_timeout_s", _seconds, 30.0, help="HTTP timeout per request"),
+    Key("verify_tls", _boolean, True, help="check the server certificate for https"),
+    Key("staging", _one_of("ssh", "shared"), "ssh", help="how data reaches the cluster"),
+    Key("home", _absolute_path, help="the user's cluster home; relative paths start there"),
+)
+
 FIXED_SECTIONS: dict[str, tuple[Key, ...]] = {
     "SSH": SSH_KEYS,
     "SLURM": SLURM_KEYS,
     "ANALYTICS": ANALYTICS_KEYS,
     "WORKER": WORKER_KEYS,
+    "REST": REST_KEYS,
 }
 WORKFLOWS = "WORKFLOWS"
 CONVERTERS = "CONVERTERS"
@@ -364,6 +411,7 @@ class AnalyticsSettings:
 @dataclass(frozen=True)
 class WorkerSettings:
     transport: str = "ssh"
+    shared_path: str | None = None
     connect_timeout_s: float = 15.0
     command_timeout_s: float = 120.0
     keepalive_s: float = 30.0
@@ -373,6 +421,24 @@ class WorkerSettings:
     max_runs_per_user: int = 0
     poll_min_s: float = 5.0
     poll_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RestSettings:
+    """[REST]: slurmrestd with JWT. One token source is used: token_command, else
+    token_file, else token (or $SLURM_JWT)."""
+
+    url: str | None = None
+    user: str | None = None
+    api_version: str = "v0.0.38"
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    token_command: str | None = None
+    token_refresh_s: float = 60.0
+    request_timeout_s: float = 30.0
+    verify_tls: bool = True
+    staging: str = "ssh"
+    home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -386,6 +452,7 @@ class Settings:
     sources: tuple[Path, ...] = ()
     # "SECTION.key" -> file path or "env NAME"; absent means the default applied
     origins: Mapping[str, str] = field(default_factory=dict, repr=False)
+    rest: RestSettings = field(default_factory=RestSettings)
 
     def source_of(self, section: str, key: str) -> str:
         return self.origins.get(f"{section.upper()}.{key.lower()}", DEFAULT_SOURCE)
@@ -873,6 +940,7 @@ def _build(raw: _RawConfig, problems: _Problems, sources: tuple[Path, ...]) -> S
         worker=WorkerSettings(**typed["WORKER"]),
         sources=sources,
         origins=_frozen(origins),
+        rest=RestSettings(**typed["REST"]),
     )
 
 
@@ -889,13 +957,17 @@ def _check_across(
         for spec in keys:
             if spec.required and typed[section][spec.name] is None:
                 problems.add(files, section, spec.name, f"missing ({spec.help})")
-    if typed["WORKER"]["transport"] != "local" and typed["SSH"]["host"] is None:
+    transport, rest = typed["WORKER"]["transport"], typed["REST"]
+    needs_ssh = transport == "ssh" or (transport == "rest" and rest["staging"] == "ssh")
+    if needs_ssh and typed["SSH"]["host"] is None:
         problems.add(
             files,
             "SSH",
             "host",
             "missing (alias in ~/.ssh/config; or set [WORKER] transport=local)",
         )
+    if transport == "rest":
+        _check_rest(rest, problems, origins, files)
     slurm = typed["SLURM"]
     if slurm["gpu_gres"] and slurm["gpu_gpus"]:
         problems.add(
@@ -911,6 +983,25 @@ def _check_across(
             "WORKER",
             "poll_min_s",
             f"must not exceed poll_max_s ({worker['poll_max_s']:g})",
+        )
+
+
+def _check_rest(
+    rest: Mapping[str, Any], problems: _Problems, origins: Mapping[str, str], files: str
+) -> None:
+    for key, why in (("url", "slurmrestd base URL"), ("user", "cluster user name")):
+        if rest[key] is None:
+            problems.add(files, "REST", key, f"missing ({why}; needed for transport=rest)")
+    if not (rest["token"] or rest["token_file"] or rest["token_command"]):
+        problems.add(
+            files, "REST", "token", "missing: set token_command, token_file, token or $SLURM_JWT"
+        )
+    if rest["staging"] == "shared" and rest["home"] is None:
+        problems.add(
+            origins.get("REST.staging", files),
+            "REST",
+            "home",
+            "missing (staging=shared needs the user's cluster home, an absolute path)",
         )
 
 

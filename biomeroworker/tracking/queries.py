@@ -114,9 +114,7 @@ def active_runs(conn: Connection) -> list[dict[str, Any]]:
         run["tasks"] = []
     if by_id:
         task_rows = conn.execute(
-            select(t.tasks)
-            .where(t.tasks.c.run_id.in_(list(by_id)))
-            .order_by(t.tasks.c.started_at)
+            select(t.tasks).where(t.tasks.c.run_id.in_(list(by_id))).order_by(t.tasks.c.started_at)
         )
         for task in task_rows:
             by_id[task.run_id]["tasks"].append(_task_dict(task))

@@ -16,15 +16,16 @@ _OPEN: dict[tuple[object, ...], Transport] = {}
 
 
 def open_transport(settings: Settings) -> Transport:
-    """The process-wide transport for ``settings`` ([WORKER] transport, [SSH] host)."""
-    worker = settings.worker
-    if worker.transport == "local":
-        key: tuple[object, ...] = ("local", worker.command_timeout_s)
-        if key not in _OPEN:
-            from biomeroworker.transport.local import LocalTransport
+    """The process-wide transport that moves run data for ``settings``.
 
-            _OPEN[key] = LocalTransport(command_timeout_s=worker.command_timeout_s)
-        return _OPEN[key]
+    For ``ssh`` it also runs the Slurm commands; see slurm.rest.modes for the others.
+    """
+    worker = settings.worker
+    if worker.transport != "ssh":
+        # local: this host; rest: Slurm over HTTP, data over SSH or a shared path.
+        from biomeroworker.slurm.rest.modes import staging_transport
+
+        return staging_transport(settings)
     from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
     options = SSHOptions(
@@ -33,7 +34,7 @@ def open_transport(settings: Settings) -> Transport:
         command_timeout_s=worker.command_timeout_s,
         keepalive_s=int(worker.keepalive_s),
     )
-    key = ("ssh", options)
+    key: tuple[object, ...] = ("ssh", options)
     if key not in _OPEN:
         _OPEN[key] = SSHTransport(options)
     return _OPEN[key]

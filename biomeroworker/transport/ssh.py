@@ -23,11 +23,19 @@ import paramiko
 
 from biomeroworker.errors import CommandError, CommandTimeout, ConnectError, HostKeyError
 from biomeroworker.transport.base import CommandResult, shell_join
-from biomeroworker.transport.streams import Pump, sink
+from biomeroworker.transport.streams import Pump, send_all, sink
 
 log = logging.getLogger(__name__)
 
 _SOCKET_ERRORS = (paramiko.SSHException, EOFError, OSError)
+
+# AES-GCM needs no separate MAC pass; through paramiko it moves data about 1.5x
+# faster than its default aes128-ctr + hmac-sha2-256 (bench/bench_staging.py).
+_FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# How much the server may send before we acknowledge, and its largest packet. Fewer,
+# larger packets mean fewer passes through paramiko's Python per byte.
+_WINDOW_BYTES = 8 << 20
+_MAX_PACKET_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,9 @@ class SSHTransport:
         self.commands_run = 0
         self.reconnects = 0
         self._lock = threading.Lock()
+        # paramiko's SFTPClient is not safe for concurrent requests: a thread waiting
+        # for its answer can read and drop another thread's. One SFTP call at a time.
+        self._sftp_lock = threading.Lock()
         self._conn: fabric.Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
 
@@ -70,7 +81,12 @@ class SSHTransport:
     def _connect(self) -> fabric.Connection:
         opts = self.options
         config = fabric.Config(runtime_ssh_path=opts.ssh_config_path)
-        conn = fabric.Connection(opts.host, config=config, connect_timeout=opts.connect_timeout_s)
+        conn = fabric.Connection(
+            opts.host,
+            config=config,
+            connect_timeout=opts.connect_timeout_s,
+            connect_kwargs={"transport_factory": _prefer_fast_ciphers},
+        )
         for c in _with_gateways(conn):
             _enforce_host_keys(c)
         try:
@@ -119,7 +135,7 @@ class SSHTransport:
         may_retry = idempotent and stdin is None and stdout is None
         for attempt in (1, 2):
             try:
-                chan = self._client().get_transport().open_session()  # type: ignore[union-attr]
+                chan = self._open_channel()
             except _SOCKET_ERRORS as exc:
                 # Nothing has run yet: reopening is always safe.
                 if attempt == 2:
@@ -143,6 +159,12 @@ class SSHTransport:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _open_channel(self) -> paramiko.Channel:
+        transport = self._client().get_transport()
+        if transport is None:
+            raise paramiko.SSHException("no transport")
+        return transport.open_session(window_size=_WINDOW_BYTES, max_packet_size=_MAX_PACKET_BYTES)
+
     def _execute(
         self,
         chan: paramiko.Channel,
@@ -159,12 +181,14 @@ class SSHTransport:
         except _SOCKET_ERRORS as exc:
             raise _Dropped(str(exc)) from exc
         self.commands_run += 1
+        # Reading a whole window at a time empties paramiko's buffer in one piece; smaller
+        # reads shift the rest of the buffer each time.
         pumps = [
-            Pump(chan.recv, sink(stdout, out_buf)),
-            Pump(chan.recv_stderr, err_buf.extend),
+            Pump(chan.recv, sink(stdout, out_buf), chunk_bytes=_WINDOW_BYTES),
+            Pump(chan.recv_stderr, err_buf.extend, chunk_bytes=_WINDOW_BYTES),
         ]
         if stdin is not None:
-            pumps.append(Pump(stdin.read, chan.sendall, chan.shutdown_write))
+            pumps.append(Pump(stdin.read, send_all(chan.send), chan.shutdown_write))
         else:
             chan.shutdown_write()
         for p in pumps:
@@ -221,7 +245,8 @@ class SSHTransport:
         """Run an SFTP operation; all of ours are safe to repeat once after a drop."""
         for attempt in (1, 2):
             try:
-                return fn(self._sftp_client())
+                with self._sftp_lock:
+                    return fn(self._sftp_client())
             except FileNotFoundError:
                 raise
             except (TimeoutError, paramiko.SSHException, EOFError, ConnectionError) as exc:
@@ -253,6 +278,16 @@ class SSHTransport:
                 return fh.read().decode()
 
         return self._sftp_call(f"read {remote}", read)
+
+
+def _prefer_fast_ciphers(sock: object, **kwargs: object) -> paramiko.Transport:
+    """A paramiko Transport that offers AES-GCM first; the other ciphers stay as fallback."""
+    transport = paramiko.Transport(sock, **kwargs)  # type: ignore[arg-type]
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    fast = tuple(c for c in _FAST_CIPHERS if c in offered)
+    options.ciphers = fast + tuple(c for c in offered if c not in fast)
+    return transport
 
 
 def _is_active(conn: fabric.Connection) -> bool:

@@ -17,9 +17,12 @@ class Pump(threading.Thread):
         read: Callable[[int], bytes],
         write: Callable[[bytes], object],
         done: Callable[[], object] | None = None,
+        *,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         super().__init__(daemon=True)
         self._read = read
+        self._chunk_bytes = chunk_bytes
         self._write = write
         self._done = done
         self.error: BaseException | None = None
@@ -27,7 +30,7 @@ class Pump(threading.Thread):
 
     def run(self) -> None:
         try:
-            while chunk := self._read(CHUNK_BYTES):
+            while chunk := self._read(self._chunk_bytes):
                 self._write(chunk)
                 self.bytes_moved += len(chunk)
         except BaseException as exc:  # reported to the caller through .error
@@ -43,3 +46,21 @@ class Pump(threading.Thread):
 def sink(stream: BinaryIO | None, buffer: bytearray) -> Callable[[bytes], object]:
     """Where output goes: the caller's stream when given, else an in-memory buffer."""
     return stream.write if stream is not None else buffer.extend
+
+
+def send_all(send: Callable[[memoryview], int]) -> Callable[[bytes], None]:
+    """Write a whole chunk through a ``send`` that may take only part of it.
+
+    A memoryview walks the chunk without copying it; slicing bytes instead copies the
+    rest of the chunk after every 32 kB SSH packet, which made large chunks quadratic.
+    """
+
+    def write(chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            sent = send(view)
+            if sent <= 0:
+                raise BrokenPipeError("the channel closed while data was still being sent")
+            view = view[sent:]
+
+    return write

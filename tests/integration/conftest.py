@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import pwd
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from biomeroworker.transport.local import LocalTransport
@@ -79,3 +81,34 @@ def stopped_slurmdbd(cluster: LocalCluster):  # type: ignore[no-untyped-def]
             cluster.ctl("start", "slurmdbd")
 
     return stopped
+
+
+PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+def admin_sql(statement: str) -> None:
+    """Run one statement on the real PostgreSQL as postgres (autocommit)."""
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "biomero_test") -> Iterator[str]:
+    """A new PostgreSQL database for the caller; dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin_sql(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def new_database():  # type: ignore[no-untyped-def]
+    """Factory: ``with new_database() as url:`` gives a throwaway PostgreSQL database."""
+    return throwaway_database

@@ -1,6 +1,6 @@
 """The node config 70-biomero-ice-node.sh writes, accepted by a real IceGrid registry.
 
-Debian's Ice 3.7.8 (zeroc-icegrid, zeroc-ice-utils; scripts/install-container-tools)
+Debian's Ice 3.7.8 (zeroc-icegrid, zeroc-ice-utils; tools/install-container-tools)
 stands in for OMERO's 3.6 registry on loopback. As `omero node start` does, the node
 runs with etc/internal.cfg (the Locator line, here taken from the generated
 ice.config) followed by etc/<worker>.cfg. A 3.7 registry keeps its state under
@@ -46,7 +46,7 @@ def wait_for_port(port: int) -> None:
 def need(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed: run scripts/install-container-tools")
+        pytest.skip(f"{name} is not installed: run tools/install-container-tools")
     return found
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-import psycopg2
 import pytest
 import sqlalchemy as sa
 
@@ -17,25 +15,11 @@ from biomeroworker.tracking import tables as t
 
 pytestmark = pytest.mark.integration
 
-SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-
-
-def _admin_sql(statement: str) -> None:
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        conn.close()
-
 
 @pytest.fixture(scope="session")
-def database() -> Iterator[str]:
-    name = f"biomero_test_{secrets.token_hex(4)}"
-    _admin_sql(f"CREATE DATABASE {name}")
-    yield f"{SERVER}/{name}"
-    _admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+def database(new_database) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    with new_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -207,4 +191,4 @@ def test_a_missing_database_is_a_clear_error(database: str) -> None:
     from biomeroworker.tracking import TrackingStoreError
 
     with pytest.raises(TrackingStoreError, match="does not exist"):
-        Tracker(f"{SERVER}/biomero_no_such_db_{secrets.token_hex(3)}")
+        Tracker(database.rsplit("/", 1)[0] + "/biomero_no_such_db")

@@ -1,0 +1,73 @@
+"""Which Transport stages data and which client runs Slurm, per [WORKER] transport.
+
+ssh    data over SFTP, Slurm commands over SSH            (SlurmClient)
+local  data is a local copy (or already there), commands run here (SlurmClient)
+rest   Slurm through slurmrestd (RestSlurmClient); data over SSH (staging=ssh)
+       or a filesystem shared with the cluster (staging=shared)
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from biomeroworker.slurm.client import SlurmClient
+from biomeroworker.slurm.rest.client import RestApi, RestSlurmClient
+from biomeroworker.slurm.rest.token import StaticToken, TokenCommand, TokenFile, TokenSource
+from biomeroworker.transport.base import Transport
+from biomeroworker.transport.local import LocalTransport
+
+if TYPE_CHECKING:
+    from biomeroworker.config import RestSettings, Settings
+
+
+def staging_transport(settings: Settings) -> Transport:
+    """The Transport that moves run data (and, for ssh/local, runs Slurm commands)."""
+    worker, rest = settings.worker, settings.rest
+    shared = worker.transport == "local" or (
+        worker.transport == "rest" and rest.staging == "shared"
+    )
+    if shared:
+        home = worker.shared_path or (rest.home if worker.transport == "rest" else None)
+        return LocalTransport(
+            home=Path(home) if home else None, command_timeout_s=worker.command_timeout_s
+        )
+    from biomeroworker.transport import open_transport  # the process-wide SSH connection
+
+    return open_transport(_as_ssh(settings))
+
+
+def _as_ssh(settings: Settings) -> Settings:
+    if settings.worker.transport == "ssh":
+        return settings
+    from dataclasses import replace
+
+    return replace(settings, worker=replace(settings.worker, transport="ssh"))
+
+
+def token_source(rest: RestSettings) -> TokenSource:
+    """token_command, else token_file, else token ($SLURM_JWT)."""
+    if rest.token_command:
+        return TokenCommand(shlex.split(rest.token_command), refresh_s=rest.token_refresh_s)
+    if rest.token_file:
+        return TokenFile(rest.token_file, refresh_s=rest.token_refresh_s)
+    if rest.token:
+        return StaticToken(rest.token)
+    raise ValueError("no [REST] token source configured")
+
+
+def slurm_client(settings: Settings, staging: Transport) -> SlurmClient | RestSlurmClient:
+    """The Slurm client for ``settings``; ``staging`` reads job scripts in REST mode."""
+    worker, rest = settings.worker, settings.rest
+    if worker.transport != "rest":
+        return SlurmClient(staging, command_timeout_s=worker.command_timeout_s)
+    api = RestApi(
+        str(rest.url),
+        user=str(rest.user),
+        tokens=token_source(rest),
+        version=rest.api_version,
+        timeout_s=rest.request_timeout_s,
+        verify_tls=rest.verify_tls,
+    )
+    return RestSlurmClient(api, files=staging, home=rest.home)

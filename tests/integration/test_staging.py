@@ -1,0 +1,243 @@
+"""Staging over the real transports: round trips, adoption, broken streams, hostile names.
+
+Every test runs over the SSH transport (real sshd of localslurm) and the local one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from biomeroworker.errors import ConnectError
+from biomeroworker.staging import StagingError, UnsafeArchiveError, stage_down, stage_up
+from biomeroworker.transport.base import CommandResult
+
+MARKER = "biomero-pwned-staging"  # what an injected `touch` would create
+HOSTILE_NAMES = [
+    "it's.tif",
+    'say "hi".tif',
+    "$(touch biomero-pwned-staging).tif",
+    "`touch biomero-pwned-staging`",
+    "a;touch biomero-pwned-staging",
+    "with space.ome.zarr",
+    "line1\nline2.tif",
+    "-rf",
+    "--to-command=touch biomero-pwned-staging",
+    "*",
+    "back\\slash",
+]
+
+
+def _zarr(root: Path, name: str = "img.ome.zarr", chunks: int = 40) -> Path:
+    folder = root / name
+    for n in range(chunks):
+        chunk = folder / "0" / "0" / str(n // 10) / str(n % 10)
+        chunk.parent.mkdir(parents=True, exist_ok=True)
+        chunk.write_bytes(os.urandom(20_000 + n))
+    (folder / ".zattrs").write_text('{"multiscales": [{"version": "0.4"}]}')
+    (folder / "0" / ".zarray").write_text('{"chunks": [1, 1, 64, 64]}')
+    return folder
+
+
+def _tiff(root: Path, name: str, size: int = 300_000) -> Path:
+    path = root / name
+    path.write_bytes(b"II*\x00" + os.urandom(size))
+    return path
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _remote_dir(transport) -> str:  # type: ignore[no-untyped-def]
+    base = f"staging-{uuid.uuid4().hex[:8]}"
+    transport.run(["mkdir", "-p", base])
+    return f"{base}/data/in"
+
+
+def _siblings(transport, remote_dir: str) -> list[str]:  # type: ignore[no-untyped-def]
+    parent = remote_dir.rsplit("/", 1)[0]
+    return transport.run(["ls", "-A", parent]).stdout.split()
+
+
+class FakeCutTransport:
+    """A real transport whose first ``cuts`` streams break midway, as a dropped link would.
+
+    Uploads lose the end of their input; downloads lose the end of their output and then
+    report the connection as dropped. Everything else goes to the real transport.
+    """
+
+    def __init__(self, real, *, cuts: int, after_bytes: int = 150_000) -> None:  # type: ignore[no-untyped-def]
+        self.real = real
+        self.cuts = cuts
+        self.after_bytes = after_bytes
+
+    @property
+    def commands_run(self) -> int:
+        return self.real.commands_run
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        **kwargs: object,
+    ) -> CommandResult:
+        if self.cuts == 0 or (stdin is None and stdout is None):
+            return self.real.run(argv, stdin=stdin, stdout=stdout, **kwargs)
+        self.cuts -= 1
+        if stdin is not None:
+            cut = io.BytesIO(stdin.read(self.after_bytes))
+            return self.real.run(argv, stdin=cut, stdout=stdout, **kwargs)
+        kept = _FirstBytes(stdout, self.after_bytes)
+        self.real.run(argv, stdout=kept, **kwargs)
+        raise ConnectError("FakeCutTransport: connection dropped mid-stream")
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.real, name)
+
+
+class _FirstBytes:
+    def __init__(self, stream, limit: int) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream
+        self.left = limit
+
+    def write(self, chunk: bytes) -> int:
+        if self.left > 0:
+            self.stream.write(chunk[: self.left])
+            self.left -= len(chunk)
+        return len(chunk)
+
+
+def test_round_trip_keeps_every_file_and_byte(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "other").mkdir()
+    sources = [
+        _zarr(tmp_path / "src"),
+        _tiff(tmp_path / "src", "a.tif"),
+        _tiff(tmp_path / "other", "b.tiff", 1000),
+    ]
+    remote = _remote_dir(transport)
+    up = stage_up(transport, sources, remote)
+    down = stage_down(transport, remote, tmp_path / "back")
+    expected = {**_digests(tmp_path / "src"), **_digests(tmp_path / "other")}
+    assert _digests(tmp_path / "back") == expected
+    assert up.manifest == down.manifest
+    assert up.manifest.files == len(expected)
+
+
+def test_second_stage_up_adopts_without_transfer(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sources = [_zarr(tmp_path), _tiff(tmp_path, "a.tif")]
+    remote = _remote_dir(transport)
+    stage_up(transport, sources, remote)
+    before = transport.commands_run
+    again = stage_up(transport, sources, remote)
+    assert again.adopted
+    assert again.attempts == 0
+    assert transport.commands_run - before == 1  # the manifest check, nothing else
+
+
+def test_second_stage_down_adopts_without_transfer(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_zarr(tmp_path / "src")], remote)
+    stage_down(transport, remote, tmp_path / "back")
+    before = transport.commands_run
+    again = stage_down(transport, remote, tmp_path / "back")
+    assert again.adopted
+    assert transport.commands_run - before == 1
+
+
+def test_broken_upload_is_retried_and_leaves_no_partial(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = _zarr(tmp_path / "src")
+    remote = _remote_dir(transport)
+    report = stage_up(FakeCutTransport(transport, cuts=1), [src], remote)
+    assert report.attempts == 2
+    assert _siblings(transport, remote) == ["in"]
+    stage_down(transport, remote, tmp_path / "back")
+    assert _digests(tmp_path / "back") == _digests(tmp_path / "src")
+
+
+def test_upload_that_always_breaks_leaves_nothing_behind(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    with pytest.raises(StagingError, match="failed after 2 attempts"):
+        stage_up(FakeCutTransport(transport, cuts=2), [_zarr(tmp_path)], remote)
+    assert _siblings(transport, remote) == []
+
+
+def test_broken_download_is_retried_and_leaves_no_partial(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_zarr(tmp_path / "src")], remote)
+    report = stage_down(FakeCutTransport(transport, cuts=1), remote, tmp_path / "dest" / "out")
+    assert report.attempts == 2
+    assert os.listdir(tmp_path / "dest") == ["out"]
+    assert _digests(tmp_path / "dest" / "out") == _digests(tmp_path / "src")
+
+
+def test_download_that_always_breaks_leaves_no_local_folder(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_zarr(tmp_path / "src")], remote)
+    (tmp_path / "dest").mkdir()
+    with pytest.raises(StagingError, match="failed after 2 attempts"):
+        stage_down(FakeCutTransport(transport, cuts=2), remote, tmp_path / "dest" / "out")
+    assert os.listdir(tmp_path / "dest") == []
+
+
+def test_hostile_names_arrive_intact_and_nothing_executes(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    src.mkdir()
+    sources = [_tiff(src, name, 100) for name in HOSTILE_NAMES]
+    inner = src / "-folder $(x)"
+    inner.mkdir()
+    for name in HOSTILE_NAMES:
+        _tiff(inner, name, 10)
+    sources.append(inner)
+    remote = _remote_dir(transport)
+    stage_up(transport, sources, remote)
+    listing = transport.run(["find", remote, "-type", "f", "-printf", "%P\\0"]).stdout
+    assert sorted(listing.split("\0")[:-1]) == sorted(_digests(src))
+    stage_down(transport, remote, tmp_path / "back")
+    assert _digests(tmp_path / "back") == _digests(src)
+    # Commands run in the cluster home and in our working directory: neither has it.
+    assert not transport.run(["test", "-e", MARKER], check=False).ok
+    assert not Path(MARKER).exists()
+
+
+def test_download_refuses_links_out_of_the_destination(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_tiff(tmp_path, "mask.tif")], remote)
+    # A workflow that leaves a link to a file outside its output folder.
+    transport.run(["ln", "-s", "../../../../../../etc/passwd", f"{remote}/leak.tif"])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError, match=r"leak\.tif"):
+        stage_down(transport, remote, dest / "out")
+    assert os.listdir(dest) == []
+
+
+def test_download_refuses_absolute_links(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_tiff(tmp_path, "mask.tif")], remote)
+    transport.run(["ln", "-s", "/etc/passwd", f"{remote}/leak.tif"])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError):
+        stage_down(transport, remote, dest / "out")
+    assert os.listdir(dest) == []
+
+
+def test_ssh_transport_negotiates_aes_gcm_for_fast_streams(ssh_transport) -> None:  # type: ignore[no-untyped-def]
+    ssh_transport.run(["true"])
+    session = ssh_transport._client().get_transport()
+    assert session.local_cipher == "aes128-gcm@openssh.com"
+    assert session.remote_cipher == "aes128-gcm@openssh.com"
