@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,12 +59,14 @@ class RunCancelled(BiomeroError):
 
 
 class Step(Enum):
+    EXPORT = "export"
     STAGE_UP = "stage up"
     SUBMIT_CONVERT = "submit convert"
     WAIT_CONVERT = "wait convert"
     SUBMIT_JOB = "submit job"
     WAIT_JOB = "wait job"
     STAGE_DOWN = "stage down"
+    IMPORT = "import"
     COMPLETE = "complete"
     NONE = "none"
 
@@ -73,14 +76,30 @@ class Step(Enum):
 
 
 STEP_LABELS = {
+    Step.EXPORT: "export",
     Step.STAGE_UP: "stage up",
     Step.SUBMIT_CONVERT: "convert",
     Step.WAIT_CONVERT: "convert",
     Step.SUBMIT_JOB: "job",
     Step.WAIT_JOB: "job",
     Step.STAGE_DOWN: "stage down",
+    Step.IMPORT: "import",
     Step.COMPLETE: "complete",
 }
+
+
+class DataSide(Protocol):
+    """Where a run's inputs come from and its results go, when that is not local files.
+
+    The OMERO side (biomeroworker.omero) exports images as OME-Zarr and imports results
+    with provenance. Both calls must be safe to repeat: ``import_results`` after a crash
+    finds what an earlier attempt imported for this run (by its provenance) instead of
+    importing twice.
+    """
+
+    def export(self, run: dict[str, Any], dest: Path) -> list[Path]: ...
+
+    def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]: ...
 
 
 class Reporter(Protocol):
@@ -122,8 +141,21 @@ def job_name(run_id: str, kind: str) -> str:
     return f"biomero-{kind}-{run_id}"
 
 
+def source(run: dict[str, Any]) -> str:
+    """ "local" (files named on the command line) or a DataSide name such as "omero"."""
+    return str(run["inputs"].get("source") or "local")
+
+
+def input_files(run: dict[str, Any]) -> list[Path]:
+    """Local files to stage up: the request's own, or what the export step wrote."""
+    if source(run) == "local":
+        return [Path(p) for p in run["inputs"]["files"]]
+    task = latest_task(run, "export")
+    return [Path(p) for p in (task["result_locations"] if task else [])]
+
+
 def zarr_inputs(run: dict[str, Any]) -> list[str]:
-    return [Path(p).name for p in run["inputs"]["files"] if is_zarr(Path(p))]
+    return [p.name for p in input_files(run) if is_zarr(p)]
 
 
 def next_step(run: dict[str, Any]) -> Step:
@@ -131,6 +163,9 @@ def next_step(run: dict[str, Any]) -> Step:
     if run["state"] in FINISHED_RUN_STATES:
         return Step.NONE
     done = {t["kind"] for t in run["tasks"] if t["state"] == "COMPLETED"}
+    external = source(run) != "local"
+    if external and "export" not in done:
+        return Step.EXPORT
     if "stage_up" not in done:
         return Step.STAGE_UP
     for kind, submit, wait in (
@@ -144,6 +179,8 @@ def next_step(run: dict[str, Any]) -> Step:
             return wait if task and task["slurm_job_id"] else submit
     if "stage_down" not in done:
         return Step.STAGE_DOWN
+    if external and "import" not in done:
+        return Step.IMPORT
     return Step.COMPLETE
 
 
@@ -179,6 +216,7 @@ class RunEngine:
     tracker: Tracker
     reporter: Reporter = field(default_factory=SilentReporter)
     sleep: Callable[[float], None] = time.sleep
+    data_sides: dict[str, DataSide] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.slurm = slurm_client(self.settings, self.transport)
@@ -249,7 +287,7 @@ class RunEngine:
 
     def stage_up(self, run: dict[str, Any]) -> None:
         layout = self.layout(run)
-        files = [Path(p) for p in run["inputs"]["files"]]
+        files = input_files(run)
         task = self.open_task(run, "stage_up")
         self.reporter.step("stage up", f"{len(files)} input(s)")
         manifest = local_manifest(files)
@@ -413,10 +451,47 @@ class RunEngine:
         self.tracker.complete_task(task)
         return dest
 
+    def _side(self, run: dict[str, Any]) -> DataSide:
+        name = source(run)
+        if name not in self.data_sides:
+            raise BiomeroError(f"run {run['run_id']} comes from {name}, which is not set up here")
+        return self.data_sides[name]
+
+    def export(self, run: dict[str, Any]) -> None:
+        """Inputs from the DataSide (e.g. OMERO images as OME-Zarr) into the local run folder."""
+        task = self.open_task(run, "export")
+        dest = self.layout(run).local_in
+        dest.mkdir(parents=True, exist_ok=True)
+        self.reporter.step("export", source(run))
+        try:
+            paths = self._side(run).export(run, dest)
+        except ConnectError:
+            raise
+        except BiomeroError as exc:
+            raise self._fail(task, "ExportError", str(exc)) from exc
+        for path in paths:
+            self.tracker.record_result(task, str(path))
+        self.tracker.complete_task(task)
+
+    def import_results(self, run: dict[str, Any]) -> None:
+        task = self.open_task(run, "import")
+        self.reporter.step("import", source(run))
+        try:
+            summary = self._side(run).import_results(run, self.output_dir(run))
+        except ConnectError:
+            raise
+        except BiomeroError as exc:
+            raise self._fail(task, "ImportError", str(exc)) from exc
+        self.tracker.record_result(task, json.dumps(summary, sort_keys=True, default=str))
+        self.tracker.complete_task(task)
+
     def complete(self, run: dict[str, Any]) -> Path:
         """Results are local: remove the remote run folder and close the run."""
         dest = self.output_dir(run)
         self.cleanup_remote(run)
+        if source(run) != "local":
+            # Exported inputs and downloaded results now live in OMERO: drop the copies.
+            shutil.rmtree(self.layout(run).local_run, ignore_errors=True)
         self.tracker.complete_run(run["run_id"], str(dest))
         return dest
 
@@ -438,7 +513,9 @@ class RunEngine:
         """
         step = next_step(run)
         try:
-            if step is Step.STAGE_UP:
+            if step is Step.EXPORT:
+                self.export(run)
+            elif step is Step.STAGE_UP:
                 self.stage_up(run)
             elif step is Step.SUBMIT_CONVERT:
                 self.submit(run, "convert")
@@ -451,6 +528,8 @@ class RunEngine:
                     self.finish(run, kind, final)
             elif step is Step.STAGE_DOWN:
                 self.stage_down(run)
+            elif step is Step.IMPORT:
+                self.import_results(run)
             elif step is Step.COMPLETE:
                 self.complete(run)
         except RunFailed as exc:

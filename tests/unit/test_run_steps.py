@@ -1,0 +1,92 @@
+"""next_step: what a run needs next, decided from its tracked tasks alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from biomeroworker.runs import Step, input_files, next_step
+
+
+def _run(
+    tasks: list[tuple[str, str, str | None]],
+    *,
+    source: str = "local",
+    files: tuple[str, ...] = ("/data/a.ome.zarr",),
+    state: str = "RUNNING",
+) -> dict[str, Any]:
+    return {
+        "run_id": "r1",
+        "state": state,
+        "inputs": {"files": list(files), "source": source},
+        "tasks": [
+            {"kind": kind, "state": st, "slurm_job_id": job, "result_locations": []}
+            for kind, st, job in tasks
+        ],
+    }
+
+
+DONE = "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("tasks", "expected"),
+    [
+        ([], Step.STAGE_UP),
+        ([("stage_up", "STARTED", None)], Step.STAGE_UP),
+        ([("stage_up", DONE, None)], Step.SUBMIT_CONVERT),
+        ([("stage_up", DONE, None), ("convert", "STARTED", None)], Step.SUBMIT_CONVERT),
+        ([("stage_up", DONE, None), ("convert", "STARTED", "7")], Step.WAIT_CONVERT),
+        ([("stage_up", DONE, None), ("convert", DONE, "7")], Step.SUBMIT_JOB),
+        (
+            [("stage_up", DONE, None), ("convert", DONE, "7"), ("job", "STARTED", "8")],
+            Step.WAIT_JOB,
+        ),
+        ([("stage_up", DONE, None), ("convert", DONE, "7"), ("job", DONE, "8")], Step.STAGE_DOWN),
+        (
+            [
+                ("stage_up", DONE, None),
+                ("convert", DONE, "7"),
+                ("job", DONE, "8"),
+                ("stage_down", DONE, None),
+            ],
+            Step.COMPLETE,
+        ),
+    ],
+)
+def test_local_run_steps_follow_the_tasks(tasks, expected) -> None:  # type: ignore[no-untyped-def]
+    assert next_step(_run(tasks)) is expected
+
+
+def test_tiff_inputs_skip_conversion() -> None:
+    run = _run([("stage_up", DONE, None)], files=("/data/a.tif",))
+    assert next_step(run) is Step.SUBMIT_JOB
+
+
+def test_a_finished_run_needs_nothing() -> None:
+    assert next_step(_run([], state="CANCELLED")) is Step.NONE
+
+
+def test_omero_runs_export_first_and_import_last() -> None:
+    assert next_step(_run([], source="omero", files=())) is Step.EXPORT
+    finished = [
+        ("export", DONE, None),
+        ("stage_up", DONE, None),
+        ("job", DONE, "8"),
+        ("stage_down", DONE, None),
+    ]
+    run = _run(finished, source="omero", files=())
+    run["tasks"][0]["result_locations"] = ["/w/in/1.tif"]
+    assert next_step(run) is Step.IMPORT
+    run["tasks"].append(
+        {"kind": "import", "state": DONE, "slurm_job_id": None, "result_locations": []}
+    )
+    assert next_step(run) is Step.COMPLETE
+
+
+def test_omero_inputs_are_what_the_export_wrote() -> None:
+    run = _run([("export", DONE, None)], source="omero", files=())
+    run["tasks"][0]["result_locations"] = ["/w/in/1.ome.zarr", "/w/in/2.ome.zarr"]
+    assert [p.name for p in input_files(run)] == ["1.ome.zarr", "2.ome.zarr"]
+    assert next_step(run) is Step.STAGE_UP
