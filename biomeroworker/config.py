@@ -309,7 +309,7 @@ KNOWN_SECTIONS = (*FIXED_SECTIONS, WORKFLOWS, "MODELS", CONVERTERS, *OPAQUE_SECT
 _SBATCH_PREFIX = "sbatch_"
 _FLAG_NAME = re.compile(r"[a-z0-9_-]+")
 _WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu")
+_WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu", "_resubmit")
 _FOLDER = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 _CONVERTER_KEY = re.compile(r"[a-z0-9]+_to_[a-z0-9]+")
 _GITHUB_TREE = re.compile(
@@ -376,6 +376,9 @@ class WorkflowSettings:
     job: str | None = None
     job_flags: Mapping[str, str] = field(default_factory=dict)
     use_gpu: bool = False
+    # After TIMEOUT or OUT_OF_MEMORY, submit again with twice the time or memory, at
+    # most this many times (0: never).
+    resubmit: int = 0
 
     @property
     def is_local(self) -> bool:
@@ -518,6 +521,7 @@ class Settings:
             add(WORKFLOWS, f"{name}_repo", wf.repo)
             add(WORKFLOWS, f"{name}_job", wf.job)
             add(WORKFLOWS, f"{name}_use_gpu", wf.use_gpu)
+            add(WORKFLOWS, f"{name}_resubmit", wf.resubmit)
             for flag, value in sorted(wf.job_flags.items()):
                 add(WORKFLOWS, f"{name}_job_{flag}", value)
         for key, image in sorted(self.converters.items()):
@@ -850,6 +854,11 @@ def _build_workflows(
         elif attr == "use_gpu" and item.value:
             try:
                 parts[name]["use_gpu"] = _boolean(item.value)
+            except ValueError as exc:
+                problems.add(item.source, item.section, key, f"{exc}, got {item.value!r}")
+        elif attr == "resubmit" and item.value:
+            try:
+                parts[name]["resubmit"] = _count(item.value)
             except ValueError as exc:
                 problems.add(item.source, item.section, key, f"{exc}, got {item.value!r}")
 

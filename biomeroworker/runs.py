@@ -32,6 +32,7 @@ from biomeroworker.prepare import cluster_layout
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.slurm.parse import JobStatus
 from biomeroworker.slurm.rest.modes import slurm_client
+from biomeroworker.slurm.scale import scale_memory, scale_time_limit
 from biomeroworker.slurm.states import JobState
 from biomeroworker.staging import local_manifest, stage_down, stage_up
 from biomeroworker.tracking.application import Tracker
@@ -136,9 +137,21 @@ def latest_task(run: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return tasks[-1] if tasks else None
 
 
-def job_name(run_id: str, kind: str) -> str:
-    """Run-unique, so a job whose id was lost can be found again."""
-    return f"biomero-{kind}-{run_id}"
+def job_name(run_id: str, kind: str, attempt: int = 1) -> str:
+    """Run- and attempt-unique, so a job whose id was lost can be found again."""
+    return f"biomero-{kind}-{run_id}" if attempt <= 1 else f"biomero-{kind}{attempt}-{run_id}"
+
+
+RESUBMITTABLE = {"TIMEOUT": "time", "OUT_OF_MEMORY": "mem"}
+
+
+def resubmissions(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Earlier attempts of the workflow job that ended for lack of time or memory."""
+    return [
+        t
+        for t in run["tasks"]
+        if t["kind"] == "job" and t["state"] == "FAILED" and t["error_type"] in RESUBMITTABLE
+    ]
 
 
 def source(run: dict[str, Any]) -> str:
@@ -332,10 +345,15 @@ class RunEngine:
         layout = self.layout(run)
         flags = self.settings.sbatch_flags_for(wf.name)
         configured = flags.pop("partition", None)
+        earlier = [t["error_type"] for t in resubmissions(run)]
+        for state, flag in RESUBMITTABLE.items():
+            if earlier.count(state) and flag in flags:
+                grow = scale_time_limit if flag == "time" else scale_memory
+                flags[flag] = grow(flags[flag], 2 ** earlier.count(state))
         return SubmitRequest(
             script_path=self.cluster.job_script(wf.name, wf.version),
             script_args=(layout.remote_run,),
-            job_name=job_name(run["run_id"], "job"),
+            job_name=job_name(run["run_id"], "job", self._attempt(run, "job")),
             partition=run["inputs"].get("partition") or configured,
             output_path=layout.remote_log("omero-%j.log"),
             extra_flags=flags,
@@ -352,7 +370,7 @@ class RunEngine:
         self.reporter.step(f"submit {kind}", run["workflow"])
         if self.is_cancelled(run["run_id"]):
             raise RunCancelled(f"run {run['run_id']} was cancelled")
-        found = self._find_by_name(job_name(run["run_id"], kind))
+        found = self._find_by_name(job_name(run["run_id"], kind, self._attempt(run, kind)))
         if found:
             job_id = found[-1]
             log.info("run %s: adopting %s job %s", run["run_id"], kind, job_id)
@@ -368,6 +386,31 @@ class RunEngine:
             self.slurm.cancel([job_id])
             raise RunCancelled(f"run {run['run_id']} was cancelled")
         return job_id
+
+    @staticmethod
+    def _attempt(run: dict[str, Any], kind: str) -> int:
+        """1 for the first job of ``kind``, 2 for its first resubmission, ..."""
+        return max(1, sum(1 for t in run["tasks"] if t["kind"] == kind))
+
+    def _resubmit(self, run: dict[str, Any], status: JobStatus, message: str) -> bool:
+        """After TIMEOUT/OUT_OF_MEMORY, queue one more attempt with more of what ran out,
+        when ``<wf>_resubmit`` allows it and that resource is set; True if queued."""
+        flag = RESUBMITTABLE.get(status.state.name)
+        wf = self.settings.workflows.get(run["workflow"])
+        if flag is None or wf is None or len(resubmissions(run)) >= wf.resubmit:
+            return False
+        if flag not in self.settings.sbatch_flags_for(wf.name):
+            return False
+        task = latest_task(run, "job")
+        assert task is not None
+        self.tracker.fail_task(task["task_id"], status.state.name, message)
+        new = self.tracker.start_task(run["run_id"], "job")
+        attempt = len(resubmissions(run)) + 1
+        self.tracker.record_progress(
+            new, f"resubmission {attempt}/{wf.resubmit} after {status.state.name}: more {flag}"
+        )
+        log.info("run %s: %s; resubmitting with more %s", run["run_id"], status.state.name, flag)
+        return True
 
     def _find_by_name(self, name: str) -> list[str]:
         """Jobs named ``name``; the REST client cannot search by name, so it finds none
@@ -418,6 +461,8 @@ class RunEngine:
             log_path = layout.remote_log(f"omero-{worst.job_id}.log")
             lead = f"job {worst.job_id} ended {worst.state.name} (exit {worst.exit_code})"
         message = f"{lead}: {self._log_tail(log_path)}"
+        if kind == "job" and self._resubmit(run, worst, message):
+            return
         raise self._fail(task["task_id"], worst.state.name, message)
 
     def _log_tail(self, path: str) -> str:

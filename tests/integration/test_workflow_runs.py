@@ -32,6 +32,10 @@ def env(cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
         f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
         "misbehave_job_mem = 100M\n"
         "misbehave_job_time = 00:01:00\n"
+        "retrying = misbehave\n"
+        f"retrying_repo = {REPO}/tests/fixtures/misbehave\n"
+        "retrying_job_mem = 100M\n"
+        "retrying_resubmit = 1\n"
     )
     text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
     text = text.replace(
@@ -179,3 +183,25 @@ def test_cancel_stops_the_job_and_marks_the_run_cancelled(env, tmp_path) -> None
         .stdout.strip()
     )
     assert state.startswith("CANCELLED")
+
+
+def test_out_of_memory_is_resubmitted_once_with_twice_the_memory(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request(
+        "retrying", [image], {"mode": "oom", "hog_mb": 150}, output_dir=tmp_path / "out"
+    )
+    engine.drive(run_id)
+    run = env["tracker"].get_run(run_id)
+    jobs = [t for t in run["tasks"] if t["kind"] == "job"]
+    assert run["state"] == "COMPLETED"
+    assert [(t["state"], t["error_type"]) for t in jobs] == [
+        ("FAILED", "OUT_OF_MEMORY"),
+        ("COMPLETED", None),
+    ]
+    req_mem = (
+        env["transport"]
+        .run(["sacct", "-n", "-X", "-P", "-o", "ReqMem", "-j", jobs[1]["slurm_job_id"]])
+        .stdout.strip()
+    )
+    assert req_mem.startswith("200M")
