@@ -55,16 +55,24 @@ def start(tmp_path: Path, marks: Path) -> Iterator:
             **extra,
         }
         proc = subprocess.Popen(
-            [str(RUN)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(RUN)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # so cleanup can reach the children too
         )
         procs.append(proc)
         return proc
 
     yield _start
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        # The stand-ins outlive a killed wrapper: end the whole process group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def wait_for(path: Path) -> None:
