@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
 from biomeroworker.config import Settings
 from biomeroworker.errors import BiomeroError
-from biomeroworker.layout import check_run_id
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import Transport
 
-ACTIVE_STATES = frozenset({"REQUESTED", "RUNNING", "PENDING", "STARTED", "CREATED"})
+ACTIVE_STATES = frozenset({"REQUESTED", "RUNNING"})
+# Run folders are named by run id (a UUID); nothing else in slurm_data_path is touched.
+_RUN_FOLDER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _is_active(tracker: Tracker, name: str) -> bool:
@@ -48,9 +50,7 @@ def remove_old_runs(
     ).stdout.split("\0")
     names = []
     for name in found:
-        try:
-            check_run_id(name)
-        except ValueError:
+        if not _RUN_FOLDER.fullmatch(name):
             continue  # not a run folder of ours
         if not _is_active(tracker, name):
             names.append(posixpath.join(data, name))

@@ -205,3 +205,33 @@ def test_out_of_memory_is_resubmitted_once_with_twice_the_memory(env, tmp_path) 
         .stdout.strip()
     )
     assert req_mem.startswith("200M")
+
+
+def test_cleanup_removes_old_leftovers_but_not_active_runs(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from biomeroworker.cleanup import remove_old_runs
+
+    transport = env["transport"]
+    data = f"cleanup-{tmp_path.name}"  # a data folder of its own: other tests leave runs
+    settings = env["settings"]
+    settings = dataclasses.replace(
+        settings, slurm=dataclasses.replace(settings.slurm, slurm_data_path=data)
+    )
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    active = engine.request("misbehave", [image], {})
+    env["tracker"].start_task(active, "stage_up")  # the run is under way
+    leftover = "0f0e0d0c-aaaa-bbbb-cccc-000000000001"
+    recent = "0f0e0d0c-aaaa-bbbb-cccc-000000000002"
+    for name in (leftover, recent, active, "not-a-run"):
+        transport.run(["mkdir", "-p", f"{data}/{name}/data/in"])
+    for name in (leftover, active, "not-a-run"):
+        transport.run(["touch", "-d", "10 days ago", f"{data}/{name}"])
+    removed = remove_old_runs(transport, env["tracker"], settings, 7, dry_run=False)
+    assert removed == [f"{data}/{leftover}"]
+    remaining = transport.run(["ls", data]).stdout.split()
+    assert leftover not in remaining
+    assert {recent, active, "not-a-run"} <= set(remaining)
+    engine.cancel(active)
+    transport.run(["rm", "-rf", data])
