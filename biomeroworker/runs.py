@@ -52,6 +52,7 @@ class RunFailed(BiomeroError):
 
     def __init__(self, error_type: str, message: str) -> None:
         self.error_type = error_type
+        self.message = message
         super().__init__(f"{error_type}: {message}")
 
 
@@ -547,7 +548,7 @@ class RunEngine:
         """Mark the run failed, unless it was cancelled meanwhile (then say so)."""
         if self.is_cancelled(run_id):
             raise RunCancelled(f"run {run_id} was cancelled") from exc
-        self.tracker.fail_run(run_id, exc.error_type, str(exc))
+        self.tracker.fail_run(run_id, exc.error_type, exc.message)
 
     # -- one step, then the whole run ------------------------------------------------
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from biomeroworker.config import Settings
     from biomeroworker.runs import RunEngine
-    from biomeroworker.tracking.application import Tracker
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -19,19 +18,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(config_file=args.config)
 
 
-def open_tracker(settings: Settings) -> Tracker:
-    from biomeroworker.tracking.application import Tracker
-
-    return Tracker(settings_url=settings.analytics.sqlalchemy_url)
-
-
 @contextmanager
 def engine_for(args: argparse.Namespace, reporter: object | None = None) -> Iterator[RunEngine]:
     from biomeroworker.runs import RunEngine
+    from biomeroworker.tracking.application import Tracker
     from biomeroworker.transport import close_all, open_transport
 
     settings = settings_from(args)
-    tracker = open_tracker(settings)
+    # SQLALCHEMY_URL wins over the config's [ANALYTICS] sqlalchemy_url (store.resolve_url).
+    tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
     try:
         engine = RunEngine(settings, open_transport(settings), tracker)
         if reporter is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from biomeroworker.cli import main
 from biomeroworker.config import load_settings
 from biomeroworker.prepare import init_cluster
 from biomeroworker.runs import RunCancelled, RunEngine, RunFailed
@@ -106,7 +107,7 @@ def test_sample_workflow_finds_the_known_nuclei_counts(env, tmp_path) -> None:  
     )
 
 
-def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
     run_id = engine.request("misbehave", [image], {"mode": "fail"}, output_dir=tmp_path / "out")
@@ -117,6 +118,10 @@ def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path) -> None
     assert run["error_type"] == "FAILED"
     assert "exit 3" in run["error"]
     assert "failing on purpose" in run["error"]
+    assert main(["--config", str(env["config"]), "status", run_id]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "exit 3" in shown
+    assert "failing on purpose" in shown
 
 
 def test_hostile_parameter_values_reach_the_workflow_literally(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
