@@ -275,6 +275,12 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("max_runs_per_user", _count, 0, help="runs per user at once, 0 = unlimited"),
     Key("poll_min_s", _seconds, 5.0, help="shortest wait between Slurm polls"),
     Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
+    Key(
+        "convert_on",
+        _one_of("cluster", "worker"),
+        "cluster",
+        help="where OME-Zarr inputs become TIFF: a Slurm job array, or here before upload",
+    ),
 )
 
 # [WORKER] transport = rest: Slurm operations through slurmrestd (docs/modes.md).
@@ -424,6 +430,7 @@ class WorkerSettings:
     max_runs_per_user: int = 0
     poll_min_s: float = 5.0
     poll_max_s: float = 60.0
+    convert_on: str = "cluster"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import platformdirs
 
 from biomeroworker.config import Settings
+from biomeroworker.convert.zarr_to_tiff import convert as convert_zarr
+from biomeroworker.convert.zarr_to_tiff import tiff_name
 from biomeroworker.errors import BiomeroError, ConnectError, TransportError
 from biomeroworker.layout import RunLayout
 from biomeroworker.prepare import cluster_layout
@@ -62,6 +64,7 @@ class RunCancelled(BiomeroError):
 
 class Step(Enum):
     EXPORT = "export"
+    CONVERT_HERE = "convert here"
     STAGE_UP = "stage up"
     SUBMIT_CONVERT = "submit convert"
     WAIT_CONVERT = "wait convert"
@@ -79,6 +82,7 @@ class Step(Enum):
 
 STEP_LABELS = {
     Step.EXPORT: "export",
+    Step.CONVERT_HERE: "convert",
     Step.STAGE_UP: "stage up",
     Step.SUBMIT_CONVERT: "convert",
     Step.WAIT_CONVERT: "convert",
@@ -160,12 +164,23 @@ def source(run: dict[str, Any]) -> str:
     return str(run["inputs"].get("source") or "local")
 
 
+def converts_here(run: dict[str, Any]) -> bool:
+    return run["inputs"].get("convert_on") == "worker"
+
+
 def input_files(run: dict[str, Any]) -> list[Path]:
-    """Local files to stage up: the request's own, or what the export step wrote."""
+    """Local files to stage up: the request's own or what the export wrote, with
+    OME-Zarr replaced by the TIFF the worker made when it converts here."""
     if source(run) == "local":
-        return [Path(p) for p in run["inputs"]["files"]]
-    task = latest_task(run, "export")
-    return [Path(p) for p in (task["result_locations"] if task else [])]
+        files = [Path(p) for p in run["inputs"]["files"]]
+    else:
+        task = latest_task(run, "export")
+        files = [Path(p) for p in (task["result_locations"] if task else [])]
+    converted = latest_task(run, "convert") if converts_here(run) else None
+    if converted is None or converted["state"] != "COMPLETED":
+        return files
+    tiffs = {Path(p).name.split(".")[0]: Path(p) for p in converted["result_locations"]}
+    return [tiffs.get(p.name.split(".")[0], p) if is_zarr(p) else p for p in files]
 
 
 def zarr_inputs(run: dict[str, Any]) -> list[str]:
@@ -180,6 +195,8 @@ def next_step(run: dict[str, Any]) -> Step:
     external = source(run) != "local"
     if external and "export" not in done:
         return Step.EXPORT
+    if converts_here(run) and zarr_inputs(run) and "convert" not in done:
+        return Step.CONVERT_HERE
     if "stage_up" not in done:
         return Step.STAGE_UP
     for kind, submit, wait in (
@@ -267,6 +284,7 @@ class RunEngine:
                 "files": [str(p) for p in files],
                 "output_dir": str(output_dir.resolve()) if output_dir else None,
                 "partition": partition,
+                "convert_on": self.settings.worker.convert_on,
             },
             parameters=values,
         )
@@ -298,6 +316,23 @@ class RunEngine:
         return RunFailed(error_type, message)
 
     # -- steps --------------------------------------------------------------------
+
+    def convert_here(self, run: dict[str, Any]) -> None:
+        """[WORKER] convert_on = worker: OME-Zarr to TIFF here, before the upload."""
+        task = self.open_task(run, "convert")
+        zarrs = [p for p in input_files(run) if is_zarr(p)]
+        self.reporter.step("convert", f"{len(zarrs)} OME-Zarr image(s) to TIFF on the worker")
+        dest = self.layout(run).local_run / "tiff"
+        dest.mkdir(parents=True, exist_ok=True)
+        for done, source_path in enumerate(zarrs, start=1):
+            target = dest / tiff_name(source_path)
+            try:
+                convert_zarr(source_path, target)
+            except (BiomeroError, OSError) as exc:
+                raise self._fail(task, "ConversionFailed", f"{source_path.name}: {exc}") from exc
+            self.tracker.record_result(task, str(target))
+            self.tracker.record_progress(task, f"{done}/{len(zarrs)}")
+        self.tracker.complete_task(task)
 
     def stage_up(self, run: dict[str, Any]) -> None:
         layout = self.layout(run)
@@ -561,6 +596,8 @@ class RunEngine:
         try:
             if step is Step.EXPORT:
                 self.export(run)
+            elif step is Step.CONVERT_HERE:
+                self.convert_here(run)
             elif step is Step.STAGE_UP:
                 self.stage_up(run)
             elif step is Step.SUBMIT_CONVERT:

@@ -240,3 +240,25 @@ def test_cleanup_removes_old_leftovers_but_not_active_runs(env, tmp_path) -> Non
     assert {recent, active, "not-a-run"} <= set(remaining)
     engine.cancel(active)
     transport.run(["rm", "-rf", data])
+
+
+def test_conversion_on_the_worker_when_configured(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    settings = env["settings"]
+    here = dataclasses.replace(
+        settings, worker=dataclasses.replace(settings.worker, convert_on="worker")
+    )
+    engine = RunEngine(here, env["transport"], env["tracker"])
+    samples = env["samples"]
+    counts = json.loads((samples / "counts.json").read_text())
+    chosen = ["zarr-0.5/nuclei_s1_yx.ome.zarr", "zarr-0.4/nuclei_s2_czyx.ome.zarr"]
+    run_id = engine.request(
+        "nuclei", [samples / c for c in chosen], {}, output_dir=tmp_path / "out"
+    )
+    found = _objects_per_image(engine.drive(run_id))
+    for c in chosen:
+        assert found[Path(c).name.split(".")[0]] == counts[c]
+    convert = next(t for t in env["tracker"].get_run(run_id)["tasks"] if t["kind"] == "convert")
+    assert convert["slurm_job_id"] is None
+    assert [Path(p).suffix for p in convert["result_locations"]] == [".tif", ".tif"]

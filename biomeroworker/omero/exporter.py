@@ -1,0 +1,150 @@
+"""Export a run's selected images from OMERO as OME-Zarr, in process, a few at a time.
+
+Each image is written by omero-cli-zarr's ``image_to_zarr`` through the user's session
+(no JVM, no new login per image) into a private folder, then renamed into place as
+``image<id>.ome.zarr``: an image whose final folder exists is complete and is not
+exported again when the step is retried. Plates are exported image by image, so each
+result can be linked back to the image it came from. ``biomero-export.json`` beside
+the exports records each image's id, name and where it was selected from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from biomeroworker.omero.connect import OmeroError, omero_errors
+from biomeroworker.omero.results import ExportedImage, export_name, write_index
+
+log = logging.getLogger(__name__)
+
+DATA_TYPES = ("Dataset", "Image", "Plate")
+ZARR_FORMATS = ("0.4", "0.5")
+PLATE_IMAGES_HQL = (
+    "select ws.image.id from WellSample ws join ws.well w "
+    "where w.plate.id = :pid order by w.row, w.column, ws.id"
+)
+
+ExportFn = Callable[[Any, argparse.Namespace], None]
+
+
+def zarr_exporter() -> ExportFn:
+    from omero_zarr.raw_pixels import image_to_zarr
+
+    return image_to_zarr
+
+
+def _one(conn: Any, kind: str, object_id: int) -> Any:
+    obj = conn.getObject(kind, int(object_id))
+    if obj is None:
+        raise OmeroError(f"{kind} {object_id} does not exist or you may not read it")
+    return obj
+
+
+def selected_images(conn: Any, data_type: str, ids: list[int]) -> list[tuple[Any, str | None]]:
+    """The images a selection means, each with the container it was selected through."""
+    if data_type not in DATA_TYPES:
+        raise OmeroError(f"data type must be one of {', '.join(DATA_TYPES)}, not {data_type!r}")
+    if not ids:
+        raise OmeroError(f"no {data_type} ids given")
+    found: list[tuple[Any, str | None]] = []
+    with omero_errors(f"reading the selected {data_type}s"):
+        for object_id in ids:
+            if data_type == "Image":
+                found.append((_one(conn, "Image", object_id), None))
+                continue
+            _one(conn, data_type, object_id)
+            container = f"{data_type}:{int(object_id)}"
+            for image in _children(conn, data_type, int(object_id)):
+                found.append((image, container))
+    unique: dict[int, tuple[Any, str | None]] = {}
+    for image, container in found:
+        unique.setdefault(int(image.getId()), (image, container))
+    if not unique:
+        raise OmeroError(f"the selected {data_type}(s) {ids} hold no images")
+    return [unique[k] for k in sorted(unique)]
+
+
+def _children(conn: Any, data_type: str, object_id: int) -> list[Any]:
+    if data_type == "Dataset":
+        return list(conn.getObjects("Image", opts={"dataset": object_id}))
+    from omero.sys import ParametersI
+
+    params = ParametersI()
+    params.addLong("pid", object_id)
+    rows = conn.getQueryService().projection(PLATE_IMAGES_HQL, params, conn.SERVICE_OPTS)
+    image_ids = [row[0].val for row in rows]
+    return list(conn.getObjects("Image", image_ids)) if image_ids else []
+
+
+def export_args(output: Path, zarr_format: str) -> argparse.Namespace:
+    """The namespace image_to_zarr reads (omero-cli-zarr 0.9.0: output, name_by, format,
+    tile_width, tile_height)."""
+    return argparse.Namespace(
+        output=str(output),
+        name_by="id",
+        format=zarr_format,
+        tile_width=None,
+        tile_height=None,
+    )
+
+
+def export_one(image: Any, dest: Path, export_fn: ExportFn, zarr_format: str) -> Path:
+    image_id = int(image.getId())
+    final = dest / export_name(image_id)
+    if final.is_dir():
+        return final
+    work = dest / ".partial" / str(image_id)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with omero_errors(f"exporting Image {image_id}"):
+        export_fn(image, export_args(work, zarr_format))
+    written = work / f"{image_id}.ome.zarr"
+    if not written.is_dir():
+        raise OmeroError(f"exporting Image {image_id} wrote no {written.name}")
+    written.rename(final)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def export_selection(
+    conn: Any,
+    data_type: str,
+    ids: list[int],
+    dest: Path,
+    *,
+    export_fn: ExportFn,
+    workers: int = 2,
+    zarr_format: str = "0.4",
+) -> list[Path]:
+    """Export every selected image to ``dest``; return the .ome.zarr folders in id order."""
+    if zarr_format not in ZARR_FORMATS:
+        raise OmeroError(f"OME-Zarr format must be one of {ZARR_FORMATS}, not {zarr_format!r}")
+    images = selected_images(conn, data_type, ids)
+    dest.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="omero-export") as pool:
+        paths = list(
+            pool.map(lambda item: export_one(item[0], dest, export_fn, zarr_format), images)
+        )
+    shutil.rmtree(dest / ".partial", ignore_errors=True)
+    write_index(
+        dest,
+        [
+            ExportedImage(
+                int(image.getId()),
+                str(image.getName()),
+                path.name,
+                container,
+                int(image.getSizeX()),
+                int(image.getSizeY()),
+            )
+            for (image, container), path in zip(images, paths, strict=True)
+        ],
+    )
+    log.info("exported %d image(s) to %s", len(paths), dest)
+    return paths

@@ -1,0 +1,118 @@
+"""OmeroSide: the DataSide the supervisor uses for runs whose inputs come from OMERO.
+
+It opens a session as the run's user in the run's group (see ``connect``), exports
+the selection as OME-Zarr (``exporter``) and imports results with provenance
+(``importer``). Both calls are safe to repeat after a crash.
+
+The supervisor builds it from the environment::
+
+    side = OmeroSide.from_env()        # OMERO_HOST, OMERO_PORT, OMERO_USER, OMERO_PASSWORD
+    RunEngine(..., data_sides={"omero": side})
+
+Optional: ``BIOMERO_OMERO_EXPORT_WORKERS`` (images exported at once, default 2) and
+``BIOMERO_OMERO_ZARR_FORMAT`` (``0.4`` = Zarr v2, the default, or ``0.5``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from biomeroworker.errors import ConfigError
+from biomeroworker.omero.connect import Connector, OmeroError, OmeroServer, SudoConnector
+from biomeroworker.omero.exporter import ZARR_FORMATS, ExportFn, export_selection, zarr_exporter
+from biomeroworker.omero.importer import Importer, ImportOptions
+from biomeroworker.omero.results import EXPORT_INDEX, index_from_names, read_index
+
+DEFAULT_EXPORT_WORKERS = 2
+
+
+def export_folder(run: dict[str, Any]) -> Path | None:
+    """The folder the run's export step wrote to (from its tracked results)."""
+    tasks = [t for t in run.get("tasks", []) if t["kind"] == "export" and t["result_locations"]]
+    return Path(tasks[-1]["result_locations"][0]).parent if tasks else None
+
+
+def source_index(run: dict[str, Any]) -> dict[int, Any]:
+    folder = export_folder(run)
+    if folder is not None and (folder / EXPORT_INDEX).is_file():
+        return read_index(folder / EXPORT_INDEX)
+    tasks = [t for t in run.get("tasks", []) if t["kind"] == "export"]
+    paths = [Path(p) for t in tasks for p in t["result_locations"]]
+    return index_from_names(paths)
+
+
+def user_of(run: dict[str, Any]) -> tuple[str, int | None]:
+    user = run.get("user")
+    if not user:
+        raise OmeroError(f"run {run['run_id']} has no user to act for")
+    group = run.get("omero_group_id")
+    return str(user), None if group is None else int(group)
+
+
+class OmeroSide:
+    def __init__(
+        self,
+        connect: Connector,
+        *,
+        export_fn: ExportFn | None = None,
+        export_workers: int = DEFAULT_EXPORT_WORKERS,
+        zarr_format: str = "0.4",
+    ) -> None:
+        self.connect = connect
+        self._export_fn = export_fn
+        self.export_workers = export_workers
+        self.zarr_format = zarr_format
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OmeroSide:
+        environ = os.environ if env is None else env
+        workers_text = environ.get("BIOMERO_OMERO_EXPORT_WORKERS", str(DEFAULT_EXPORT_WORKERS))
+        if not workers_text.isdigit() or int(workers_text) < 1:
+            raise ConfigError(
+                f"environment: BIOMERO_OMERO_EXPORT_WORKERS must be a whole number >= 1, "
+                f"not {workers_text!r}"
+            )
+        zarr_format = environ.get("BIOMERO_OMERO_ZARR_FORMAT", "0.4")
+        if zarr_format not in ZARR_FORMATS:
+            raise ConfigError(
+                f"environment: BIOMERO_OMERO_ZARR_FORMAT must be one of {', '.join(ZARR_FORMATS)}"
+            )
+        return cls(
+            SudoConnector(OmeroServer.from_env(environ)),
+            export_workers=int(workers_text),
+            zarr_format=zarr_format,
+        )
+
+    @property
+    def export_fn(self) -> ExportFn:
+        if self._export_fn is None:
+            self._export_fn = zarr_exporter()
+        return self._export_fn
+
+    def export(self, run: dict[str, Any], dest: Path) -> list[Path]:
+        inputs = run["inputs"]
+        user, group = user_of(run)
+        with self.connect(user, group) as conn:
+            return export_selection(
+                conn,
+                str(inputs.get("data_type")),
+                [int(i) for i in inputs.get("ids") or []],
+                dest,
+                export_fn=self.export_fn,
+                workers=self.export_workers,
+                zarr_format=self.zarr_format,
+            )
+
+    def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]:
+        options = ImportOptions.from_outputs(run["inputs"].get("outputs") or {})
+        user, group = user_of(run)
+        with self.connect(user, group) as conn:
+            return Importer(conn, run, results, source_index(run), options).import_all()
+
+    def close(self) -> None:
+        closer = getattr(self.connect, "close", None)
+        if closer is not None:
+            closer()
