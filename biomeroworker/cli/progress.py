@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes for transfers ("12.3/40.0 MB"), counts for jobs ("3/5")."""
+
+    def render(self, task: Task) -> Text:
+        done, total = int(task.completed), task.total
+        if task.fields.get("unit") == "bytes":
+            shown = filesize.decimal(done)
+            return Text(f"{shown}/{filesize.decimal(int(total))}" if total else shown)
+        return Text(f"{done}/{int(total)}" if total else str(done))
 
 
 class RichReporter:
@@ -19,7 +33,7 @@ class RichReporter:
         self.progress = Progress(
             TextColumn("{task.description:<12}"),
             BarColumn(),
-            DownloadColumn(),
+            _AmountColumn(),
             TextColumn("{task.fields[note]}"),
             TimeElapsedColumn(),
             console=self.console,
@@ -34,18 +48,19 @@ class RichReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def _task(self, name: str, total: float | None) -> TaskID:
+    def _task(self, name: str, total: float | None, unit: str) -> TaskID:
         if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=total, note="")
+            self.tasks[name] = self.progress.add_task(name, total=total, note="", unit=unit)
         return self.tasks[name]
 
     def step(self, name: str, detail: str = "") -> None:
         self.console.log(f"{name}: {detail}" if detail else name)
 
     def bytes_moved(self, name: str, done: int, total: int) -> None:
-        task = self._task(name, total or None)
-        self.progress.update(task, completed=done, total=total or None)
+        task = self._task(name, total or None, "bytes")
+        # The tar stream's size is an estimate: never show more than all of it.
+        self.progress.update(task, completed=done, total=max(total, done) or None)
 
     def job(self, name: str, state: str, done: int, total: int) -> None:
-        task = self._task(name, total)
+        task = self._task(name, total, "elements")
         self.progress.update(task, completed=done, total=total, note=state)
