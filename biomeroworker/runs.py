@@ -215,6 +215,12 @@ def next_step(run: dict[str, Any]) -> Step:
     return Step.COMPLETE
 
 
+def not_yet_visible(polled: dict[str, JobStatus]) -> bool:
+    """Jobs Slurm's accounting has not listed yet (seconds after sbatch) keep the poll
+    fast: backing off then would add seconds to every short job."""
+    return not polled or any(s.state is JobState.UNKNOWN for s in polled.values())
+
+
 def summarise(statuses: dict[str, JobStatus], expected: int) -> JobStatus:
     """One status for a job or a whole array: the first failure, else the least advanced."""
     values = list(statuses.values())
@@ -468,7 +474,10 @@ class RunEngine:
         summary = summarise(mine, expected)
         done = sum(1 for s in mine.values() if s.state.terminal)
         self.reporter.job(kind, summary.state.name, done, expected)
-        if summary.state is not JobState.UNKNOWN:
+        # Only a new state, or a final one (with its accounting), goes to the store:
+        # loading the task just to hear "nothing new" would cost every poll.
+        news = summary.state.name != task["job_state"] or summary.state.terminal
+        if summary.state is not JobState.UNKNOWN and news:
             self.tracker.record_job_status(
                 task["task_id"],
                 summary.state.name,
@@ -476,7 +485,7 @@ class RunEngine:
                 summary.elapsed_s,
                 summary.max_rss_bytes,
             )
-        if expected > 1:
+        if expected > 1 and task["progress"] != f"{done}/{expected}":
             self.tracker.record_progress(task["task_id"], f"{done}/{expected}")
         return mine if len(mine) >= expected and done >= expected else None
 
@@ -643,10 +652,12 @@ class RunEngine:
             if step.waits:
                 kind = "convert" if step is Step.WAIT_CONVERT else "job"
                 seen = latest_task(run, kind)["job_state"]  # type: ignore[index]
-                self.advance(run, self.slurm.poll([self.active_job(run) or ""]))
+                polled = self.slurm.poll([self.active_job(run) or ""])
+                self.advance(run, polled)
                 after = self.tracker.get_run(run_id)
                 if next_step(after) is step:
                     news = latest_task(after, kind)["job_state"] != seen  # type: ignore[index]
+                    news |= not_yet_visible(polled)
                     interval = (
                         fast if news else min(interval * 1.5, self.settings.worker.poll_max_s)
                     )

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_from(args)
     tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
-    engine = RunEngine(settings, open_transport(settings), tracker)
+    sides = _data_sides()
+    engine = RunEngine(settings, open_transport(settings), tracker, data_sides=sides)
     leases = LeaseStore(tracker.engine, default_holder(), ttl_s=args.lease_seconds)
     supervisor = Supervisor(engine, leases, workers=args.workers)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -39,6 +40,25 @@ def run(args: argparse.Namespace) -> int:
         else:
             supervisor.run_forever()
     finally:
+        for side in sides.values():
+            side.close()  # type: ignore[attr-defined]
         close_all()
         tracker.close()
     return 0
+
+
+def _data_sides() -> dict[str, object]:
+    """OMERO export/import when OMERO_HOST, OMERO_USER and OMERO_PASSWORD are set
+    (an admin with the Sudo privilege: runs act as their own user); else local only."""
+    import logging
+
+    try:
+        from biomeroworker.omero.connect import configured
+    except ImportError:  # omero-py is not installed here: command-line runs only
+        return {}
+    if not configured():
+        logging.getLogger(__name__).info("OMERO not configured: driving local runs only")
+        return {}
+    from biomeroworker.omero.side import OmeroSide
+
+    return {"omero": OmeroSide.from_env()}

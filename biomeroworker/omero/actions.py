@@ -155,7 +155,7 @@ def _outcome(run: dict[str, Any]) -> str:
     if run["state"] not in FINISHED:
         return text + f" (at {run['step'] or 'the start'}; still going, see Workflow Status)"
     if run["error"]:
-        return text + f": {run['error']}"
+        return text + f": {run['error_type']}: {run['error']}"
     return text
 
 

@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biomeroworker.errors import BiomeroError, TransportError
-from biomeroworker.runs import RunCancelled, RunEngine, RunFailed, latest_task, next_step
+from biomeroworker.runs import (
+    RunCancelled,
+    RunEngine,
+    RunFailed,
+    latest_task,
+    next_step,
+    not_yet_visible,
+    statuses_for,
+    summarise,
+)
 from biomeroworker.supervisor.leases import LeaseStore
 
 log = logging.getLogger(__name__)
@@ -112,11 +121,14 @@ class Supervisor:
             log.warning("poll failed (will retry): %s", exc)
             return False
         self.counters.polls += 1
-        news = False
-        for run, _ in waiting:
+        news = not_yet_visible(polled)
+        for run, job in waiting:
             step = next_step(run)
             kind = "convert" if step.name == "WAIT_CONVERT" else "job"
             seen = (latest_task(run, kind) or {}).get("job_state")
+            expected = self.engine.expected_elements(run, kind)
+            summary = summarise(statuses_for(polled, job, expected), expected)
+            news |= summary.state.name != seen or summary.state.terminal
             try:
                 self.engine.advance(run, polled)
             except (RunFailed, RunCancelled) as exc:
@@ -127,11 +139,6 @@ class Supervisor:
             except TransportError as exc:
                 self.counters.transient_errors += 1
                 log.warning("run %s: transient error (will retry): %s", run["run_id"], exc)
-                continue
-            after = self.engine.tracker.get_run(run["run_id"])
-            news |= next_step(after) is not step or (
-                (latest_task(after, kind) or {}).get("job_state") != seen
-            )
         return news
 
     def _step(self, run: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@
 # (KEY=VALUE lines, read as data, never sourced). See docs/deployment.md.
 #   BIOMERO_SSH_CONFIG BIOMERO_SSH_KNOWN_HOSTS BIOMERO_SSH_KEY   files on this host (required)
 #   OMERO_DB_PASSWORD OMERO_ROOT_PASSWORD BIOMERO_DB_PASSWORD    (required)
+#   BIOMERO_OMERO_USER (root) BIOMERO_OMERO_PASSWORD (OMERO_ROOT_PASSWORD)  supervisor's OMERO login
 #   BIOMERO_IMAGE (localhost/biomeroworker:latest)  OMERO_WORKER_NAME (biomeroworker)
 #   POSTGRES_VERSION OMERO_SERVER_VERSION OMERO_WEB_VERSION  OMERO_WEB_PORT (4080)
 #   BIOMERO_POD (biomero)  PODMAN (podman)
@@ -19,7 +20,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 SECRETS_DIR=/run/secrets/biomero-ssh
 SECRET_NAMES=(biomero-ssh-config biomero-ssh-known-hosts biomero-ssh-key biomero-ssh-key-pub
-    omero-db-password omero-root-password biomero-db-password biomero-sqlalchemy-url)
+    omero-db-password omero-root-password biomero-db-password biomero-sqlalchemy-url
+    biomero-omero-password)
 
 load_env_file() {
     local file="$1" line key value
@@ -81,6 +83,8 @@ create_secrets() {
     # The tracking database listens on 5433 because the pod shares one network.
     secret_from_value biomero-sqlalchemy-url \
         "postgresql+psycopg2://biomero:$BIOMERO_DB_PASSWORD@127.0.0.1:5433/biomero"
+    # The supervisor's OMERO login (admin with Sudo); root's unless BIOMERO_OMERO_* say otherwise.
+    secret_from_value biomero-omero-password "${BIOMERO_OMERO_PASSWORD:-$OMERO_ROOT_PASSWORD}"
 }
 
 run_containers() {
@@ -120,6 +124,8 @@ run_containers() {
         -e "BIOMERO_SSH_SECRETS_DIR=$SECRETS_DIR" \
         "${SSH_SECRETS[@]}" \
         --secret biomero-sqlalchemy-url,type=env,target=SQLALCHEMY_URL \
+        -e OMERO_HOST=127.0.0.1 -e OMERO_PORT=4064 -e "OMERO_USER=${BIOMERO_OMERO_USER:-root}" \
+        --secret biomero-omero-password,type=env,target=OMERO_PASSWORD \
         -v biomero-var:/opt/omero/server/OMERO.server/var \
         -v omero-data:/OMERO \
         "${BIOMERO_IMAGE:-localhost/biomeroworker:latest}"
