@@ -6,6 +6,7 @@ script that writes its pid and, on SIGTERM, a "stopped" marker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,10 +69,8 @@ def start(tmp_path: Path, marks: Path) -> Iterator:
     yield _start
     for proc in procs:
         # The stand-ins outlive a killed wrapper: end the whole process group.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
