@@ -1,12 +1,16 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # the names below are used by the scripts that source this file
 # Shared by localslurm/up, down, status and ctl: names, paths and small helpers.
-# Everything this cluster writes lives under localslurm/run/ (git-ignored), except
-# /etc/slurm/{slurm,slurmdbd}.conf (marked as ours), the service account and the
-# managed block in ~/.ssh/config.
+# The cluster belongs to the machine, not to a checkout: its state (pids, logs, spool,
+# keys) lives in $RUN (/var/lib/biomero-localslurm), so every clone on this machine (CI's
+# fresh clone, a second worktree) finds and shares the same running cluster. What a
+# checkout's tests and demo read is written into that checkout: $OUT (localslurm/run/,
+# git-ignored). Besides these, up writes /etc/slurm/{slurm,slurmdbd}.conf (marked as
+# ours), the service account and the managed block in ~/.ssh/config.
 
 LS_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-RUN=${LOCALSLURM_RUN:-$LS_HOME/run}
+RUN=${LOCALSLURM_HOME:-/var/lib/biomero-localslurm}
+OUT=$LS_HOME/run
 PIDS=$RUN/pids
 LOGS=$RUN/log
 STATE=$RUN/state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pwd
 import secrets
 import subprocess
@@ -44,7 +45,7 @@ def cluster() -> LocalCluster:
         user=user,
         home=Path(pwd.getpwnam(user).pw_dir),
         config_path=LOCALSLURM / "run" / "slurm-config.ini",
-        ssh_dir=LOCALSLURM / "run" / "ssh",
+        ssh_dir=Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm")) / "ssh",
     )
 
 
