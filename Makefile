@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 BIOMERO := $(VENV)/bin/biomero
 LOCAL_CONFIG := localslurm/run/slurm-config.ini
 SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh \
-	tools/install-container-tools tools/install-omero-py tools/demo
+	tools/install-container-tools tools/install-omero-py tools/install-system-packages \
+	tools/run-tests tools/demo
 
-.PHONY: all venv cluster cluster-down tools lint test unit integration demo clean
+.PHONY: all venv omero cluster cluster-down tools lint test unit integration demo clean
 
 all: test
 
@@ -28,21 +29,24 @@ cluster-down:
 
 tools: venv
 	tools/install-container-tools
-	tools/install-omero-py
 
 lint: venv tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	shellcheck -x -P SCRIPTDIR $(SHELL_SCRIPTS)
 
-unit: venv
+omero: venv
+	tools/install-omero-py
+
+unit: venv omero
 	$(PY) -m pytest -q tests/unit
 
-integration: venv cluster
+integration: venv omero cluster
 	$(PY) -m pytest -q tests/integration
 
-test: lint tools cluster
-	$(PY) -m pytest -q tests
+# Installs everything, builds omero-py's zeroc-ice beside the first tests (tools/run-tests).
+test:
+	tools/run-tests
 
 demo: venv cluster
 	tools/demo
