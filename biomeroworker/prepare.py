@@ -70,7 +70,45 @@ def _folders(transport: Transport, settings: Settings) -> Iterator[Action]:
         yield Action(f"folder {key}", not exists, path)
 
 
-def _job_spec(settings: Settings, layout: ClusterLayout, wf: Workflow) -> JobScriptSpec:
+# Apptainer ignores a Docker image's WORKDIR, so a relative command ("python wrapper.py")
+# would start in the wrong folder. Like DSA, we pass the image's working directory with
+# --pwd, read from a label of the pulled image.
+WORKDIR_LABELS = ("org.biomero.workdir", "workdir", "WORKDIR")
+
+
+def image_workdir(transport: Transport, runtime: str, sif: str) -> str | None:
+    """The working directory a pulled image declares in its labels, if any."""
+    result = transport.run(
+        [runtime, "inspect", "--json", "--labels", sif], check=False, idempotent=True
+    )
+    if result.exit_code != 0:
+        return None
+    try:
+        labels = _find_labels(json.loads(result.stdout))
+    except ValueError:
+        return None
+    for key in WORKDIR_LABELS:
+        value = labels.get(key)
+        if isinstance(value, str) and value.startswith("/"):
+            return value
+    return None
+
+
+def _find_labels(data: object) -> dict[str, object]:
+    """apptainer/singularity put labels under data.attributes.labels; older ones at the top."""
+    if isinstance(data, dict):
+        if isinstance(data.get("labels"), dict):
+            return data["labels"]
+        for value in data.values():
+            found = _find_labels(value)
+            if found:
+                return found
+    return {}
+
+
+def _job_spec(
+    settings: Settings, layout: ClusterLayout, wf: Workflow, workdir: str | None = None
+) -> JobScriptSpec:
     runtime = settings.worker.runtime
     flags = {k: v for k, v in settings.sbatch_flags_for(wf.name).items() if k != "output"}
     common = dict(workflow=wf.name, version=wf.version, sbatch=flags, gpu=wf.settings.use_gpu)
@@ -85,6 +123,7 @@ def _job_spec(settings: Settings, layout: ClusterLayout, wf: Workflow) -> JobScr
     return JobScriptSpec(
         runtime=runtime,  # type: ignore[arg-type]
         image_path=layout.image(wf.name, wf.image_name, wf.version),
+        workdir=workdir,
         bind_paths=(bind,) if bind else (),
         params_mode="argv",
         **common,  # type: ignore[arg-type]
@@ -213,7 +252,11 @@ def init_cluster(transport: Transport, settings: Settings) -> Iterator[Action]:
             yield _workflow_files(transport, layout, wf)
         else:
             yield _image_pull(transport, settings, layout, wf)
-        script = render_job_script(_job_spec(settings, layout, wf))
+        workdir = None
+        if not native:
+            sif = layout.image(wf.name, wf.image_name, wf.version)
+            workdir = image_workdir(transport, settings.worker.runtime, sif)
+        script = render_job_script(_job_spec(settings, layout, wf, workdir))
         path = layout.job_script(wf.name, wf.version)
         yield Action(
             f"{wf.name} {wf.version} job script",
