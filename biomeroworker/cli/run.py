@@ -81,12 +81,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def results(args: argparse.Namespace) -> int:
-    from biomeroworker.cli.common import engine_for
+    """A completed run's results (already local) copied to --output; for a failed or
+    cancelled run, whatever its job left in the remote out folder."""
+    import shutil
 
+    from biomeroworker.cli.common import engine_for
+    from biomeroworker.errors import BiomeroError
+    from biomeroworker.staging import stage_down
+
+    dest = args.output.resolve()
     with engine_for(args) as engine:
         run = engine.tracker.get_run(args.run)
-        run["inputs"]["output_dir"] = str(args.output.resolve())
-        dest = engine.stage_down(run)
+        state, where = run["state"], run["result_location"]
+        if state == "COMPLETED" and where and Path(where).is_dir():
+            shutil.copytree(where, dest, dirs_exist_ok=True)
+        elif state in ("FAILED", "CANCELLED"):
+            stage_down(engine.transport, engine.layout(run).remote_out, dest)
+        else:
+            raise BiomeroError(
+                f"run {run['run_id']} is {state.lower()}: results come when it completes "
+                f"(see `biomero status {run['run_id'][:8]}`)"
+            )
     print(f"results in {dest}")
     return 0
 

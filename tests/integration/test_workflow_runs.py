@@ -99,6 +99,9 @@ def test_sample_workflow_finds_the_known_nuclei_counts(env, tmp_path) -> None:  
         assert found[Path(c).name.split(".")[0]] == counts[c]
     run = env["tracker"].get_run(run_id)
     assert run["state"] == "COMPLETED"
+    copy = tmp_path / "copy"
+    assert main(["--config", str(env["config"]), "results", run_id, "--output", str(copy)]) == 0
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in dest.iterdir())
     assert {t["kind"] for t in run["tasks"]} == {"stage_up", "convert", "job", "stage_down"}
     # the remote run folder is gone after a successful run
     assert (
@@ -122,6 +125,10 @@ def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path, capsys)
     shown = " ".join(capsys.readouterr().out.split())
     assert "exit 3" in shown
     assert "failing on purpose" in shown
+    # what the failed job wrote before it failed can still be fetched
+    partial = tmp_path / "partial"
+    assert main(["--config", str(env["config"]), "results", run_id, "--output", str(partial)]) == 0
+    assert (partial / "echo.json").is_file()
 
 
 def test_hostile_parameter_values_reach_the_workflow_literally(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
