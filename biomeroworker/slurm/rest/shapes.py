@@ -348,13 +348,11 @@ def ctld_jobs(shape: ApiShape, body: Mapping[str, Any], *, now: datetime) -> dic
         code, signal = exit_pair(shape, job.get("exit_code"), raw=shape.ctld_exit_code_raw)
         start, end = _time(job.get("start_time")), _time(job.get("end_time"))
         state = state_of(shape, job.get("job_state"))
-        for key in _keys(array_job, task, tasks, job_id):
-            element = int(key.split("_")[1]) if "_" in key else None
-            found[key] = JobStatus(
-                job_id=key,
+        found.update(
+            _statuses(
+                _keys(array_job, task, tasks, job_id),
+                array_job,
                 state=state,
-                array_job_id=str(array_job) if array_job else None,
-                array_task_id=element,
                 job_id_raw=str(job_id),
                 exit_code=code,
                 signal=signal,
@@ -365,7 +363,21 @@ def ctld_jobs(shape: ApiShape, body: Mapping[str, Any], *, now: datetime) -> dic
                 reason=_text(job.get("state_reason")),
                 source="slurmrestd",
             )
+        )
     return found
+
+
+def _statuses(keys: list[str], array_job: int, **fields: Any) -> dict[str, JobStatus]:
+    """One JobStatus per key ("45" or "45_3"), the same fields for each element."""
+    return {
+        key: JobStatus(
+            job_id=key,
+            array_job_id=str(array_job) if array_job else None,
+            array_task_id=int(key.split("_")[1]) if "_" in key else None,
+            **fields,
+        )
+        for key in keys
+    }
 
 
 def _db_pending_tasks(shape: ApiShape, text: Any) -> list[int]:
@@ -427,13 +439,11 @@ def db_jobs(shape: ApiShape, body: Mapping[str, Any], *, now: datetime) -> dict[
         times = job.get("time") or {}
         start, end = _time(times.get("start")), _time(times.get("end"))
         code, signal = exit_pair(shape, job.get("exit_code"), raw=False)
-        for key in _keys(array_job, task, tasks, job_id):
-            element = int(key.split("_")[1]) if "_" in key else None
-            found[key] = JobStatus(
-                job_id=key,
+        found.update(
+            _statuses(
+                _keys(array_job, task, tasks, job_id),
+                array_job,
                 state=state,
-                array_job_id=str(array_job) if array_job else None,
-                array_task_id=element,
                 job_id_raw=str(job_id),
                 exit_code=code,
                 signal=signal,
@@ -445,6 +455,7 @@ def db_jobs(shape: ApiShape, body: Mapping[str, Any], *, now: datetime) -> dict[
                 reason=_text(state_info.get("reason")),
                 source="slurmdbd",
             )
+        )
     return found
 
 
