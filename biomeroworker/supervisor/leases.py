@@ -66,12 +66,17 @@ class LeaseStore:
             return result.rowcount == 1
 
     def renew(self, run_ids: Iterable[str]) -> set[str]:
-        """Extend our leases; return the runs we still hold."""
-        held = set()
-        for run_id in run_ids:
-            if self.claim(run_id):
-                held.add(run_id)
-        return held
+        """Extend our leases on ``run_ids`` in one statement; return the ones we still hold
+        (a lease another supervisor took after it expired is not ours any more)."""
+        ids = list(run_ids)
+        if not ids:
+            return set()
+        now = self.clock()
+        mine = and_(leases.c.run_id.in_(ids), leases.c.holder == self.holder)
+        with self.engine.begin() as conn:
+            conn.execute(update(leases).where(mine).values(expires_at=now + self.ttl_s))
+            rows = conn.execute(leases.select().where(mine)).fetchall()
+        return {row.run_id for row in rows}
 
     def release(self, run_ids: Iterable[str]) -> None:
         ids = list(run_ids)

@@ -76,6 +76,8 @@ class Supervisor:
         started = [r for r in active if r["state"] != "REQUESTED"]
         total = len(started)
         per_user = Counter(r["user"] for r in started)
+        # Runs we already hold are renewed together; only the others are claimed one by one.
+        kept = self.leases.renew(r["run_id"] for r in active if r["run_id"] in self.held)
         chosen = []
         for run in active:
             if run["state"] == "REQUESTED":
@@ -85,7 +87,9 @@ class Supervisor:
                     continue
                 total += 1
                 per_user[run["user"]] += 1
-            if self.leases.claim(run["run_id"]):
+            if run["run_id"] in kept or (
+                run["run_id"] not in self.held and self.leases.claim(run["run_id"])
+            ):
                 chosen.append(run)
         return chosen
 

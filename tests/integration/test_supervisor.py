@@ -119,7 +119,10 @@ def _jobs_named(name: str) -> list[str]:
 def _assert_done_once(env, run_id: str) -> None:  # type: ignore[no-untyped-def]
     run = env["tracker"].get_run(run_id)
     assert run["state"] == "COMPLETED", run
-    assert len(_jobs_named(f"biomero-job-{run_id}")) == 1
+    name = f"biomero-job-{run_id}"
+    # slurmdbd records a finished job a moment later; then there must be exactly one.
+    _wait("accounting to list the job", lambda: bool(_jobs_named(name)), 60)
+    assert len(_jobs_named(name)) == 1
     downs = [t for t in run["tasks"] if t["kind"] == "stage_down" and t["state"] == "COMPLETED"]
     assert len(downs) == 1
     assert (Path(run["result_location"]) / "echo.json").is_file()
