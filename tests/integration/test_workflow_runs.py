@@ -189,11 +189,12 @@ def test_cancel_stops_the_job_and_marks_the_run_cancelled(env, tmp_path) -> None
     assert not worker.is_alive()
     assert isinstance(outcome[0], RunCancelled)
     assert env["tracker"].get_run(run_id)["state"] == "CANCELLED"
-    state = (
-        env["transport"]
-        .run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job["slurm_job_id"]])
-        .stdout.strip()
-    )
+    argv = ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job["slurm_job_id"]]
+    deadline = time.monotonic() + 30  # accounting records the end a moment later
+    state = env["transport"].run(argv).stdout.strip()
+    while not state.startswith("CANCELLED") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = env["transport"].run(argv).stdout.strip()
     assert state.startswith("CANCELLED")
 
 
