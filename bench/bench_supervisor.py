@@ -101,11 +101,8 @@ def end_to_local(settings, tracker, root: Path) -> float:  # type: ignore[no-unt
             **settings.workflows,
             "misbehave": dataclasses.replace(
                 settings.workflows["misbehave"],
-                job_flags={
-                    k: v
-                    for k, v in settings.workflows["misbehave"].job_flags.items()
-                    if k != "begin"
-                },
+                # The job script carries --begin=now+3600 from init; a flag overrides it.
+                job_flags={**settings.workflows["misbehave"].job_flags, "begin": "now"},
             ),
         },
     )

@@ -176,8 +176,13 @@ class SSHTransport:
     ) -> CommandResult:
         started = time.monotonic()
         out_buf, err_buf = bytearray(), bytearray()
+        # Without a stdin stream the command reads /dev/null on the far side instead of
+        # waiting for our EOF: sending EOF right after a quick command can reach sshd
+        # after its CLOSE (paramiko sends it outside the channel lock), and OpenSSH drops
+        # the whole connection for "ieof packet referred to nonexistent channel".
+        remote = command if stdin is not None else f"{command} </dev/null"
         try:
-            chan.exec_command(command)
+            chan.exec_command(remote)
         except _SOCKET_ERRORS as exc:
             raise _Dropped(str(exc)) from exc
         self.commands_run += 1
@@ -189,8 +194,6 @@ class SSHTransport:
         ]
         if stdin is not None:
             pumps.append(Pump(stdin.read, send_all(chan.send), chan.shutdown_write))
-        else:
-            chan.shutdown_write()
         for p in pumps:
             p.start()
         try:

@@ -126,3 +126,8 @@ def test_relative_paths_are_relative_to_the_cluster_home(transport) -> None:  # 
     transport.write_text(f"{dest}/x.txt", "x")
     home = transport.run(["pwd"]).stdout.strip()
     assert transport.run(["cat", f"{home}/{dest}/x.txt"]).stdout == "x"
+
+
+def test_a_command_without_a_stdin_stream_reads_an_empty_input(transport) -> None:  # type: ignore[no-untyped-def]
+    # `cat` with no arguments would wait forever for input that never comes.
+    assert transport.run(["cat"], timeout_s=10).stdout == ""
