@@ -36,7 +36,7 @@ from biomeroworker.slurm.parse import JobStatus
 from biomeroworker.slurm.rest.modes import slurm_client
 from biomeroworker.slurm.scale import scale_memory, scale_time_limit
 from biomeroworker.slurm.states import JobState
-from biomeroworker.staging import local_manifest, stage_down, stage_up
+from biomeroworker.staging import inputs_manifest, stage_down, stage_up
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import Transport
 from biomeroworker.workflows.catalog import get_workflow
@@ -345,17 +345,19 @@ class RunEngine:
         files = input_files(run)
         task = self.open_task(run, "stage_up")
         self.reporter.step("stage up", f"{len(files)} input(s)")
-        manifest = local_manifest(files)
-        # The tar stream adds a 512-byte header per entry and pads each file to 512 bytes.
-        total = manifest.bytes + 1024 * (manifest.files + len(files)) + 10240
-        moved = [0]
+        moved = [0, 0]  # bytes sent, estimated stream size
 
         def progress(n: int) -> None:
             moved[0] += n
-            self.reporter.bytes_moved("stage up", moved[0], total)
+            self.reporter.bytes_moved("stage up", moved[0], moved[1])
 
         try:
-            report = stage_up(self.transport, files, layout.remote_in, progress=progress)
+            manifest = inputs_manifest(files)
+            # The tar stream adds a 512-byte header per entry and pads files to 512 bytes.
+            moved[1] = manifest.bytes + 1024 * (manifest.files + len(files)) + 10240
+            report = stage_up(
+                self.transport, files, layout.remote_in, progress=progress, expected=manifest
+            )
             self.transport.run(["mkdir", "-p", "--", layout.remote_logs], idempotent=True)
             self.transport.write_text(layout.remote_params, json.dumps(run["parameters"]))
         except ConnectError:

@@ -110,7 +110,8 @@ def _check_names(sources: Sequence[Path]) -> None:
         raise StagingError(f"input not found: {missing[0]}")
 
 
-def _inputs_manifest(sources: Sequence[Path]) -> Manifest:
+def inputs_manifest(sources: Sequence[Path]) -> Manifest:
+    """The manifest of what stage_up will send; refuses links and special files."""
     manifest, odd = _scan(sources)
     if odd:
         raise StagingError(
@@ -183,11 +184,16 @@ def stage_up(
     *,
     attempts: int = 2,
     progress: Progress | None = None,
+    expected: Manifest | None = None,
 ) -> StageReport:
-    """Put files and folders (OME-Zarr, TIFF) into ``remote_dir`` as one tar stream."""
+    """Put files and folders (OME-Zarr, TIFF) into ``remote_dir`` as one tar stream.
+
+    ``expected`` is ``inputs_manifest(sources)`` when the caller already has it (a walk
+    of 20,000 chunk files is not free); otherwise it is computed here.
+    """
     sources = [Path(s) for s in sources]
     _check_names(sources)
-    expected = _inputs_manifest(sources)
+    expected = expected or inputs_manifest(sources)
     started = time.monotonic()
     if remote_manifest(transport, remote_dir) == expected:
         log.info("stage up: %s already holds %s; adopted", remote_dir, expected)
