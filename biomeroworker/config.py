@@ -6,9 +6,12 @@ key, then environment variables override single keys. Validation collects every
 problem and raises one ConfigError with a line per problem, each naming where the
 value came from (file or environment variable), the section and the key.
 
-Values are taken literally: unlike Python's default configparser, ``%`` has no
-special meaning, so Slurm patterns such as ``omero-%j.log`` and URL-encoded
-passwords work as written. An empty value means "not set".
+Files are read the way biomero and the OMERO.biomero web plugin read them (Python's
+``ConfigParser`` with interpolation), so one file means the same thing to all three:
+``%%`` is a literal ``%`` (``sbatch_output = omero-%%j.log``), and a lone ``%`` or a
+``%(name)s`` reference is refused with a message saying how to write it. A ``#`` or ``;``
+after whitespace starts a comment, also after a value. An empty value means "not set".
+Environment variables are taken literally.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import ast
 import configparser
 import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +31,8 @@ from typing import Any
 
 from biomeroworker.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SYSTEM_CONFIG = Path("/etc/slurm-config.ini")
 # Where upstream BIOMERO looks for the admin's override when none is named.
 UPSTREAM_OVERRIDES: tuple[Path, ...] = (
@@ -34,6 +40,9 @@ UPSTREAM_OVERRIDES: tuple[Path, ...] = (
     Path("~/slurm-config.ini"),
 )
 CONFIG_ENV = "BIOMERO_CONFIG"
+# The file biomero and the OMERO.biomero admin page use (upstream's "authoritative
+# file"): when set, it is the only file read, as upstream does.
+UPSTREAM_CONFIG_ENV = "BIOMERO_SLURM_CONFIG_FILE"
 ENV_PREFIX = "BIOMERO__"
 DEFAULT_SOURCE = "default"
 
@@ -221,10 +230,19 @@ SSH_KEYS: tuple[Key, ...] = (
 )
 
 SLURM_KEYS: tuple[Key, ...] = (
-    Key("slurm_data_path", required=True, help="cluster folder for run data"),
-    Key("slurm_images_path", required=True, help="cluster folder for workflow images"),
-    Key("slurm_converters_path", required=True, help="cluster folder for converter images"),
-    Key("slurm_script_path", required=True, help="cluster folder for job scripts"),
+    # Defaults as biomero 2.8.3's, so upstream files that omit a folder mean the same here.
+    Key("slurm_data_path", default="my-scratch/data", help="cluster folder for run data"),
+    Key(
+        "slurm_images_path",
+        default="my-scratch/singularity_images/workflows",
+        help="cluster folder for workflow images",
+    ),
+    Key(
+        "slurm_converters_path",
+        default="my-scratch/singularity_images/converters",
+        help="cluster folder for converter images",
+    ),
+    Key("slurm_script_path", default="slurm-scripts", help="cluster folder for job scripts"),
     Key("slurm_script_repo", help="git URL of hand-written job scripts"),
     Key("slurm_data_bind_path", help="exported to jobs as APPTAINER_BINDPATH"),
     Key("slurm_conversion_partition", help="partition for conversion jobs"),
@@ -307,15 +325,16 @@ FIXED_SECTIONS: dict[str, tuple[Key, ...]] = {
 }
 WORKFLOWS = "WORKFLOWS"
 CONVERTERS = "CONVERTERS"
-# Written by the OMERO.biomero admin page for its own use; the worker ignores it.
-OPAQUE_SECTIONS = ("UI",)
+# Written by the OMERO.biomero admin page for its own use ([UI]; [changelog], a comment
+# per save); the worker ignores them.
+OPAQUE_SECTIONS = ("UI", "CHANGELOG")
 SECTION_ALIASES = {"MODELS": WORKFLOWS}
 KNOWN_SECTIONS = (*FIXED_SECTIONS, WORKFLOWS, "MODELS", CONVERTERS, *OPAQUE_SECTIONS)
 
 _SBATCH_PREFIX = "sbatch_"
 _FLAG_NAME = re.compile(r"[a-z0-9_-]+")
 _WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu", "_resubmit")
+_WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu", "_resubmit", "_skills_path", "_plugin_path")
 _FOLDER = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 _CONVERTER_KEY = re.compile(r"[a-z0-9]+_to_[a-z0-9]+")
 _GITHUB_TREE = re.compile(
@@ -382,6 +401,9 @@ class WorkflowSettings:
     job: str | None = None
     job_flags: Mapping[str, str] = field(default_factory=dict)
     use_gpu: bool = False
+    # Written by biomero-workflow-skills for its own tools; kept and shown, not used here.
+    skills_path: str | None = None
+    plugin_path: str | None = None
     # After TIMEOUT or OUT_OF_MEMORY, submit again with twice the time or memory, at
     # most this many times (0: never).
     resubmit: int = 0
@@ -529,6 +551,10 @@ class Settings:
             add(WORKFLOWS, f"{name}_job", wf.job)
             add(WORKFLOWS, f"{name}_use_gpu", wf.use_gpu)
             add(WORKFLOWS, f"{name}_resubmit", wf.resubmit)
+            if wf.skills_path:
+                add(WORKFLOWS, f"{name}_skills_path", wf.skills_path)
+            if wf.plugin_path:
+                add(WORKFLOWS, f"{name}_plugin_path", wf.plugin_path)
             for flag, value in sorted(wf.job_flags.items()):
                 add(WORKFLOWS, f"{name}_job_{flag}", value)
         for key, image in sorted(self.converters.items()):
@@ -614,10 +640,11 @@ def _read_file(path: Path, raw: _RawConfig, problems: _Problems) -> None:
         problems.unreadable = True
         return
     parser = configparser.ConfigParser(
-        interpolation=None,
+        interpolation=None,  # applied by _literal, with a message per bad value
         strict=True,
         allow_no_value=False,
         default_section="\0no defaults",  # a literal [DEFAULT] is just an unknown section
+        inline_comment_prefixes=("#", ";"),  # "cpu-short   # for preprocessing"
     )
     try:
         parser.read_string(text, source=source)
@@ -631,13 +658,45 @@ def _read_file(path: Path, raw: _RawConfig, problems: _Problems) -> None:
         if canonical not in _KNOWN_CANONICAL:
             problems.add(source, section, None, _unknown_section(section))
             continue
-        for key, value in parser.items(section):
+        if canonical in OPAQUE_SECTIONS:
+            log.debug("%s: [%s] is for the OMERO.biomero web page; ignored", source, section)
+        for key, text in parser.items(section):
+            value, bad = _literal(text or "")
+            if bad:
+                problems.add(source, section, key, bad)
+                continue
             earlier = written.get((canonical, key))
             if earlier is not None and earlier != section:
                 problems.add(source, section, key, f"also set in [{earlier}] of this file")
                 continue
             written[(canonical, key)] = section
             raw.setdefault(canonical, {})[key] = _Raw((value or "").strip(), source, section)
+
+
+_PERCENT_HINT = (
+    "write %% for a literal % (e.g. omero-%%j.log): biomero and the OMERO.biomero "
+    "web page read this file with ConfigParser interpolation"
+)
+
+
+def _literal(text: str) -> tuple[str, str | None]:
+    """A file value as ConfigParser's interpolation reads it: ``%%`` is ``%``. A lone
+    ``%`` (an error there) or a ``%(name)s`` reference (a different value there) is
+    refused, so the worker never reads a file differently from biomero and the plugin."""
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char != "%":
+            out.append(char)
+            i += 1
+        elif text.startswith("%%", i):
+            out.append("%")
+            i += 2
+        elif text.startswith("%(", i):
+            return text, f"%(name)s references are not supported; {_PERCENT_HINT}"
+        else:
+            return text, f"lone '%' in {text!r}; {_PERCENT_HINT}"
+    return "".join(out), None
 
 
 def _parse_error_lines(exc: configparser.Error) -> list[str]:
@@ -856,8 +915,8 @@ def _build_workflows(
         origins[f"{WORKFLOWS}.{key}"] = item.source
         if attr == "repo" and item.value:
             parts[name]["repo"] = _check_repo(item, key, problems)
-        elif attr == "job" and item.value:
-            parts[name]["job"] = item.value
+        elif attr in ("job", "skills_path", "plugin_path") and item.value:
+            parts[name][attr] = item.value
         elif attr == "use_gpu" and item.value:
             try:
                 parts[name]["use_gpu"] = _boolean(item.value)
@@ -1041,18 +1100,20 @@ def find_config_files(
 ) -> list[Path]:
     """The files to read, in order: /etc/slurm-config.ini if present, then the
     override: ``config_file`` (CLI --config), else $BIOMERO_CONFIG, else the upstream
-    locations that exist. A named file that is missing is an error; so is no file."""
+    locations that exist. $BIOMERO_SLURM_CONFIG_FILE (what biomero and the
+    OMERO.biomero admin page use) names the only file to read, as upstream does.
+    A named file that is missing is an error; so is no file."""
     env = os.environ if env is None else env
+    authoritative = env.get(UPSTREAM_CONFIG_ENV, "").strip()
+    if authoritative and not config_file:
+        return [_authoritative_file(authoritative, env)]
     found = [system_file] if system_file.is_file() else []
     looked = [system_file]
     named, named_by = (
         (config_file, "--config") if config_file else (env.get(CONFIG_ENV), CONFIG_ENV)
     )
     if named:
-        path = _expand_home(Path(named), env)
-        if not path.is_file():
-            what = "is not a file" if path.exists() else "does not exist"
-            raise ConfigError(f"{path}: config file named by {named_by} {what}")
+        path = _named_file(named, named_by, env)
         if path not in found:
             found.append(path)
         return found
@@ -1065,9 +1126,35 @@ def find_config_files(
         places = ", ".join(str(p) for p in looked)
         raise ConfigError(
             f"no slurm-config.ini found; looked in {places} "
-            f"(name one with --config or ${CONFIG_ENV})"
+            f"(name one with --config, ${CONFIG_ENV} or ${UPSTREAM_CONFIG_ENV})"
         )
     return found
+
+
+def config_named_by_env(env: Mapping[str, str] | None = None) -> bool:
+    """True when an environment variable names the config file (then it must exist)."""
+    env = os.environ if env is None else env
+    return bool(env.get(CONFIG_ENV, "").strip() or env.get(UPSTREAM_CONFIG_ENV, "").strip())
+
+
+def _named_file(named: str | Path, named_by: str, env: Mapping[str, str]) -> Path:
+    path = _expand_home(Path(named), env)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"{path}: config file named by {named_by} {what}")
+    return path
+
+
+def _authoritative_file(named: str, env: Mapping[str, str]) -> Path:
+    path = _named_file(named, UPSTREAM_CONFIG_ENV, env)
+    other = env.get(CONFIG_ENV, "").strip()
+    if other and _expand_home(Path(other), env).absolute() != path.absolute():
+        raise ConfigError(
+            f"{CONFIG_ENV} ({other}) and {UPSTREAM_CONFIG_ENV} ({named}) name different "
+            f"files; the OMERO.biomero admin page writes {UPSTREAM_CONFIG_ENV}, so unset "
+            f"{CONFIG_ENV} or point both at the same file"
+        )
+    return path
 
 
 def load_settings(

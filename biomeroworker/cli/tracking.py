@@ -18,7 +18,6 @@ def settings_url(args: argparse.Namespace) -> str | None:
     Local use needs no slurm-config.ini (the store defaults to an SQLite file), but a
     config file that exists or is named must be valid.
     """
-    import os
 
     from biomeroworker import config
     from biomeroworker.errors import ConfigError
@@ -27,7 +26,7 @@ def settings_url(args: argparse.Namespace) -> str | None:
     try:
         paths = config.find_config_files(named)
     except ConfigError:
-        if named or os.environ.get(config.CONFIG_ENV):
+        if named or config.config_named_by_env():
             raise
         return None
     return config.load_settings(paths).analytics.sqlalchemy_url

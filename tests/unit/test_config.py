@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
+import logging
 import textwrap
 from pathlib import Path
 
@@ -222,9 +224,89 @@ def test_empty_value_means_not_set_so_an_override_can_clear_a_key(tmp_path):
     assert settings.slurm.slurm_conversion_partition is None
 
 
-def test_percent_signs_are_taken_literally(tmp_path):
-    text = with_slurm("sbatch_output = omero-%j.log")
+def test_double_percent_is_one_percent_as_biomero_and_the_web_page_read_it(tmp_path):
+    text = with_slurm("sbatch_output = omero-%%j.log")
     assert load(tmp_path, text).slurm.sbatch_flags == {"output": "omero-%j.log"}
+    upstream = configparser.ConfigParser(allow_no_value=True)  # as biomero and the plugin
+    upstream.read_string(textwrap.dedent(text))
+    assert upstream.get("SLURM", "sbatch_output") == "omero-%j.log"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("omero-%j.log", "lone '%' in 'omero-%j.log'; write %% for a literal %"),
+        ("100%", "lone '%' in '100%'; write %% for a literal %"),
+        ("%(slurm_data_path)s/x", "%(name)s references are not supported; write %% for"),
+    ],
+)
+def test_a_percent_the_upstream_readers_would_choke_on_is_refused(tmp_path, value, says):
+    text = with_slurm(f"sbatch_output = {value}")
+    (found,) = problems(tmp_path, text)
+    assert found.startswith(f"{tmp_path / '0.ini'} [SLURM] sbatch_output: {says}")
+    assert "e.g. omero-%%j.log" in found
+    upstream = configparser.ConfigParser()
+    upstream.read_string(textwrap.dedent(text))
+    if "%(" not in value:  # biomero and the plugin fail on this file too
+        with pytest.raises(configparser.InterpolationError):
+            upstream.get("SLURM", "sbatch_output")
+
+
+def test_environment_values_are_taken_literally(tmp_path):
+    env = {"BIOMERO__SLURM__SBATCH_OUTPUT": "omero-%j.log"}
+    assert load(tmp_path, BASE, env=env).slurm.sbatch_flags == {"output": "omero-%j.log"}
+
+
+def test_inline_comments_after_values_are_stripped(tmp_path):
+    text = with_slurm(
+        "slurm_default_partition = cpu-short       # For preprocessing jobs",
+        "slurm_conversion_partition = cpu-long ; conversions",
+        "sbatch_comment = run#1",
+    )
+    slurm = load(tmp_path, text).slurm
+    assert slurm.slurm_default_partition == "cpu-short"
+    assert slurm.slurm_conversion_partition == "cpu-long"
+    assert slurm.sbatch_flags == {"comment": "run#1"}  # no whitespace before '#': a value
+
+
+def test_the_changelog_the_web_page_adds_on_every_save_is_ignored(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="biomeroworker.config")
+    text = BASE + (
+        "\n[changelog]\n# Config automatically updated by root (0) via the web UI on "
+        "2026-11-29 20:00:00\n"
+    )
+    assert load(tmp_path, text).workflows["cellpose"].folder == "cellpose"
+    assert "[changelog] is for the OMERO.biomero web page; ignored" in caplog.text
+
+
+def test_the_four_cluster_folders_default_as_in_biomero(tmp_path):
+    text = BASE.split("[SLURM]")[0] + "[SLURM]\n[WORKFLOWS]" + BASE.split("[WORKFLOWS]")[1]
+    settings = load(tmp_path, text)
+    assert (
+        settings.slurm.slurm_data_path,
+        settings.slurm.slurm_images_path,
+        settings.slurm.slurm_converters_path,
+        settings.slurm.slurm_script_path,
+    ) == (
+        "my-scratch/data",
+        "my-scratch/singularity_images/workflows",
+        "my-scratch/singularity_images/converters",
+        "slurm-scripts",
+    )
+    assert settings.source_of("SLURM", "slurm_converters_path") == "default"
+
+
+def test_workflow_skills_and_plugin_paths_are_accepted_and_kept(tmp_path):
+    text = BASE + "cellpose_skills_path = skills/cellpose\ncellpose_plugin_path = plugins/cp\n"
+    wf = load(tmp_path, text).workflows["cellpose"]
+    assert (wf.skills_path, wf.plugin_path) == ("skills/cellpose", "plugins/cp")
+    rows = {key: value for key, value, _ in load(tmp_path, text).describe()}
+    assert rows["WORKFLOWS.cellpose_skills_path"] == "skills/cellpose"
+
+
+def test_a_misspelt_skills_path_is_still_refused_by_name(tmp_path):
+    (found,) = problems(tmp_path, BASE + "cellpose_skill_path = skills/cellpose\n")
+    assert "cellpose_skill_path" in found and "did you mean cellpose_skills_path?" in found
 
 
 def test_workflows_override_wins_over_models_in_an_earlier_file(tmp_path):
@@ -305,6 +387,37 @@ def test_without_override_the_upstream_locations_that_exist_are_read(tmp_path):
         upstream_files=(tmp_path / "omero.ini", Path("~/slurm-config.ini")),
     )
     assert found == [in_home]
+
+
+def test_biomero_slurm_config_file_is_the_only_file_read_as_upstream(tmp_path):
+    system = write(tmp_path, BASE, "etc.ini")
+    admin = write(tmp_path, BASE.replace("testcluster", "admincluster"), "admin.ini")
+    env = {"BIOMERO_SLURM_CONFIG_FILE": str(admin)}
+    found = find_config_files(None, env, system_file=system, upstream_files=(system,))
+    assert found == [admin]
+    assert load_settings(found, env=env).ssh.host == "admincluster"
+
+
+def test_biomero_slurm_config_file_naming_a_missing_file_is_an_error(tmp_path):
+    env = {"BIOMERO_SLURM_CONFIG_FILE": str(tmp_path / "gone.ini")}
+    with pytest.raises(ConfigError, match=r"gone\.ini: config file named by BIOMERO_SLURM_CONFIG"):
+        find_config_files(None, env, system_file=tmp_path / "etc.ini", upstream_files=())
+
+
+def test_biomero_config_and_biomero_slurm_config_file_must_agree(tmp_path):
+    one, other = write(tmp_path, BASE, "one.ini"), write(tmp_path, BASE, "other.ini")
+    env = {"BIOMERO_SLURM_CONFIG_FILE": str(one), "BIOMERO_CONFIG": str(other)}
+    with pytest.raises(ConfigError, match=r"name different files; the OMERO\.biomero admin"):
+        find_config_files(None, env, system_file=tmp_path / "etc.ini", upstream_files=())
+    env["BIOMERO_CONFIG"] = str(one)
+    assert find_config_files(None, env, system_file=tmp_path / "etc.ini") == [one]
+
+
+def test_an_explicit_config_option_wins_over_biomero_slurm_config_file(tmp_path):
+    system = write(tmp_path, BASE, "etc.ini")
+    mine = write(tmp_path, "", "mine.ini")
+    env = {"BIOMERO_SLURM_CONFIG_FILE": str(tmp_path / "elsewhere.ini")}
+    assert find_config_files(mine, env, system_file=system) == [system, mine]
 
 
 def test_load_settings_with_a_missing_path_is_an_error(tmp_path):
@@ -562,16 +675,6 @@ def test_converter_key_must_be_from_to(tmp_path):
 
 
 # ---------------------------------------------------------------- required and exclusive
-
-
-def test_missing_required_slurm_paths_are_each_reported(tmp_path):
-    text = BASE.split("[SLURM]")[0] + "[SLURM]\nslurm_data_path = d\n"
-    path = tmp_path / "0.ini"
-    assert problems(tmp_path, text) == [
-        f"{path} [SLURM] slurm_images_path: missing (cluster folder for workflow images)",
-        f"{path} [SLURM] slurm_converters_path: missing (cluster folder for converter images)",
-        f"{path} [SLURM] slurm_script_path: missing (cluster folder for job scripts)",
-    ]
 
 
 def test_ssh_host_is_required_for_the_ssh_transport(tmp_path):
