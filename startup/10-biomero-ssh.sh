@@ -9,12 +9,18 @@
 # `known_hosts` are copied: never the whole host ~/.ssh.
 # Host key checking stays on: `StrictHostKeyChecking no|off` refuses to start unless
 # BIOMERO_SSH_ALLOW_NO_HOSTKEY_CHECK=1 (then it warns on every start).
+# First-use mode: with `StrictHostKeyChecking accept-new` in the config, known_hosts may
+# be missing; ~/.ssh/known_hosts then lives in $BIOMERO_SSH_STATE_DIR
+# (/opt/omero/server/OMERO.server/var/ssh, the worker's var volume), seeded with the
+# mounted known_hosts lines, so a key saved on first use is still verified after the
+# container is recreated.
 set -euo pipefail
 
 log() { printf '%s [10-biomero-ssh] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 DEST="${BIOMERO_SSH_DEST:-/opt/omero/server/.ssh}"
+STATE_DIR="${BIOMERO_SSH_STATE_DIR:-/opt/omero/server/OMERO.server/var/ssh}"
 DEFAULT_KEYS=(id_ed25519 id_ecdsa id_rsa)
 
 find_source() {
@@ -61,6 +67,25 @@ check_host_key_policy() {
     fi
 }
 
+accepts_new_keys() {
+    grep -Eiq '^[[:space:]]*StrictHostKeyChecking[[:space:]=]+"?accept-new"?[[:space:]]*$' "$1"
+}
+
+# accept-new: a persistent known_hosts that keeps what was saved on first use; lines of
+# the mounted known_hosts that it lacks are added, nothing is ever removed.
+persistent_known_hosts() {
+    local src="$1" line
+    install -d -m 700 "$STATE_DIR"
+    [[ -f "$STATE_DIR/known_hosts" ]] || install -m 600 /dev/null "$STATE_DIR/known_hosts"
+    if [[ -f "$src/known_hosts" ]]; then
+        while IFS= read -r line || [[ -n "$line" ]]; do
+            [[ -z "$line" ]] && continue
+            grep -qxF -- "$line" "$STATE_DIR/known_hosts" || printf '%s\n' "$line" >>"$STATE_DIR/known_hosts"
+        done <"$src/known_hosts"
+    fi
+    ln -sfn "$STATE_DIR/known_hosts" "$DEST/known_hosts"
+}
+
 keys_to_copy() {
     local src="$1" named
     named="$(identity_files "$src/config" | sort -u)"
@@ -76,10 +101,12 @@ keys_to_copy() {
 }
 
 # IdentityFile paths from the host (/home/me/.ssh/id_x) mean nothing in here:
-# point every one of them at the copy in our own ~/.ssh.
+# point every one of them at the copy in our own ~/.ssh. UserKnownHostsFile lines
+# likewise name the one known_hosts this hook provides.
 write_config() {
     local src="$1" dst="$2"
-    sed -E 's#^([[:space:]]*[Ii][Dd][Ee][Nn][Tt][Ii][Tt][Yy][Ff][Ii][Ll][Ee])([[:space:]=]+)"?([^"]*/)?([^/"]+)"?[[:space:]]*$#\1\2~/.ssh/\4#' \
+    sed -E -e 's#^([[:space:]]*[Ii][Dd][Ee][Nn][Tt][Ii][Tt][Yy][Ff][Ii][Ll][Ee])([[:space:]=]+)"?([^"]*/)?([^/"]+)"?[[:space:]]*$#\1\2~/.ssh/\4#' \
+        -e 's#^([[:space:]]*[Uu][Ss][Ee][Rr][Kk][Nn][Oo][Ww][Nn][Hh][Oo][Ss][Tt][Ss][Ff][Ii][Ll][Ee])([[:space:]=]+).*$#\1\2~/.ssh/known_hosts#' \
         "$src" >"$dst"
     chmod 644 "$dst"
 }
@@ -89,8 +116,13 @@ main() {
     src="$(find_source)"
     log "using SSH material from $src"
     check_host_key_policy "$src/config"
-    [[ -f "$src/known_hosts" ]] || die "$src/known_hosts is missing: host keys are checked," \
-        "add the cluster's (ssh-keyscan -p PORT HOST > known_hosts)"
+    local first_use=0
+    accepts_new_keys "$src/config" && first_use=1
+    if [[ ! -f "$src/known_hosts" ]] && ((!first_use)); then
+        die "$src/known_hosts is missing: host keys are checked. Add the cluster's line" \
+            "(biomero check prints it), or set 'StrictHostKeyChecking accept-new' in the" \
+            "ssh config to save the key on first use"
+    fi
 
     local keys=() key
     mapfile -t keys < <(keys_to_copy "$src")
@@ -103,7 +135,13 @@ main() {
 
     install -d -m 700 "$DEST"
     write_config "$src/config" "$DEST/config"
-    install -m 644 "$src/known_hosts" "$DEST/known_hosts"
+    if ((first_use)); then
+        persistent_known_hosts "$src"
+        log "StrictHostKeyChecking accept-new: an unknown host's key is saved on first use" \
+            "to $STATE_DIR/known_hosts and verified from then on"
+    else
+        install -m 644 "$src/known_hosts" "$DEST/known_hosts"
+    fi
     for key in "${keys[@]}"; do
         install -m 600 "$src/$key" "$DEST/$key"
         if [[ -f "$src/$key.pub" ]]; then

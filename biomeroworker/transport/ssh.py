@@ -7,6 +7,9 @@ binary streams (tar) pass untouched and timeouts are ours.
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import hashlib
 import logging
 import os
 import socket
@@ -310,8 +313,10 @@ def _enforce_host_keys(conn: fabric.Connection) -> None:
     """fabric accepts unknown host keys by default and loads no known_hosts; we do.
 
     Known keys come from the alias's UserKnownHostsFile (default ~/.ssh/known_hosts,
-    as OpenSSH does) and /etc/ssh/ssh_known_hosts. Only an explicit
-    ``StrictHostKeyChecking accept-new`` relaxes this.
+    as OpenSSH does) and /etc/ssh/ssh_known_hosts. A host with a known key is always
+    verified against it. An unknown host is refused, unless the alias says
+    ``StrictHostKeyChecking accept-new``: then its key is saved to the first
+    UserKnownHostsFile on first use and verified like any other from then on.
     """
     client = conn.client
     user_files = str(conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()
@@ -319,9 +324,111 @@ def _enforce_host_keys(conn: fabric.Connection) -> None:
         expanded = Path(os.path.expanduser(path))
         if expanded.is_file():
             client.load_system_host_keys(str(expanded))
+    save_to = Path(os.path.expanduser(user_files[0] if user_files else "~/.ssh/known_hosts"))
     strict = str(conn.ssh_config.get("stricthostkeychecking", "yes")).lower()
-    policy = paramiko.AutoAddPolicy() if strict == "accept-new" else paramiko.RejectPolicy()
+    policy: paramiko.MissingHostKeyPolicy
+    if strict == "accept-new":
+        hashed = str(conn.ssh_config.get("hashknownhosts", "no")).lower() == "yes"
+        policy = _SaveOnFirstUse(save_to, hashed=hashed)
+    else:
+        policy = _RefuseUnknown(save_to)
     client.set_missing_host_key_policy(policy)
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's form: SHA256:<unpadded base64 of the key blob's sha256>."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode()
+    return f"SHA256:{digest.rstrip('=')}"
+
+
+def _known_hosts_line(hostname: str, key: paramiko.PKey, *, hashed: bool = False) -> str:
+    name = paramiko.HostKeys.hash_host(hostname) if hashed else hostname
+    return f"{name} {key.get_name()} {key.get_base64()}"
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """The server offered a key for a host no known_hosts file names."""
+
+    def __init__(self, hostname: str, key: paramiko.PKey, known_hosts: Path) -> None:
+        self.hostname = hostname
+        self.key = key
+        self.known_hosts = known_hosts
+        super().__init__(f"Server {hostname!r} not found in known_hosts")
+
+
+class _HostKeyNotSaved(paramiko.SSHException):
+    """accept-new could not write the new key down, so it is not trusted either."""
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        raise _UnknownHostKey(hostname, key, self.known_hosts)
+
+
+class _SaveOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """``StrictHostKeyChecking accept-new``, as OpenSSH means it: trust an unknown
+    host's key once, write it to the known_hosts file, and from then on verify it."""
+
+    def __init__(self, known_hosts: Path, *, hashed: bool) -> None:
+        self.known_hosts = known_hosts
+        self.hashed = hashed
+
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        try:
+            _save_host_key(self.known_hosts, hostname, key, hashed=self.hashed)
+        except OSError as exc:
+            raise _HostKeyNotSaved(
+                f"StrictHostKeyChecking accept-new: cannot save the key of {hostname} to "
+                f"{self.known_hosts} ({exc.strerror or exc}); refusing a key that would "
+                f"be trusted again unchecked next time. Make that file writable."
+            ) from None
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning(
+            "ssh: first connection to %s: saved its %s key %s to %s "
+            "(StrictHostKeyChecking accept-new); it is verified from now on",
+            hostname,
+            key.get_name(),
+            _fingerprint(key),
+            self.known_hosts,
+        )
+
+
+def _save_host_key(path: Path, hostname: str, key: paramiko.PKey, *, hashed: bool) -> None:
+    """Append one known_hosts line, under a lock; another process may have saved a key
+    for the same host meanwhile: the same key is fine, a different one is refused."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        existing = f.read()
+        known = paramiko.HostKeys()
+        for line in existing.decode("utf-8", "replace").splitlines():
+            entry = _parse_known_host(line)
+            if entry is not None:
+                for name in entry.hostnames:
+                    known.add(name, entry.key.get_name(), entry.key)
+        saved = known.lookup(hostname)
+        if saved is not None:
+            same = saved.get(key.get_name())
+            if same == key:
+                return
+            raise paramiko.BadHostKeyException(hostname, key, same or next(iter(saved.values())))
+        prefix = b"\n" if existing and not existing.endswith(b"\n") else b""
+        f.write(prefix + _known_hosts_line(hostname, key, hashed=hashed).encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _parse_known_host(line: str) -> paramiko.hostkeys.HostKeyEntry | None:
+    try:
+        return paramiko.hostkeys.HostKeyEntry.from_line(line)
+    except Exception:  # a line paramiko cannot read is skipped, as OpenSSH skips it
+        return None
 
 
 def _connect_error(conn: fabric.Connection, opts: SSHOptions, exc: Exception) -> ConnectError:
@@ -329,10 +436,24 @@ def _connect_error(conn: fabric.Connection, opts: SSHOptions, exc: Exception) ->
     text = str(exc)
     if isinstance(exc, paramiko.BadHostKeyException):
         return HostKeyError(
-            f"{where}: the host key does not match known_hosts. If the server was "
-            f"reinstalled, verify its new fingerprint with the cluster admins, then run "
-            f"`ssh-keygen -R '[{conn.host}]:{conn.port}'` and `ssh {opts.host}` once to accept it."
+            f"{where}: the host key of {exc.hostname} does not match known_hosts: it offered "
+            f"{exc.key.get_name()} {_fingerprint(exc.key)}, known_hosts has "
+            f"{exc.expected_key.get_name()} {_fingerprint(exc.expected_key)}. Refusing to "
+            f"connect (StrictHostKeyChecking accept-new never replaces a saved key). If the "
+            f"server was reinstalled, verify its new fingerprint with the cluster admins, "
+            f"then run `ssh-keygen -R '{exc.hostname}'` and connect again."
         )
+    if isinstance(exc, _UnknownHostKey):
+        line = _known_hosts_line(exc.hostname, exc.key)
+        return HostKeyError(
+            f"{where}: unknown host key for {exc.hostname}: {exc.key.get_name()} "
+            f"{_fingerprint(exc.key)}. Check this fingerprint with the cluster admins, "
+            f"then add this line to {exc.known_hosts}:\n    {line}\n"
+            f"or set `StrictHostKeyChecking accept-new` under `Host {opts.host}` in the ssh "
+            f"config to save it on first use. Host key checking stays on."
+        )
+    if isinstance(exc, _HostKeyNotSaved):
+        return HostKeyError(f"{where}: {text}")
     if "not found in known_hosts" in text:
         return HostKeyError(
             f"{where}: unknown host key. Verify the fingerprint with the cluster admins and "

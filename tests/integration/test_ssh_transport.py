@@ -74,7 +74,8 @@ def test_unknown_host_key_is_refused_with_a_hint(cluster, tmp_path: Path) -> Non
         transport.run(["true"])
     message = str(info.value)
     assert "unknown host key" in message
-    assert "ssh stranger" in message
+    assert "`Host stranger`" in message
+    assert "add this line to" in message
 
 
 def test_strict_host_key_checking_no_in_the_config_does_not_disable_checks(

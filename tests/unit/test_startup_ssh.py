@@ -151,3 +151,46 @@ def test_explains_where_it_looked_when_no_config_exists(tree: dict[str, Path]) -
     assert result.returncode != 0
     assert str(tree["mount"]) in result.stderr
     assert str(tree["secrets"]) in result.stderr
+
+
+ACCEPT_NEW = CONFIG + "    StrictHostKeyChecking accept-new\n    UserKnownHostsFile /home/alice/.ssh/kh\n"
+
+
+def test_accept_new_starts_without_known_hosts_and_keeps_saved_keys_across_starts(
+    tree: dict[str, Path], tmp_path: Path
+) -> None:
+    populate(tree["mount"], config=ACCEPT_NEW)
+    (tree["mount"] / "known_hosts").unlink()
+    state = tmp_path / "var" / "ssh"
+
+    first = run_hook(tree, BIOMERO_SSH_STATE_DIR=str(state))
+
+    assert first.returncode == 0, first.stderr
+    link = tree["dest"] / "known_hosts"
+    assert link.is_symlink()
+    assert link.resolve() == (state / "known_hosts").resolve()
+    assert mode(state / "known_hosts") == 0o600
+    assert "UserKnownHostsFile ~/.ssh/known_hosts" in (tree["dest"] / "config").read_text()
+    # The worker saves a key on first use; a later start (new container, same volume)
+    # keeps it and adds the lines of a newly mounted known_hosts once.
+    (state / "known_hosts").write_text("[login]:22 ssh-ed25519 SAVED\n")
+    (tree["mount"] / "known_hosts").write_text("other ssh-ed25519 MOUNTED\n")
+    for _ in range(2):
+        again = run_hook(tree, BIOMERO_SSH_STATE_DIR=str(state))
+        assert again.returncode == 0, again.stderr
+    assert (state / "known_hosts").read_text().splitlines() == [
+        "[login]:22 ssh-ed25519 SAVED",
+        "other ssh-ed25519 MOUNTED",
+    ]
+    assert link.read_text() == (state / "known_hosts").read_text()
+
+
+def test_missing_known_hosts_message_names_both_ways_forward(tree: dict[str, Path]) -> None:
+    populate(tree["mount"])
+    (tree["mount"] / "known_hosts").unlink()
+
+    result = run_hook(tree)
+
+    assert result.returncode != 0
+    assert "biomero check prints it" in result.stderr
+    assert "StrictHostKeyChecking accept-new" in result.stderr
