@@ -113,6 +113,18 @@ def _count(text: str) -> int:
     return number
 
 
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]+")
+
+
+def _user_names(text: str) -> tuple[str, ...]:
+    """Account names separated by commas or spaces."""
+    names = tuple(name for name in re.split(r"[,\s]+", text) if name)
+    bad = [name for name in names if not _USER_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"expected account names separated by commas, not {bad[0]!r}")
+    return names
+
+
 def _positive_int(text: str) -> int:
     try:
         number = int(text)
@@ -299,6 +311,13 @@ WORKER_KEYS: tuple[Key, ...] = (
         "cluster",
         help="where OME-Zarr inputs become TIFF: a Slurm job array, or here before upload",
     ),
+    Key(
+        "admins",
+        _user_names,
+        (),
+        help="accounts that may see and cancel every run (besides root); read only from a "
+        "config file owned by root and writable by root alone",
+    ),
 )
 
 # [WORKER] transport = rest: Slurm operations through slurmrestd (docs/modes.md).
@@ -453,6 +472,7 @@ class WorkerSettings:
     poll_min_s: float = 5.0
     poll_max_s: float = 60.0
     convert_on: str = "cluster"
+    admins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

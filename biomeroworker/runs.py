@@ -12,7 +12,6 @@ process (``drive``), the supervisor drives many runs with one poll per cycle.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import shutil
@@ -37,8 +36,16 @@ from biomeroworker.slurm.rest.modes import slurm_client
 from biomeroworker.slurm.scale import scale_memory, scale_time_limit
 from biomeroworker.slurm.states import JobState
 from biomeroworker.staging import inputs_manifest, stage_down, stage_up
+from biomeroworker.tracking.access import current_user
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import Transport
+from biomeroworker.userpaths import (
+    PathNotAllowed,
+    entries,
+    hand_over,
+    readable_by,
+    writable_by,
+)
 from biomeroworker.workflows.catalog import get_workflow
 from biomeroworker.workflows.params import validate_params
 
@@ -285,7 +292,7 @@ class RunEngine:
         return self.tracker.record_run_requested(
             workflow=wf.name,
             version=wf.version,
-            user_name=user or getpass.getuser(),
+            user_name=user or current_user(),
             inputs={
                 "files": [str(p) for p in files],
                 "output_dir": str(output_dir.resolve()) if output_dir else None,
@@ -326,6 +333,7 @@ class RunEngine:
     def convert_here(self, run: dict[str, Any]) -> None:
         """[WORKER] convert_on = worker: OME-Zarr to TIFF here, before the upload."""
         task = self.open_task(run, "convert")
+        self._check_inputs(run, task)
         zarrs = [p for p in input_files(run) if is_zarr(p)]
         self.reporter.step("convert", f"{len(zarrs)} OME-Zarr image(s) to TIFF on the worker")
         dest = self.layout(run).local_run / "tiff"
@@ -340,10 +348,20 @@ class RunEngine:
             self.tracker.record_progress(task, f"{done}/{len(zarrs)}")
         self.tracker.complete_task(task)
 
+    def _check_inputs(self, run: dict[str, Any], task: str) -> None:
+        """Files named on the command line are read only if their user could read them."""
+        if source(run) != "local":
+            return
+        try:
+            readable_by(run["user"], [Path(p) for p in run["inputs"]["files"]])
+        except PathNotAllowed as exc:
+            raise self._fail(task, "PathNotAllowed", str(exc)) from exc
+
     def stage_up(self, run: dict[str, Any]) -> None:
         layout = self.layout(run)
         files = input_files(run)
         task = self.open_task(run, "stage_up")
+        self._check_inputs(run, task)
         self.reporter.step("stage up", f"{len(files)} input(s)")
         moved = [0, 0]  # bytes sent, estimated stream size
 
@@ -524,8 +542,16 @@ class RunEngine:
     def stage_down(self, run: dict[str, Any]) -> Path:
         layout = self.layout(run)
         dest = self.output_dir(run)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         task = self.open_task(run, "stage_down")
+        chosen = run["inputs"].get("output_dir") is not None
+        if chosen:
+            # A folder the user named is written only if they could write it themselves.
+            try:
+                nearest = writable_by(run["user"], dest)
+            except PathNotAllowed as exc:
+                raise self._fail(task, "PathNotAllowed", str(exc)) from exc
+            before = entries(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         self.reporter.step("stage down", str(dest))
         moved = [0]
 
@@ -539,6 +565,8 @@ class RunEngine:
             raise  # transient: retried
         except BiomeroError as exc:
             raise self._fail(task, "StagingError", str(exc)) from exc
+        if chosen:
+            hand_over(dest, before, nearest, run["user"])
         self.tracker.record_result(task, str(dest))
         self.tracker.complete_task(task)
         return dest

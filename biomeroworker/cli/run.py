@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from biomeroworker.runs import RunEngine
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +95,7 @@ def results(args: argparse.Namespace) -> int:
 
     dest = args.output.resolve()
     with engine_for(args) as engine:
-        run = engine.tracker.get_run(args.run)
+        run = _own_run(engine, args.run)
         state, where = run["state"], run["result_location"]
         if state == "COMPLETED" and where and Path(where).is_dir():
             shutil.copytree(where, dest, dirs_exist_ok=True)
@@ -106,11 +110,35 @@ def results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_run(engine: RunEngine, ref: str) -> dict[str, Any]:
+    """The run ``ref`` names, if the caller owns it or is an admin."""
+    from biomeroworker.cli.tracking import caller
+    from biomeroworker.tracking.access import check_run_access
+
+    viewer, admins = caller(engine.settings)
+    run = engine.tracker.get_run(ref)
+    check_run_access(run, viewer, admins)
+    return run
+
+
+def _admin_only(engine: RunEngine, command: str) -> None:
+    """Commands that act on everyone's runs are for root and [WORKER] admins."""
+    from biomeroworker.cli.tracking import caller
+    from biomeroworker.tracking.access import AccessDeniedError, is_admin
+
+    viewer, admins = caller(engine.settings)
+    if not is_admin(viewer, admins):
+        raise AccessDeniedError(
+            f"biomero {command} acts on every user's runs: it needs root or a name in "
+            f"[WORKER] admins; {viewer} is not one"
+        )
+
+
 def cancel(args: argparse.Namespace) -> int:
     from biomeroworker.cli.common import engine_for
 
     with engine_for(args) as engine:
-        jobs = engine.cancel(args.run)
+        jobs = engine.cancel(_own_run(engine, args.run)["run_id"])
     print(f"cancelled run {args.run}" + (f" (scancel {' '.join(jobs)})" if jobs else ""))
     return 0
 
@@ -120,6 +148,7 @@ def cleanup(args: argparse.Namespace) -> int:
     from biomeroworker.cli.common import engine_for
 
     with engine_for(args) as engine:
+        _admin_only(engine, "cleanup")
         removed = remove_old_runs(
             engine.transport, engine.tracker, engine.settings, args.older_than, args.dry_run
         )

@@ -22,11 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biomeroworker.cli.tracking import open_tracker
-    from biomeroworker.tracking.access import current_user, visible_owner
+    from biomeroworker.cli.tracking import caller, open_tracker, optional_settings
+    from biomeroworker.tracking.access import visible_owner
 
-    owner = visible_owner(current_user(), want_all=args.all)
-    with open_tracker(args) as tracker:
+    settings = optional_settings(args)
+    viewer, admins = caller(settings)
+    owner = visible_owner(viewer, want_all=args.all, admins=admins)
+    with open_tracker(args, settings) as tracker:
         result = tracker.stats(user=owner, period=args.period, since=args.since)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run", nargs="?", metavar="RUN", help="run id (or a unique prefix)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--all", action="store_true", help="everyone's runs (admins: root or $BIOMERO_ADMINS)"
+        "--all", action="store_true", help="everyone's runs (admins: root or [WORKER] admins)"
     )
     parser.add_argument(
         "--limit",
@@ -27,14 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biomeroworker.cli.tracking import open_tracker
-    from biomeroworker.tracking.access import current_user, visible_owner
+    from biomeroworker.cli.tracking import caller, open_tracker, optional_settings
+    from biomeroworker.tracking.access import check_run_access, visible_owner
 
-    viewer = current_user()
-    with open_tracker(args) as tracker:
+    settings = optional_settings(args)
+    viewer, admins = caller(settings)
+    with open_tracker(args, settings) as tracker:
         if args.run:
-            return _show_run(tracker.get_run(args.run), viewer, args.json)
-        owner = visible_owner(viewer, want_all=args.all)
+            found = tracker.get_run(args.run)
+            check_run_access(found, viewer, admins)
+            return _show_run(found, args.json)
+        owner = visible_owner(viewer, want_all=args.all, admins=admins)
         runs = tracker.list_runs(user=owner, limit=args.limit or None)
         total = tracker.count_runs(user=owner)
     if args.json:
@@ -44,14 +47,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_run(found: dict[str, Any], viewer: str, as_json: bool) -> int:
-    from biomeroworker.tracking.access import AccessDeniedError, visible_owner
-    from biomeroworker.tracking.errors import UnknownRunError
-
-    try:
-        visible_owner(viewer, owner=found["user"])
-    except AccessDeniedError:
-        raise UnknownRunError(f"run {found['run_id'][:8]!r} is not one of your runs") from None
+def _show_run(found: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(found, indent=2))
     else:

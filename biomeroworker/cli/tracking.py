@@ -9,11 +9,12 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from biomeroworker.config import Settings
     from biomeroworker.tracking import Tracker
 
 
-def settings_url(args: argparse.Namespace) -> str | None:
-    """[ANALYTICS] sqlalchemy_url from slurm-config.ini; None when there is no config at all.
+def optional_settings(args: argparse.Namespace) -> Settings | None:
+    """The settings from slurm-config.ini; None when there is no config at all.
 
     Local use needs no slurm-config.ini (the store defaults to an SQLite file), but a
     config file that exists or is named must be valid.
@@ -29,17 +30,34 @@ def settings_url(args: argparse.Namespace) -> str | None:
         if named or config.config_named_by_env():
             raise
         return None
-    return config.load_settings(paths).analytics.sqlalchemy_url
+    return config.load_settings(paths)
 
 
-def open_tracker(args: argparse.Namespace) -> Tracker:
-    import os
+def settings_url(args: argparse.Namespace) -> str | None:
+    """[ANALYTICS] sqlalchemy_url from slurm-config.ini; None when there is no config."""
+    settings = optional_settings(args)
+    return None if settings is None else settings.analytics.sqlalchemy_url
 
+
+def caller(settings: Settings | None) -> tuple[str, frozenset[str]]:
+    """(the OS account running this command, the trusted admins); warnings to stderr."""
+    import sys
+
+    from biomeroworker.tracking.access import current_user, trusted_admins
+
+    admins, warnings = trusted_admins(settings)
+    for warning in warnings:
+        print(f"biomero: {warning}", file=sys.stderr)
+    return current_user(), admins
+
+
+def open_tracker(args: argparse.Namespace, settings: Settings | None = None) -> Tracker:
+    """The tracker of ``settings`` (default: read them); SQLALCHEMY_URL wins anyway."""
     from biomeroworker.tracking import Tracker
-    from biomeroworker.tracking.store import ENV_URL
 
-    # The environment wins anyway; only read slurm-config.ini when it could matter.
-    return Tracker(settings_url=None if os.environ.get(ENV_URL) else settings_url(args))
+    if settings is None:
+        settings = optional_settings(args)
+    return Tracker(settings_url=None if settings is None else settings.analytics.sqlalchemy_url)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

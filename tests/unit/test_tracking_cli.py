@@ -23,12 +23,18 @@ def cli(*argv: str) -> int:
     return args.func(args)
 
 
+def _as_user(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The commands take the user from the OS account; these tests pretend to be one."""
+    monkeypatch.setattr("biomeroworker.tracking.access.current_user", lambda: name)
+
+
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
     monkeypatch.setenv("SQLALCHEMY_URL", url)
     monkeypatch.delenv("BIOMERO_ADMINS", raising=False)
-    monkeypatch.setenv("LOGNAME", "alice")
+    monkeypatch.delenv("BIOMERO_CONFIG", raising=False)
+    _as_user(monkeypatch, "alice")
     ids = {}
     with Tracker(url) as tracker:
         for user in ("alice", "bob"):
@@ -55,7 +61,7 @@ def test_status_all_is_refused_to_a_non_admin(store: dict[str, str]) -> None:
 
 
 def test_status_all_shows_everyones_runs_to_an_admin(store, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("BIOMERO_ADMINS", "alice")
+    _as_user(monkeypatch, "root")
     cli("status", "--all", "--json")
     assert {r["user"] for r in json.loads(capsys.readouterr().out)} == {"alice", "bob"}
 
@@ -78,8 +84,15 @@ def test_status_table_names_each_run(store: dict[str, str], capsys) -> None:
     assert store["alice"][:8] in capsys.readouterr().out
 
 
+def test_biomero_admins_in_the_environment_makes_nobody_an_admin(store, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BIOMERO_ADMINS", "alice")
+    with pytest.raises(AccessDeniedError, match="--all needs an admin"):
+        cli("status", "--all")
+    assert "$BIOMERO_ADMINS is ignored" in capsys.readouterr().err
+
+
 def test_stats_json_counts_the_admins_view_of_all_users(store, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("LOGNAME", "root")
+    _as_user(monkeypatch, "root")
     cli("stats", "--all", "--json")
     result = json.loads(capsys.readouterr().out)
     assert {(r["user"], r["runs"]) for r in result["runs"]} == {("alice", 1), ("bob", 1)}
