@@ -1026,7 +1026,7 @@ def _build(raw: _RawConfig, problems: _Problems, sources: tuple[Path, ...]) -> S
     _check_across(typed, problems, origins, sources)
     if problems.lines:
         return None
-    return Settings(
+    settings = Settings(
         ssh=SSHSettings(**typed["SSH"]),
         slurm=SlurmSettings(**typed["SLURM"], sbatch_flags=_frozen(sbatch)),
         workflows=_frozen(workflows),
@@ -1037,6 +1037,37 @@ def _build(raw: _RawConfig, problems: _Problems, sources: tuple[Path, ...]) -> S
         origins=_frozen(origins),
         rest=RestSettings(**typed["REST"]),
     )
+    if settings.worker.transport == "rest":
+        _check_rest_flags(settings, problems, " + ".join(str(p) for p in sources))
+    return None if problems.lines else settings
+
+
+def _check_rest_flags(settings: Settings, problems: _Problems, files: str) -> None:
+    """transport = rest: every sbatch flag the configuration can put on a job (global,
+    GPU defaults, per workflow) must have a slurmrestd field in [REST] api_version, with
+    a value it can write; refused here, by key, rather than at the first submit."""
+    from biomeroworker.errors import SlurmError
+    from biomeroworker.slurm.rest.request import flag_problems
+    from biomeroworker.slurm.rest.shapes import shape_for
+
+    try:
+        shape = shape_for(settings.rest.api_version)
+    except SlurmError as exc:
+        problems.add(settings.source_of("REST", "api_version"), "REST", "api_version", str(exc))
+        return
+    slurm = settings.slurm
+    keys = [("SLURM", f"{_SBATCH_PREFIX}{f}", f, v) for f, v in slurm.sbatch_flags.items()]
+    keys += [
+        ("SLURM", "gpu_gres", "gres", slurm.gpu_gres),
+        ("SLURM", "gpu_gpus", "gpus", slurm.gpu_gpus),
+    ]
+    for name, wf in sorted(settings.workflows.items()):
+        keys += [(WORKFLOWS, f"{name}_job_{f}", f, v) for f, v in wf.job_flags.items()]
+    for section, key, flag, value in keys:
+        if value is None:
+            continue
+        for why in flag_problems(shape, {flag: value}).values():
+            problems.add(settings.origins.get(f"{section}.{key}", files), section, key, why)
 
 
 def _check_across(

@@ -475,10 +475,8 @@ class RunEngine:
         return True
 
     def _find_by_name(self, name: str) -> list[str]:
-        """Jobs named ``name``; the REST client cannot search by name, so it finds none
-        (a crash between submit and its bookkeeping is then not recovered: docs/modes.md)."""
-        finder = getattr(self.slurm, "find_by_name", None)
-        return finder(name) if finder is not None else []
+        """Jobs named ``name``, in every mode (squeue/sacct, or slurmrestd's job lists)."""
+        return self.slurm.find_by_name(name)
 
     def expected_elements(self, run: dict[str, Any], kind: str) -> int:
         return len(zarr_inputs(run)) if kind == "convert" else 1

@@ -160,14 +160,24 @@ def _extra_flags(extra: Mapping[str, str], taken: Iterable[str]) -> dict[str, st
     return flags
 
 
-def sbatch_argv(req: SubmitRequest) -> list[str]:
-    """``sbatch --parsable --flag=value... script [args]`` with flags sorted by name."""
+def sbatch_flags(req: SubmitRequest) -> dict[str, str]:
+    """Every flag of the request, typed fields and ``extra_flags`` alike, by long name
+    (``--export`` only when set); validated as ``sbatch_argv`` validates them. The one
+    view of a request both clients read, so sbatch and slurmrestd get the same job."""
     script = check_value("script", req.script_path)
     if not script or script.startswith("-"):
         raise ValueError(f"sbatch: script path must not be empty or start with '-': {script!r}")
-    args = [check_value("script argument", arg) for arg in req.script_args]
+    for arg in req.script_args:
+        check_value("script argument", arg)
     flags = _typed_flags(req)
     flags.update(_extra_flags(req.extra_flags, flags))
+    return flags
+
+
+def sbatch_argv(req: SubmitRequest) -> list[str]:
+    """``sbatch --parsable --flag=value... script [args]`` with flags sorted by name."""
+    flags = sbatch_flags(req)
+    script, args = req.script_path, list(req.script_args)
     flags.setdefault("export", "NONE")
     rendered = [
         f"--{name}={value}" if value else f"--{name}" for name, value in sorted(flags.items())

@@ -131,3 +131,67 @@ def test_token_command_is_split_into_arguments_not_run_by_a_shell() -> None:
     source = token_source(RestSettings(token_command="scontrol token 'username=a b'; rm -rf /"))
     assert isinstance(source, TokenCommand)
     assert source.argv == ["scontrol", "token", "username=a b;", "rm", "-rf", "/"]
+
+
+def _flags_config(tmp_path: Path, transport: str) -> str:
+    (tmp_path / "wf").mkdir(exist_ok=True)
+    return (
+        "sbatch_licenses = matlab:1\n"
+        "sbatch_mail_type = END\n"
+        + REST_OK.replace("transport = rest", f"transport = {transport}")
+        + textwrap.dedent(
+            f"""
+            [WORKFLOWS]
+            cellpose = cellpose
+            cellpose_repo = {tmp_path / "wf"}
+            cellpose_job_mem = lots
+            cellpose_job_gres = gpu:1
+            cellpose_job_time = 01:00:00
+            cellpose_job_x11 = all
+            """
+        )
+    )
+
+
+def test_rest_mode_refuses_flags_it_cannot_submit_at_load_naming_each_key(tmp_path: Path) -> None:
+    found = problems(tmp_path, _flags_config(tmp_path, "rest"))
+    assert len(found) == 3, found
+    assert any(
+        "[SLURM] sbatch_licenses: sbatch --licenses has no slurmrestd mapping (API v0.0.38)" in p
+        for p in found
+    )
+    assert any(
+        "[WORKFLOWS] cellpose_job_mem: sbatch --mem=lots: not a memory size" in p for p in found
+    )
+    assert any(
+        "[WORKFLOWS] cellpose_job_x11: sbatch --x11 has no slurmrestd mapping" in p for p in found
+    )
+
+
+def test_the_same_flags_load_in_ssh_mode_where_sbatch_reads_them(tmp_path: Path) -> None:
+    settings = load(tmp_path, _flags_config(tmp_path, "ssh"))
+    assert settings.workflows["cellpose"].job_flags["mem"] == "lots"
+
+
+def test_rest_mode_loads_every_mapped_flag_of_a_gpu_workflow(tmp_path: Path) -> None:
+    (tmp_path / "wf").mkdir()
+    text = (
+        "gpu_gres = gpu:1\nsbatch_account = lab\nsbatch_qos = normal\nsbatch_exclusive = user\n"
+        + REST_OK.replace("url = ", "api_version = v0.0.42\nurl = ")
+        + textwrap.dedent(
+            f"""
+            [WORKFLOWS]
+            cellpose = cellpose
+            cellpose_repo = {tmp_path / "wf"}
+            cellpose_use_gpu = true
+            cellpose_job_mem_per_cpu = 4G
+            cellpose_job_cpus_per_task = 4
+            cellpose_job_time = 2-00:00:00
+            cellpose_job_mail_type = END,FAIL
+            cellpose_job_mail_user = me@example.org
+            cellpose_job_constraint = avx2
+            """
+        )
+    )
+    settings = load(tmp_path, text)
+    assert settings.sbatch_flags_for("cellpose")["gres"] == "gpu:1"

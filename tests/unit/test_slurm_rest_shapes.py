@@ -1,4 +1,4 @@
-"""slurmrestd payloads per API version: request bodies and answers -> JobStatus.
+"""slurmrestd answers per API version -> JobStatus (request bodies: test_slurm_rest_request).
 
 v0.0.38 answers are trimmed recordings from this machine's slurmrestd (Slurm 22.05.8).
 v0.0.40/v0.0.41 answers follow the shapes of Slurm's published OpenAPI descriptions
@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from biomeroworker.errors import SlurmError
-from biomeroworker.slurm import JobState, SubmitRequest
+from biomeroworker.slurm import JobState
 from biomeroworker.slurm.rest import shapes
 from biomeroworker.slurm.rest.shapes import SHAPES
 
@@ -27,101 +27,6 @@ def wrapped(n: int) -> dict[str, object]:
 
 
 UNSET = {"set": False, "infinite": False, "number": 0}
-
-
-# ---------------------------------------------------------------- request side
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("5", 5), ("1:30", 2), ("01:00:00", 60), ("2-12", 3600), ("1-00:30:00", 1470)],
-)
-def test_slurm_times_become_whole_minutes_rounded_up(text: str, expected: int) -> None:
-    assert shapes.minutes(text) == expected
-
-
-@pytest.mark.parametrize(("text", "expected"), [("64M", 64), ("4G", 4096), ("512", 512)])
-def test_memory_sizes_become_megabytes(text: str, expected: int) -> None:
-    assert shapes.megabytes(text) == expected
-
-
-def _props(**fields: object) -> dict[str, object]:
-    request = SubmitRequest(script_path="jobs/run.sh", **fields)  # type: ignore[arg-type]
-    return shapes.job_properties(request, home="/home/u", environment={"PATH": "/bin"})
-
-
-def test_relative_paths_are_made_absolute_against_the_cluster_home() -> None:
-    props = _props(chdir="data/run1", output_path="logs/omero-%j.log")
-    assert props["current_working_directory"] == "/home/u/data/run1"
-    assert props["standard_output"] == "/home/u/logs/omero-%j.log"
-
-
-def test_script_arguments_follow_the_script_name_and_no_arguments_send_no_argv() -> None:
-    assert _props(script_args=("a b", "-x"))["argv"] == ["/home/u/jobs/run.sh", "a b", "-x"]
-    assert "argv" not in _props()
-
-
-def test_working_directory_defaults_to_the_home_like_sbatch_from_home() -> None:
-    assert _props()["current_working_directory"] == "/home/u"
-
-
-def test_request_fields_map_to_rest_properties() -> None:
-    props = _props(
-        job_name="w", partition="cpu", time_limit="01:00:00", mem="4G", cpus_per_task=2,
-        array="1-3", array_throttle=2, extra_flags={"hold": "", "qos": "high"},
-    )  # fmt: skip
-    assert {k: props[k] for k in ("name", "partition", "time_limit", "memory_per_node")} == {
-        "name": "w",
-        "partition": "cpu",
-        "time_limit": 60,
-        "memory_per_node": 4096,
-    }
-    assert (props["cpus_per_task"], props["array"], props["hold"], props["qos"]) == (
-        2,
-        "1-3%2",
-        True,
-        "high",
-    )
-
-
-def test_export_pairs_join_the_job_environment() -> None:
-    props = _props(export="NONE,TOKEN=a b,MODE=x")
-    assert props["environment"] == {"PATH": "/bin", "TOKEN": "a b", "MODE": "x"}
-
-
-def test_export_all_is_refused_because_there_is_no_submitting_shell() -> None:
-    with pytest.raises(SlurmError, match="only NAME=value"):
-        _props(export="ALL")
-
-
-def test_unmapped_sbatch_flag_is_refused_not_dropped() -> None:
-    with pytest.raises(SlurmError, match="--licenses has no REST mapping"):
-        _props(extra_flags={"licenses": "matlab"})
-
-
-def test_request_invalid_for_sbatch_is_invalid_for_rest_too() -> None:
-    with pytest.raises(ValueError, match="newline"):
-        _props(job_name="a\nb")
-
-
-def test_v038_body_has_environment_dict_plain_numbers_and_top_level_script() -> None:
-    body = shapes.submit_body(V38, script="#!/bin/bash\n", properties=_props(time_limit="5"))
-    assert body["script"] == "#!/bin/bash\n"
-    assert body["job"]["environment"] == {"PATH": "/bin"}
-    assert body["job"]["time_limit"] == 5
-
-
-def test_v039_body_has_environment_list_and_wrapped_numbers() -> None:
-    body = shapes.submit_body(V39, script="s", properties=_props(time_limit="5", mem="1G"))
-    assert body["job"]["environment"] == ["PATH=/bin"]
-    assert body["job"]["time_limit"] == wrapped(5)
-    assert body["job"]["memory_per_node"] == wrapped(1024)
-    assert body["script"] == "s"
-
-
-def test_v041_body_carries_the_script_inside_the_job() -> None:
-    body = shapes.submit_body(V41, script="s", properties=_props())
-    assert set(body) == {"job"} and body["job"]["script"] == "s"
 
 
 def test_every_known_version_is_in_the_table_and_unknown_ones_are_named() -> None:
@@ -326,3 +231,29 @@ def test_v038_partitions_are_read() -> None:
 def test_partitions_of_unmapped_versions_are_refused_with_the_version() -> None:
     with pytest.raises(SlurmError, match=r"v0\.0\.40"):
         shapes.partitions(V40, {"partitions": []})
+
+
+# ---------------------------------------------------------------- finding jobs by name
+
+
+def test_jobs_are_found_by_exact_name_in_controller_and_accounting_lists() -> None:
+    ctld = {
+        "jobs": [
+            {"job_id": 91, "name": "biomero-convert-r1", "array_job_id": 90},
+            {"job_id": 90, "name": "biomero-convert-r1", "array_job_id": 90},
+            {"job_id": 95, "name": "biomero-job-r1", "array_job_id": 0},
+            {"job_id": 96, "name": "biomero-job-r1x", "array_job_id": 0},
+            {"job_id": 97, "name": "BIOMERO-JOB-R1", "array_job_id": 0},
+        ]
+    }
+    assert shapes.ids_named(ctld, "biomero-convert-r1") == ["90"]
+    assert shapes.ids_named(ctld, "biomero-job-r1") == ["95"]
+    db = {
+        "jobs": [
+            {"job_id": 105, "name": "n", "array": {"job_id": 104, "task_id": 1}},
+            {"job_id": 104, "name": "n", "array": {"job_id": 104, "task_id": 2}},
+            {"job_id": 12, "name": "n", "array": {"job_id": 0, "task_id": None}},
+        ]
+    }
+    assert shapes.ids_named(db, "n") == ["12", "104"]
+    assert shapes.ids_named({"jobs": []}, "n") == []

@@ -18,8 +18,9 @@ from typing import Any
 import requests
 
 from biomeroworker.errors import SlurmError
-from biomeroworker.slurm.commands import SubmitRequest, check_job_id
+from biomeroworker.slurm.commands import SubmitRequest, check_job_id, check_value
 from biomeroworker.slurm.parse import JobStatus, Partition, answer, array_parents
+from biomeroworker.slurm.rest import request as rest_request
 from biomeroworker.slurm.rest import shapes
 from biomeroworker.slurm.rest.errors import RestAuthError, RestUnavailable
 from biomeroworker.slurm.rest.token import TokenSource
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # Slurm error numbers (slurm_errno.h) with a meaning for us.
 AUTH_ERRORS = frozenset({1007})  # SLURM_PROTOCOL_AUTHENTICATION_ERROR
 GONE_ERRORS = frozenset({2017, 2021})  # ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE
+NOTHING_FOUND = frozenset({9003})  # slurmdbd: an empty answer is reported as an error
 DEFAULT_ENVIRONMENT: Mapping[str, str] = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
@@ -191,12 +193,16 @@ class RestSlurmClient:
         """Submit and return the job id. The script text is read from
         ``request.script_path`` unless given. Not retried: a retry could submit twice."""
         env = {**self.environment, **(environment or {})}
-        props = shapes.job_properties(request, home=self.home, environment=env)
+        shape = self.api.shape
+        props = rest_request.job_properties(shape, request, home=self.home, environment=env)
         if script is None:
             if self.files is None:
                 raise SlurmError("no transport to read the job script from; pass script=")
             script = self.files.read_text(request.script_path)
-        body = shapes.submit_body(self.api.shape, script=script, properties=props)
+        script = rest_request.script_with_arguments(
+            script, request.script_args, request.script_path
+        )
+        body = rest_request.submit_body(shape, script=script, properties=props)
         _, data = self.api.call("POST", self._path("slurm/<v>/job/submit"), body=body)
         job_id = shapes.submitted_job_id(data)
         if data.get("errors"):
@@ -250,6 +256,32 @@ class RestSlurmClient:
             numbers = shapes.error_numbers(data)
             if status != 200 and not numbers & GONE_ERRORS:
                 raise SlurmError(f"cancel {job_id} failed: {shapes.error_text(data)}")
+
+    def find_by_name(self, name: str) -> list[str]:
+        """Ids of jobs named ``name`` (array parents once), oldest first.
+
+        Used to adopt a job whose id was never recorded (a crash between the submit
+        and its bookkeeping), as SlurmClient.find_by_name does with squeue and sacct:
+        the controller's job list (one GET, names matched here), else accounting for
+        the last 7 days (``job_name`` filter, matched here again). A query that fails
+        raises: "not found" must never be guessed, or a job would run twice.
+        """
+        check_value("job-name", name)
+        status, data = self.api.call("GET", self._path("slurm/<v>/jobs"), idempotent=True)
+        if status != 200 or data.get("errors"):
+            raise SlurmError(f"listing jobs to find {name!r} failed: {shapes.error_text(data)}")
+        found = shapes.ids_named(data, name)
+        if found:
+            return found
+        query = {"job_name": name, "start_time": "now-7days"}
+        status, data = self.api.call(
+            "GET", self._path("slurmdb/<v>/jobs"), params=query, idempotent=True
+        )
+        if status != 200 or shapes.error_numbers(data) - NOTHING_FOUND:
+            raise SlurmError(
+                f"looking up jobs named {name!r} in accounting failed: {shapes.error_text(data)}"
+            )
+        return shapes.ids_named(data, name)
 
     def partitions(self) -> list[Partition]:
         status, data = self.api.call("GET", self._path("slurm/<v>/partitions"), idempotent=True)

@@ -1,4 +1,6 @@
-"""slurmrestd payloads: SubmitRequest -> JSON body, JSON answers -> JobStatus. Pure.
+"""slurmrestd answers -> JobStatus, and the table of API versions. Pure.
+
+The request side (SubmitRequest -> submit body) is slurm.rest.request.
 
 Every difference between API versions that this module knows is one column of
 ``SHAPES``. Checked against a live slurmrestd (Slurm 22.05.8): v0.0.36, v0.0.37,
@@ -8,15 +10,12 @@ v0.0.39, 23.11 v0.0.40, 24.05 v0.0.41, 24.11 v0.0.42) and are unit-tested only.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from biomeroworker.errors import SlurmError
-from biomeroworker.slurm.commands import SubmitRequest, sbatch_argv
 from biomeroworker.slurm.parse import JobStatus, Partition
 from biomeroworker.slurm.states import JobState, parse_state
 from biomeroworker.slurm.values import expand_task_ids
@@ -29,6 +28,8 @@ class ApiShape:
     """How one OpenAPI version spells what we send and read."""
 
     version: str
+    # the N of v0.0.N: request field names change with it (slurm.rest.request)
+    minor: int
     # job.environment: ["NAME=value", ...] (True) or {"NAME": "value"} (False)
     environment_as_list: bool
     # time and memory limits as {"set": true, "infinite": false, "number": n}
@@ -48,6 +49,7 @@ class ApiShape:
 def _shape(version: str, *, minor: int) -> ApiShape:
     return ApiShape(
         version=version,
+        minor=minor,
         environment_as_list=minor >= 39,
         numbers_wrapped=minor >= 39,
         script_in_job=minor >= 41,
@@ -63,12 +65,6 @@ SHAPES: Mapping[str, ApiShape] = {
 }
 TESTED_LIVE = ("v0.0.36", "v0.0.37", "v0.0.38")
 
-# Numbers the API wraps in {"set", "infinite", "number"} from v0.0.39 on.
-_WRAPPED = frozenset({"time_limit", "time_minimum", "memory_per_node", "memory_per_cpu"})
-_TIME = re.compile(r"(?:(?P<d>\d+)-)?(?P<rest>\d+(?::\d+){0,2})")
-_MEM = re.compile(r"(?P<n>\d+)(?P<unit>[KMGT]?)B?", re.IGNORECASE)
-_MB_PER_UNIT = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024, "": 1}
-
 
 def shape_for(version: str) -> ApiShape:
     try:
@@ -76,152 +72,6 @@ def shape_for(version: str) -> ApiShape:
     except KeyError:
         known = ", ".join(SHAPES)
         raise SlurmError(f"[REST] api_version {version!r} is not known; known: {known}") from None
-
-
-# ---------------------------------------------------------------- request
-
-
-def minutes(text: str) -> int:
-    """A Slurm time ("30", "1:30:00", "2-12", "2-12:00:00") to whole minutes, rounded up."""
-    match = _TIME.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not a Slurm time: {text!r}")
-    parts = [int(p) for p in match["rest"].split(":")]
-    days = int(match["d"] or 0)
-    if match["d"] is not None:  # D-H, D-H:M, D-H:M:S
-        parts += [0] * (3 - len(parts))
-        hours, mins, secs = parts
-    elif len(parts) == 3:
-        hours, mins, secs = parts
-    elif len(parts) == 2:  # M:S
-        hours, mins, secs = 0, parts[0], parts[1]
-    else:
-        hours, mins, secs = 0, parts[0], 0
-    return (days * 24 + hours) * 60 + mins + math.ceil(secs / 60)
-
-
-def megabytes(text: str) -> int:
-    """An sbatch memory size ("64M", "4G", "512" = MB) to whole megabytes, rounded up."""
-    match = _MEM.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not a memory size: {text!r}")
-    return math.ceil(int(match["n"]) * _MB_PER_UNIT[match["unit"].upper()])
-
-
-def _flag(value: str) -> bool:
-    return value.strip().lower() not in ("0", "false", "no")
-
-
-# sbatch long flag -> (REST job property, converter). Flags not listed here have no
-# REST mapping yet and are refused rather than silently dropped.
-EXTRA_FLAGS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
-    "account": ("account", str),
-    "qos": ("qos", str),
-    "reservation": ("reservation", str),
-    "constraint": ("constraints", str),
-    "nodes": ("nodes", str),
-    "ntasks": ("tasks", int),
-    "ntasks-per-node": ("tasks_per_node", int),
-    "mem-per-cpu": ("memory_per_cpu", megabytes),
-    "time-min": ("time_minimum", minutes),
-    "nice": ("nice", int),
-    "hold": ("hold", lambda v: True if v == "" else _flag(v)),
-    "requeue": ("requeue", lambda v: True),
-    "no-requeue": ("requeue", lambda v: False),
-    "exclusive": ("exclusive", lambda v: v or "true"),
-    "mail-type": ("mail_type", str),
-    "mail-user": ("mail_user", str),
-    "gpus-per-node": ("gpus_per_node", str),
-    "gpus-per-task": ("gpus_per_task", str),
-    "open-mode": ("open_mode", str),
-}
-
-
-def _export(value: str | None) -> dict[str, str]:
-    """``--export`` pairs as environment entries. REST has no submitting shell, so
-    "ALL" and bare names (copy from the submitter) cannot mean anything here."""
-    if value is None or value == "NONE":
-        return {}
-    env: dict[str, str] = {}
-    for item in value.split(","):
-        name, sep, val = item.partition("=")
-        if name in ("NONE", "NIL") and not sep:
-            continue
-        if not sep:
-            raise SlurmError(
-                f"--export={value}: over REST only NAME=value pairs can be exported "
-                f"({name!r} would copy the worker's own variable)"
-            )
-        env[name] = val
-    return env
-
-
-def _absolute(path: str | None, home: str) -> str | None:
-    if path is None:
-        return None
-    return path if path.startswith("/") else f"{home.rstrip('/')}/{path}"
-
-
-def job_properties(request: SubmitRequest, *, home: str, environment: Mapping[str, str]) -> Json:
-    """Version-neutral job properties (plain numbers, environment as a dict).
-
-    The request is first checked exactly as ``sbatch_argv`` checks it, so a request
-    valid over SSH is valid here. Relative paths are made absolute against ``home``,
-    as sbatch makes them relative to the submitting directory.
-    """
-    sbatch_argv(request)  # raises ValueError on anything sbatch would refuse
-    array = request.array
-    if array is not None and request.array_throttle is not None:
-        array = f"{array}%{request.array_throttle}"
-    props: Json = {
-        "name": request.job_name,
-        "partition": request.partition,
-        "time_limit": minutes(request.time_limit) if request.time_limit else None,
-        "memory_per_node": megabytes(request.mem) if request.mem else None,
-        "cpus_per_task": request.cpus_per_task,
-        "gres": request.gres,
-        "gpus": request.gpus,
-        "array": array,
-        "dependency": request.dependency,
-        "comment": request.comment,
-        "standard_output": _absolute(request.output_path, home),
-        "standard_error": _absolute(request.error_path, home),
-        "current_working_directory": _absolute(request.chdir, home) or home,
-    }
-    if request.script_args:
-        # $0 then the arguments. Only with arguments: slurmrestd 22.05.8 crashes
-        # (SIGSEGV, checked) on an argv holding the script name alone.
-        props["argv"] = [_absolute(request.script_path, home), *request.script_args]
-    env = {**environment, **_export(request.export)}
-    for flag, value in request.extra_flags.items():
-        if flag == "export":
-            env.update(_export(value))
-            continue
-        mapped = EXTRA_FLAGS.get(flag)
-        if mapped is None:
-            raise SlurmError(f"sbatch --{flag} has no REST mapping; use [WORKER] transport=ssh")
-        name, convert = mapped
-        props[name] = convert(value)
-    if not env:
-        raise SlurmError("slurmrestd needs at least one environment variable for the job")
-    props["environment"] = env
-    return {key: value for key, value in props.items() if value is not None}
-
-
-def submit_body(shape: ApiShape, *, script: str, properties: Json) -> Json:
-    """The POST /slurm/<v>/job/submit body in ``shape``'s spelling."""
-    job = dict(properties)
-    env = job.pop("environment")
-    job["environment"] = (
-        [f"{name}={value}" for name, value in env.items()] if shape.environment_as_list else env
-    )
-    if shape.numbers_wrapped:
-        for name in _WRAPPED & job.keys():
-            job[name] = {"set": True, "infinite": False, "number": job[name]}
-    if shape.script_in_job:
-        job["script"] = script
-        return {"job": job}
-    return {"script": script, "job": job}
 
 
 # ---------------------------------------------------------------- answers
@@ -457,6 +307,21 @@ def db_jobs(shape: ApiShape, body: Mapping[str, Any], *, now: datetime) -> dict[
             )
         )
     return found
+
+
+def ids_named(body: Mapping[str, Any], name: str) -> list[str]:
+    """Job ids (an array's parent id once for all its elements) of the jobs called
+    exactly ``name`` in a controller or accounting job list, oldest first."""
+    ids = set()
+    for job in body.get("jobs") or []:
+        if not isinstance(job, dict) or job.get("name") != name:
+            continue
+        array = job.get("array") if isinstance(job.get("array"), dict) else {}
+        parent = number(job.get("array_job_id")) or number(array.get("job_id"))
+        job_id = parent or number(job.get("job_id"))
+        if job_id:
+            ids.add(job_id)
+    return [str(i) for i in sorted(ids)]
 
 
 def partitions(shape: ApiShape, body: Mapping[str, Any]) -> list[Partition]:
