@@ -306,6 +306,12 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("poll_min_s", _seconds, 5.0, help="shortest wait between Slurm polls"),
     Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
     Key(
+        "job_unseen_limit_s",
+        _seconds,
+        900.0,
+        help="a job Slurm's accounting has not listed for this long fails its run",
+    ),
+    Key(
         "convert_on",
         _one_of("cluster", "worker"),
         "cluster",
@@ -471,6 +477,7 @@ class WorkerSettings:
     max_runs_per_user: int = 0
     poll_min_s: float = 5.0
     poll_max_s: float = 60.0
+    job_unseen_limit_s: float = 900.0
     convert_on: str = "cluster"
     admins: tuple[str, ...] = ()
 

@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ from biomeroworker.userpaths import (
     readable_by,
     writable_by,
 )
+from biomeroworker.waits import JobView, view_of
 from biomeroworker.workflows.catalog import get_workflow
 from biomeroworker.workflows.params import validate_params
 
@@ -136,6 +138,11 @@ class SilentReporter:
         pass
 
 
+def _epoch(iso: str | None) -> float:
+    """Seconds since the epoch of a recorded ISO timestamp (now when absent)."""
+    return datetime.fromisoformat(iso).timestamp() if iso else time.time()
+
+
 def default_results_root() -> Path:
     return Path(platformdirs.user_data_dir("biomero")) / "results"
 
@@ -222,35 +229,14 @@ def next_step(run: dict[str, Any]) -> Step:
     return Step.COMPLETE
 
 
-def not_yet_visible(polled: dict[str, JobStatus]) -> bool:
-    """Jobs Slurm's accounting has not listed yet (seconds after sbatch) keep the poll
-    fast: backing off then would add seconds to every short job."""
-    return not polled or any(s.state is JobState.UNKNOWN for s in polled.values())
+def waiting_kind(step: Step) -> str:
+    """The task kind a waiting step waits for."""
+    return "convert" if step is Step.WAIT_CONVERT else "job"
 
 
-def summarise(statuses: dict[str, JobStatus], expected: int) -> JobStatus:
-    """One status for a job or a whole array: the first failure, else the least advanced."""
-    values = list(statuses.values())
-    failed = [s for s in values if s.state.terminal and not s.state.ok]
-    if failed:
-        return failed[0]
-    running = [s for s in values if not s.state.terminal]
-    if running:
-        return running[0]
-    if len(values) < expected or not values:
-        return JobStatus(job_id="?", state=JobState.PENDING)
-    return values[0]
-
-
-def statuses_for(polled: dict[str, JobStatus], job_id: str, expected: int) -> dict[str, JobStatus]:
-    """The entries of one job (a plain job, or the elements of an array) in a poll."""
-    if expected == 1:
-        return {job_id: polled[job_id]} if job_id in polled else {}
-    return {
-        k: v
-        for k, v in polled.items()
-        if v.array_task_id is not None and (v.array_job_id == job_id or k.startswith(f"{job_id}_"))
-    }
+# While accounting has not listed a job this long after its submission (or after it
+# vanished), polls stay fast: the usual cause is slurmdbd lagging by seconds.
+ACCOUNTING_LAG_S = 60.0
 
 
 @dataclass
@@ -266,6 +252,13 @@ class RunEngine:
         self.slurm = slurm_client(self.settings, self.transport)
         self.cluster = cluster_layout(self.settings)
         self.step_seconds: dict[str, float] = {}
+        # task id -> wall-clock time since when a poll has not listed (all of) its job.
+        # A job never listed at all counts from its task's start, which is recorded, so
+        # a restart does not reset that clock.
+        self.unseen_since: dict[str, float] = {}
+        # task id -> (run id, message) for jobs waiting without any status past the limit
+        # while accounting could not be asked: reported, not failed.
+        self.stalled: dict[str, tuple[str, str]] = {}
 
     # -- request ------------------------------------------------------------------
 
@@ -481,17 +474,48 @@ class RunEngine:
     def expected_elements(self, run: dict[str, Any], kind: str) -> int:
         return len(zarr_inputs(run)) if kind == "convert" else 1
 
-    def record_poll(
-        self, run: dict[str, Any], kind: str, polled: dict[str, JobStatus]
-    ) -> dict[str, JobStatus] | None:
-        """Record what a poll says about the run's ``kind`` job; the statuses once terminal."""
+    def job_view(self, run: dict[str, Any], kind: str, polled: dict[str, JobStatus]) -> JobView:
+        """What ``polled`` says about the run's current ``kind`` job."""
         task = latest_task(run, kind)
         assert task is not None and task["slurm_job_id"]
-        expected = self.expected_elements(run, kind)
-        mine = statuses_for(polled, task["slurm_job_id"], expected)
-        summary = summarise(mine, expected)
-        done = sum(1 for s in mine.values() if s.state.terminal)
-        self.reporter.job(kind, summary.state.name, done, expected)
+        return view_of(
+            polled,
+            task["slurm_job_id"],
+            array=kind == "convert",
+            expected=self.expected_elements(run, kind),
+        )
+
+    def poll_news(self, run: dict[str, Any], polled: dict[str, JobStatus]) -> bool:
+        """Whether this poll moved the waiting run (or should be repeated soon).
+
+        News: a state not yet recorded, a job that has ended, or a job that accounting
+        has not listed yet (seconds after sbatch: backing off then would add seconds to
+        every short job). A job unlisted for longer than that is no reason to hurry.
+        """
+        kind = waiting_kind(next_step(run))
+        task = latest_task(run, kind)
+        if task is None or not task["slurm_job_id"]:
+            return True
+        view = self.job_view(run, kind, polled)
+        state = view.summary().state
+        if view.final or (state is not JobState.UNKNOWN and state.name != task["job_state"]):
+            return True
+        return view.missing > 0 and self._unseen_for(task) < ACCOUNTING_LAG_S
+
+    def _unseen_for(self, task: dict[str, Any]) -> float:
+        since = self.unseen_since.get(task["task_id"])
+        if since is None:
+            return 0.0 if task["job_state"] else time.time() - _epoch(task["started_at"])
+        return time.time() - since
+
+    def record_poll(self, run: dict[str, Any], kind: str, polled: dict[str, JobStatus]) -> JobView:
+        """Record what a poll says about the run's ``kind`` job; fail the run when Slurm's
+        accounting has not listed the job for longer than ``job_unseen_limit_s``."""
+        task = latest_task(run, kind)
+        assert task is not None and task["slurm_job_id"]
+        view = self.job_view(run, kind, polled)
+        summary = view.summary()
+        self.reporter.job(kind, summary.state.name, view.done, view.expected)
         # Only a new state, or a final one (with its accounting), goes to the store:
         # loading the task just to hear "nothing new" would cost every poll.
         news = summary.state.name != task["job_state"] or summary.state.terminal
@@ -503,9 +527,45 @@ class RunEngine:
                 summary.elapsed_s,
                 summary.max_rss_bytes,
             )
-        if expected > 1 and task["progress"] != f"{done}/{expected}":
-            self.tracker.record_progress(task["task_id"], f"{done}/{expected}")
-        return mine if len(mine) >= expected and done >= expected else None
+        progress = f"{view.done}/{view.expected}"
+        if view.expected > 1 and task["progress"] != progress:
+            self.tracker.record_progress(task["task_id"], progress)
+        self._watch_listing(run, task, view)
+        return view
+
+    def _watch_listing(self, run: dict[str, Any], task: dict[str, Any], view: JobView) -> None:
+        """Start, clear or act on the clock of a job the poll did not (fully) list."""
+        task_id = task["task_id"]
+        if not view.missing:
+            self.unseen_since.pop(task_id, None)
+            self.stalled.pop(task_id, None)
+            return
+        waited = self._unseen_for(task)
+        self.unseen_since.setdefault(task_id, time.time() - waited)
+        limit = self.settings.worker.job_unseen_limit_s
+        if waited < limit:
+            return
+        what = view.describe_missing()
+        if view.accounting_silent:
+            self.unseen_since.pop(task_id, None)
+            self.stalled.pop(task_id, None)
+            raise self._fail(
+                task_id,
+                "JobLost",
+                f"{what} not listed by Slurm's accounting for {waited:.0f} s "
+                f"([WORKER] job_unseen_limit_s = {limit:g}): it was never recorded or has "
+                f"been purged; look for it with `sacct -j {view.job_id}` on the cluster and "
+                "request the run again",
+            )
+        if task_id not in self.stalled:
+            message = (
+                f"{what}: no status for {waited:.0f} s; Slurm's accounting cannot be asked "
+                f"({view.listed_by} answered instead), so the run keeps waiting"
+            )
+            log.warning("run %s: %s", run["run_id"], message)
+            self.stalled[task_id] = (run["run_id"], message)
+            if task["job_state"] != JobState.UNKNOWN.name:
+                self.tracker.record_job_status(task_id, JobState.UNKNOWN.name)
 
     def finish(self, run: dict[str, Any], kind: str, statuses: dict[str, JobStatus]) -> None:
         """A terminal job: complete its task, or fail it with the log's last lines."""
@@ -642,10 +702,10 @@ class RunEngine:
             elif step is Step.SUBMIT_JOB:
                 self.submit(run, "job")
             elif step.waits and polled is not None:
-                kind = "convert" if step is Step.WAIT_CONVERT else "job"
-                final = self.record_poll(run, kind, polled)
-                if final is not None:
-                    self.finish(run, kind, final)
+                kind = waiting_kind(step)
+                view = self.record_poll(run, kind, polled)
+                if view.final:
+                    self.finish(run, kind, dict(view.elements))
             elif step is Step.STAGE_DOWN:
                 self.stage_down(run)
             elif step is Step.IMPORT:
@@ -662,7 +722,7 @@ class RunEngine:
         step = next_step(run)
         if not step.waits:
             return None
-        task = latest_task(run, "convert" if step is Step.WAIT_CONVERT else "job")
+        task = latest_task(run, waiting_kind(step))
         return task["slurm_job_id"] if task else None
 
     def drive(self, run_id: str) -> Path:
@@ -678,14 +738,10 @@ class RunEngine:
                 raise BiomeroError(f"run {run_id} is {run['state'].lower()}")
             started = time.monotonic()
             if step.waits:
-                kind = "convert" if step is Step.WAIT_CONVERT else "job"
-                seen = latest_task(run, kind)["job_state"]  # type: ignore[index]
                 polled = self.slurm.poll([self.active_job(run) or ""])
+                news = self.poll_news(run, polled)
                 self.advance(run, polled)
-                after = self.tracker.get_run(run_id)
-                if next_step(after) is step:
-                    news = latest_task(after, kind)["job_state"] != seen  # type: ignore[index]
-                    news |= not_yet_visible(polled)
+                if next_step(self.tracker.get_run(run_id)) is step:
                     interval = (
                         fast if news else min(interval * 1.5, self.settings.worker.poll_max_s)
                     )

@@ -106,3 +106,11 @@ def _print_run(found: dict[str, Any]) -> None:
             task["error_type"] or "",
         )
     console.print(table)
+    for task in found["tasks"]:
+        if task["state"] == "STARTED" and task["job_state"] == "UNKNOWN":
+            console.print(
+                f"waiting without status: job {task['slurm_job_id']} ({task['kind']}) is not "
+                "listed by Slurm; the supervisor's log says why. The run fails once Slurm's "
+                "accounting has not listed it for [WORKER] job_unseen_limit_s.",
+                markup=False,
+            )

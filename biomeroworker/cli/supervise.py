@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -10,6 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length (default 60)")
     p.add_argument("--workers", type=int, default=2, help="steps run at once (default 2)")
     p.add_argument("--once", action="store_true", help="run one cycle and exit (for scripts)")
+    p.add_argument(
+        "--status-dir",
+        type=Path,
+        default=Path(os.environ["BIOMERO_RUN_DIR"]) if os.environ.get("BIOMERO_RUN_DIR") else None,
+        help="write `cycle` (time of the last cycle) and `stalled` (runs waiting on a job "
+        "no query can see) here for the healthcheck (default $BIOMERO_RUN_DIR)",
+    )
     p.set_defaults(func=run)
 
 
@@ -30,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     sides = _data_sides()
     engine = RunEngine(settings, open_transport(settings), tracker, data_sides=sides)
     leases = LeaseStore(tracker.engine, default_holder(), ttl_s=args.lease_seconds)
-    supervisor = Supervisor(engine, leases, workers=args.workers)
+    supervisor = Supervisor(engine, leases, workers=args.workers, status_dir=args.status_dir)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stop())
     try:

@@ -65,9 +65,10 @@ class SlurmClient:
             return {}
         query = array_parents(ids)
         found = self._sacct(query)
+        listed_by = "sacct"
         if found is None:
-            found = self._squeue(query)
-        return answer(ids, found)
+            found, listed_by = self._squeue(query)
+        return answer(ids, found, listed_by=listed_by)
 
     def _sacct(self, ids: list[str]) -> dict[str, JobStatus] | None:
         result = self.transport.run(
@@ -82,19 +83,22 @@ class SlurmClient:
             log.warning("sacct output unreadable (%s), asking squeue", exc)
             return None
 
-    def _squeue(self, ids: list[str]) -> dict[str, JobStatus]:
+    def _squeue(self, ids: list[str]) -> tuple[dict[str, JobStatus], str]:
+        """squeue's answer and "squeue", or nothing and "none" when it could not answer."""
         result = self.transport.run(
             squeue_argv(ids), timeout_s=self.command_timeout_s, check=False, idempotent=True
         )
         if not result.ok:
             # squeue exits 1 with "Invalid job id specified" when it knows none of them.
+            if "invalid job id" in result.stderr.lower():
+                return {}, "squeue"
             log.warning("squeue failed too (%s): states unknown", _tail(result.stderr))
-            return {}
+            return {}, "none"
         try:
-            return parse_squeue(result.stdout)
+            return parse_squeue(result.stdout), "squeue"
         except SlurmError as exc:
             log.warning("squeue output unreadable (%s): states unknown", exc)
-            return {}
+            return {}, "none"
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Cancel jobs (or array elements) in one scancel; cancelling a finished job is fine."""

@@ -207,11 +207,16 @@ def array_parents(job_ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([*job_ids, *parents]))
 
 
-def answer(requested: Iterable[str], found: dict[str, JobStatus]) -> dict[str, JobStatus]:
+def answer(
+    requested: Iterable[str], found: dict[str, JobStatus], *, listed_by: str = "none"
+) -> dict[str, JobStatus]:
     """The entries of ``found`` that answer a requested id, plus UNKNOWN for the rest.
 
     An entry answers an id equal to its job id, its raw id or its array job id, so
-    asking for "45" returns every element of array 45.
+    asking for "45" returns every element of array 45. ``listed_by`` names the query
+    that produced ``found`` ("sacct", "squeue", "rest"; "none" when no query answered):
+    an UNKNOWN entry carries it as its source, so a caller can tell "accounting does
+    not list this job" from "nobody could be asked".
     """
     wanted = list(requested)
     result: dict[str, JobStatus] = {}
@@ -224,7 +229,7 @@ def answer(requested: Iterable[str], found: dict[str, JobStatus]) -> dict[str, J
             answered.update(hits)
     for job_id in wanted:
         if job_id not in answered:
-            result[job_id] = JobStatus(job_id=job_id, state=JobState.UNKNOWN, source="none")
+            result[job_id] = JobStatus(job_id=job_id, state=JobState.UNKNOWN, source=listed_by)
     return result
 
 

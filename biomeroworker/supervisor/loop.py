@@ -14,23 +14,16 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from biomeroworker.errors import BiomeroError, TransportError
-from biomeroworker.runs import (
-    RunCancelled,
-    RunEngine,
-    RunFailed,
-    latest_task,
-    next_step,
-    not_yet_visible,
-    statuses_for,
-    summarise,
-)
+from biomeroworker.runs import RunCancelled, RunEngine, RunFailed, next_step
 from biomeroworker.supervisor.leases import LeaseStore
 
 log = logging.getLogger(__name__)
@@ -51,8 +44,16 @@ class Counters:
 
 
 class Supervisor:
-    def __init__(self, engine: RunEngine, leases: LeaseStore, *, workers: int = 2) -> None:
+    def __init__(
+        self,
+        engine: RunEngine,
+        leases: LeaseStore,
+        *,
+        workers: int = 2,
+        status_dir: Path | None = None,
+    ) -> None:
         self.engine = engine
+        self.status_dir = status_dir
         self.leases = leases
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="biomero-step")
         self.in_flight: dict[str, Future[None]] = {}
@@ -115,6 +116,23 @@ class Supervisor:
         self.interval_s = (
             self.fast_s if news or started_any else min(self.interval_s * 1.5, self.slow_s)
         )
+        self._write_status()
+
+    def _write_status(self) -> None:
+        """For the container's healthcheck: when the last cycle ended, and the runs
+        waiting on a job no query can see (one line each). Replaced atomically."""
+        if self.status_dir is None:
+            return
+        lines = [f"run {run_id}: {message}" for run_id, message in self.engine.stalled.values()]
+        try:
+            self.status_dir.mkdir(parents=True, exist_ok=True)
+            files = {"stalled": "".join(f"{x}\n" for x in lines), "cycle": f"{time.time():.0f}\n"}
+            for name, text in files.items():
+                partial = self.status_dir / f".{name}.partial"
+                partial.write_text(text)
+                partial.replace(self.status_dir / name)
+        except OSError as exc:
+            log.warning("cannot write the status files in %s: %s", self.status_dir, exc)
 
     def _poll(self, waiting: list[tuple[dict[str, Any], str]]) -> bool:
         """One status command for every waiting job of every run."""
@@ -125,14 +143,9 @@ class Supervisor:
             log.warning("poll failed (will retry): %s", exc)
             return False
         self.counters.polls += 1
-        news = not_yet_visible(polled)
-        for run, job in waiting:
-            step = next_step(run)
-            kind = "convert" if step.name == "WAIT_CONVERT" else "job"
-            seen = (latest_task(run, kind) or {}).get("job_state")
-            expected = self.engine.expected_elements(run, kind)
-            summary = summarise(statuses_for(polled, job, expected), expected)
-            news |= summary.state.name != seen or summary.state.terminal
+        news = False
+        for run, _job in waiting:
+            news |= self.engine.poll_news(run, polled)
             try:
                 self.engine.advance(run, polled)
             except (RunFailed, RunCancelled) as exc:

@@ -287,3 +287,44 @@ def test_slurmdbd_outage_and_a_cut_ssh_connection_do_not_fail_the_run(env, clust
         proc.terminate()
         proc.wait(timeout=60)
     _assert_done_once(env, run_id)
+
+
+def _sacct_states(job: str) -> list[str]:
+    out = subprocess.run(
+        ["sacct", "-a", "-n", "-X", "-P", "-j", job, "-o", "State"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="module")
+def one_zarr(env) -> Path:  # type: ignore[no-untyped-def]
+    samples = env["root"] / "samples"
+    if not samples.exists():
+        script = REPO / "workflows/nuclei-segmentation/make_samples.py"
+        subprocess.run([sys.executable, str(script), str(samples)], check=True, capture_output=True)
+    return samples / "zarr-0.5/nuclei_s0_yx.ome.zarr"
+
+
+def test_one_zarr_run_finishes_when_its_conversion_ended_while_no_supervisor_ran(  # type: ignore[no-untyped-def]
+    env, one_zarr
+) -> None:
+    """Issue 18: a one-element conversion array is listed as "<id>_1" once it runs; a
+    supervisor that first sees it finished (after a kill -9) must move the run on."""
+    engine = RunEngine(env["settings"], env["transport"], env["tracker"])
+    out = env["root"] / f"out-{time.monotonic_ns()}"
+    run_id = engine.request("misbehave", [one_zarr], {"mode": "ok"}, output_dir=out)
+    first = _start(env)
+    _wait(
+        "the conversion job id",
+        lambda: bool((_task(env, run_id, "convert") or {}).get("slurm_job_id")),
+    )
+    first.kill()
+    first.wait()
+    job = _task(env, run_id, "convert")["slurm_job_id"]  # type: ignore[index]
+    _wait("sacct to say the conversion COMPLETED", lambda: _sacct_states(job) == ["COMPLETED"], 120)
+    assert _task(env, run_id, "convert")["state"] == "STARTED"  # type: ignore[index]
+    _finish(env, _start(env), run_id)
+    _assert_done_once(env, run_id)
+    assert len(_jobs_named(f"biomero-convert-{run_id}")) == 1

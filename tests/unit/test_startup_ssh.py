@@ -153,7 +153,9 @@ def test_explains_where_it_looked_when_no_config_exists(tree: dict[str, Path]) -
     assert str(tree["secrets"]) in result.stderr
 
 
-ACCEPT_NEW = CONFIG + "    StrictHostKeyChecking accept-new\n    UserKnownHostsFile /home/alice/.ssh/kh\n"
+ACCEPT_NEW = (
+    CONFIG + "    StrictHostKeyChecking accept-new\n    UserKnownHostsFile /home/alice/.ssh/kh\n"
+)
 
 
 def test_accept_new_starts_without_known_hosts_and_keeps_saved_keys_across_starts(

@@ -1,0 +1,103 @@
+"""What one poll says about one run's job: which entries are its own, whether it is
+over, and whether Slurm lists it at all. Pure functions over ``SlurmClient.poll``
+answers, so every order in which a poll can first see a job is a table test.
+
+A workflow job is a plain job ("372"). A conversion is a job array even for one image,
+and Slurm lists its elements as "372_1", "372_2"..., never under "372" once they run:
+entries are matched by identity (array job id and task id), never by how many
+elements are expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from biomeroworker.slurm.parse import JobStatus
+from biomeroworker.slurm.states import JobState
+
+# Queries whose silence about a job means "Slurm's accounting does not know it".
+# squeue forgets finished jobs within minutes, so its silence proves nothing.
+ACCOUNTING = frozenset({"sacct", "rest"})
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job (or job array) as one poll saw it."""
+
+    job_id: str
+    expected: int
+    elements: Mapping[str, JobStatus]
+    listed_by: str
+
+    @property
+    def missing(self) -> int:
+        """Elements (or the job itself) the poll did not list."""
+        return max(0, self.expected - len(self.elements))
+
+    @property
+    def done(self) -> int:
+        return sum(1 for s in self.elements.values() if s.state.terminal)
+
+    @property
+    def final(self) -> bool:
+        """Every expected element is listed and has ended."""
+        return self.missing == 0 and self.done >= self.expected
+
+    @property
+    def accounting_silent(self) -> bool:
+        """Slurm's accounting answered this poll and did not list all of the job."""
+        return self.missing > 0 and self.listed_by in ACCOUNTING
+
+    def summary(self) -> JobStatus:
+        """One status for the job: the first failure, else the least advanced element;
+        UNKNOWN while any element is unlisted and none is live or failed."""
+        values = list(self.elements.values())
+        failed = [s for s in values if s.state.terminal and not s.state.ok]
+        if failed:
+            return failed[0]
+        live = [s for s in values if not s.state.terminal]
+        if live:
+            return live[0]
+        if self.missing or not values:
+            return JobStatus(job_id=self.job_id, state=JobState.UNKNOWN, source=self.listed_by)
+        return values[0]
+
+    def describe_missing(self) -> str:
+        if self.expected == 1:
+            return f"job {self.job_id}"
+        listed = sorted(s.array_task_id or 0 for s in self.elements.values())
+        absent = [str(i) for i in range(1, self.expected + 1) if i not in listed]
+        shown = ", ".join(absent[:10]) + (", ..." if len(absent) > 10 else "")
+        return f"element(s) {shown} of job array {self.job_id}"
+
+
+def view_of(polled: Mapping[str, JobStatus], job_id: str, *, array: bool, expected: int) -> JobView:
+    """The entries of ``polled`` that belong to ``job_id``.
+
+    For an array: its elements (array job id and task id set). For a plain job: the
+    entry whose id or raw id is ``job_id``. UNKNOWN placeholders never count as seen.
+    """
+    mine: dict[str, JobStatus] = {}
+    for key, status in polled.items():
+        if status.state is JobState.UNKNOWN:
+            continue
+        if array:
+            belongs = status.array_task_id is not None and status.array_job_id == job_id
+        else:
+            belongs = status.array_task_id is None and job_id in (
+                key,
+                status.job_id,
+                status.job_id_raw,
+            )
+        if belongs:
+            mine[key] = status
+    return JobView(job_id, expected, mine, _listed_by(polled, job_id, mine))
+
+
+def _listed_by(polled: Mapping[str, JobStatus], job_id: str, mine: Mapping[str, JobStatus]) -> str:
+    """Which query answered for this job: a listed entry's source, else the placeholder's."""
+    for status in mine.values():
+        return status.source
+    placeholder = polled.get(job_id)
+    return placeholder.source if placeholder is not None else "none"
