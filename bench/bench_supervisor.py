@@ -21,6 +21,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+import tifffile
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -55,7 +58,7 @@ def _supervisor(settings, tracker, holder: str) -> Supervisor:  # type: ignore[n
 def many_runs(settings, tracker, root: Path, runs: int, cycles: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     source = root / "input"
     source.mkdir()
-    (source / "x.bin").write_bytes(b"x" * 1000)
+    tifffile.imwrite(source / "x.tif", np.zeros((32, 32), np.uint8))  # ~1 kB
     engine = RunEngine(settings, SSHTransport(SSHOptions("localslurm")), tracker)
     ids = [engine.request("misbehave", [source], {"mode": "ok"}) for _ in range(runs)]
     sup = _supervisor(settings, tracker, "bench-many")
@@ -94,7 +97,7 @@ def many_runs(settings, tracker, root: Path, runs: int, cycles: int) -> dict[str
 def end_to_local(settings, tracker, root: Path) -> float:  # type: ignore[no-untyped-def]
     source = root / "input-small"
     source.mkdir()
-    (source / "x.bin").write_bytes(b"x" * 1000)
+    tifffile.imwrite(source / "x.tif", np.zeros((32, 32), np.uint8))  # ~1 kB
     unheld = dataclasses.replace(
         settings,
         workflows={

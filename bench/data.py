@@ -82,13 +82,19 @@ def make_blob(parent: Path, name: str, size: int) -> Path:
     return path
 
 
+# A classic little-endian TIFF header whose first directory is at byte 8: enough for the
+# request-time check (biomeroworker.inputs); the no-op workflow never decodes the pixels.
+TIFF_HEADER = b"II*\x00\x08\x00\x00\x00"
+
+
 def make_images(parent: Path, count: int, size: int = 64 << 10) -> list[Path]:
-    """``count`` small files named like TIFF images (the no-op workflow only copies them)."""
+    """``count`` small files with a TIFF header (the no-op workflow only copies them)."""
     parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for n in range(count):
         path = parent / f"img_{n:03d}.tif"
-        if not (path.is_file() and path.stat().st_size == size):
-            path.write_bytes(os.urandom(size))
+        fresh = path.is_file() and path.stat().st_size == size
+        if not (fresh and path.read_bytes()[:8] == TIFF_HEADER):
+            path.write_bytes(TIFF_HEADER + os.urandom(size - len(TIFF_HEADER)))
         paths.append(path)
     return paths

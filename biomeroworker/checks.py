@@ -55,6 +55,24 @@ def _partitions(transport: Transport, settings: Settings) -> Check:
     return Check("sinfo", True, f"partitions: {', '.join(names)}")
 
 
+def _sbatch_values(transport: Transport, settings: Settings, workflow: str | None) -> Check:
+    """A workflow's sbatch values (or the conversion job's, for None) against the
+    partitions the cluster lists: the same rules a run request meets."""
+    from biomeroworker.inputs import cluster_key, conversion_flag_values, job_flag_values
+    from biomeroworker.slurm.offer import cached_partitions, check_flags
+
+    offered = cached_partitions(cluster_key(settings), SlurmClient(transport).partitions)
+    if workflow is None:
+        name, values = "conversion job", conversion_flag_values(settings)
+    else:
+        name, values = f"workflow {workflow}", job_flag_values(settings, workflow, None)
+    problems = check_flags(values, offered)
+    if problems:
+        return Check(name, False, "; ".join(problems), "fix these keys in slurm-config.ini")
+    shown = ", ".join(f"{v.flag}={v.value}" for v in values) or "cluster defaults"
+    return Check(name, True, f"sbatch {shown}")
+
+
 def _folder(transport: Transport, key: str, path: str) -> Check:
     transport.run(["mkdir", "-p", "--", path], idempotent=True)
     writable = transport.run(["test", "-w", path], check=False, idempotent=True).exit_code == 0
@@ -91,6 +109,11 @@ def run_checks(transport: Transport, settings: Settings) -> Iterator[Check]:
     steps: list[tuple[str, Callable[[], Check]]] = [
         ("sinfo", lambda: _partitions(transport, settings))
     ]
+    for workflow in sorted(settings.workflows):
+        steps.append(
+            (f"workflow {workflow}", lambda w=workflow: _sbatch_values(transport, settings, w))
+        )
+    steps.append(("conversion job", lambda: _sbatch_values(transport, settings, None)))
     for key, path in remote_folders(settings).items():
         steps.append((f"folder {key}", lambda k=key, p=path: _folder(transport, k, p)))
     steps.append(("sacct", lambda: _sacct(transport)))

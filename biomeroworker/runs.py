@@ -29,6 +29,7 @@ from biomeroworker.config import Settings
 from biomeroworker.convert.zarr_to_tiff import convert as convert_zarr
 from biomeroworker.convert.zarr_to_tiff import tiff_name
 from biomeroworker.errors import BiomeroError, ConnectError, TransportError
+from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
 from biomeroworker.prepare import cluster_layout
 from biomeroworker.slurm.commands import SubmitRequest
@@ -259,6 +260,7 @@ class RunEngine:
         # task id -> (run id, message) for jobs waiting without any status past the limit
         # while accounting could not be asked: reported, not failed.
         self.stalled: dict[str, tuple[str, str]] = {}
+        self.checked: RequestCheck | None = None  # the last request's checks (for the CLI)
 
     # -- request ------------------------------------------------------------------
 
@@ -273,21 +275,24 @@ class RunEngine:
         output_dir: Path | None = None,
         user: str | None = None,
     ) -> str:
-        """Validate and record a run; nothing touches the cluster yet."""
+        """Check and record a run: nothing is staged or submitted yet, and the cluster is
+        asked only for its partitions (one cached sinfo)."""
         wf = get_workflow(self.settings, workflow, version)
         values = validate_params(wf.descriptor, params)
-        files = [Path(p).resolve() for p in inputs]
-        if not files:
-            raise BiomeroError("give at least one input image (OME-Zarr folder or TIFF)")
-        missing = [str(p) for p in files if not p.exists()]
-        if missing:
-            raise BiomeroError(f"input not found: {', '.join(missing)}")
+        # Images, partition and sbatch values (biomeroworker.inputs); raises InputError.
+        self.checked = check_request(
+            self.settings,
+            wf.name,
+            partitions_of(self.settings, self.slurm),
+            files=inputs,
+            partition=partition,
+        )
         return self.tracker.record_run_requested(
             workflow=wf.name,
             version=wf.version,
             user_name=user or current_user(),
             inputs={
-                "files": [str(p) for p in files],
+                **self.checked.record(),
                 "output_dir": str(output_dir.resolve()) if output_dir else None,
                 "partition": partition,
                 "convert_on": self.settings.worker.convert_on,
@@ -643,12 +648,15 @@ class RunEngine:
         self.reporter.step("export", source(run))
         try:
             paths = self._side(run).export(run, dest)
+            # What was exported meets the rules a local input meets (biomeroworker.inputs).
+            exported = check_images(paths, expand=False)
         except ConnectError:
             raise
         except BiomeroError as exc:
             raise self._fail(task, "ExportError", str(exc)) from exc
         for path in paths:
             self.tracker.record_result(task, str(path))
+        self.tracker.record_progress(task, exported.summary())
         self.tracker.complete_task(task)
 
     def import_results(self, run: dict[str, Any]) -> None:

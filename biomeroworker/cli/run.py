@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
             output_dir=args.output,
         )
         print(f"run {run_id}")
+        if engine.checked is not None and engine.checked.summary():
+            print(engine.checked.summary())
         if not args.wait:
             # Recorded: a supervisor (`biomero supervise`) drives it from here.
             return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.inputs import PartitionSource
 from biomeroworker.omero.exporter import selected_images
 from biomeroworker.omero.forms import (
     BATCH_SIZE,
@@ -23,7 +24,9 @@ from biomeroworker.omero.forms import (
     read_outputs,
     read_selection,
     read_wait,
+    whole_number,
 )
+from biomeroworker.omero.scripting import cluster_partitions
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.tracking.errors import UnknownRunError
 
@@ -69,6 +72,32 @@ def _batches(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+@dataclass(frozen=True)
+class Requested:
+    run_ids: list[str]
+    notes: list[str]  # what the user should know, e.g. values not checked on the cluster
+
+
+def check_choices(
+    catalog: Catalog, choices: list[Any], partitions: PartitionSource | None
+) -> list[str]:
+    """The rules `biomero run` applies (biomeroworker.inputs.check_request), for the
+    picked workflows of an OMERO run: partition, time limit and other sbatch values
+    against the cluster, conversion job included (exports are OME-Zarr). Raises
+    InputError with every problem; returns notes (a cluster that did not answer)."""
+    from biomeroworker.inputs import check_request
+
+    if catalog.settings is None:
+        return []
+    source = partitions or cluster_partitions(catalog.settings)
+    notes = []
+    for choice in choices:
+        checked = check_request(catalog.settings, choice.workflow.name, source, converts=True)
+        if checked.unchecked and f"warning: {checked.unchecked}" not in notes:
+            notes.append(f"warning: {checked.unchecked}")
+    return notes
+
+
 def request_runs(
     conn: Any,
     tracker: Tracker,
@@ -76,8 +105,13 @@ def request_runs(
     inputs: Mapping[str, Any],
     *,
     batched: bool = False,
-) -> list[str]:
-    """Check the form's answers and record one run per workflow (and batch)."""
+    partitions: PartitionSource | None = None,
+) -> Requested:
+    """Check the form's answers and record one run per workflow (and batch).
+
+    ``partitions`` answers what the cluster offers (default: asked over the configured
+    transport, cached); nothing is recorded unless every check passes.
+    """
     user = user_of(conn)
     data_type, ids = read_selection(inputs)
     options = read_outputs(inputs)
@@ -85,12 +119,14 @@ def request_runs(
     _check_readable(conn, data_type, ids)
     if options.dataset_id:
         _check_readable(conn, "Dataset", [options.dataset_id])
+    # An empty Dataset or Plate is refused now, not when the export finds nothing.
+    image_ids = [int(image.getId()) for image, _ in selected_images(conn, data_type, ids)]
+    notes = check_choices(catalog, choices, partitions)
     selections = [(data_type, ids)]
     if batched:
-        size = int(inputs.get(BATCH_SIZE) or 0)
+        size = whole_number(BATCH_SIZE, inputs.get(BATCH_SIZE) or 0)
         if size < 1:
             raise BiomeroError(f"{BATCH_SIZE} must be at least 1")
-        image_ids = [int(image.getId()) for image, _ in selected_images(conn, data_type, ids)]
         selections = [("Image", batch) for batch in _batches(image_ids, size)]
     run_ids = []
     for choice in choices:
@@ -113,7 +149,7 @@ def request_runs(
                     omero_group_id=user.group_id,
                 )
             )
-    return run_ids
+    return Requested(run_ids, notes)
 
 
 def wait_for(
@@ -141,13 +177,15 @@ def run_workflow(
     *,
     batched: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    partitions: PartitionSource | None = None,
 ) -> str:
-    run_ids = request_runs(conn, tracker, catalog, inputs, batched=batched)
+    requested = request_runs(conn, tracker, catalog, inputs, batched=batched, partitions=partitions)
+    run_ids = requested.run_ids
     lines = [f"Recorded run {r} (see Workflow Status)" for r in run_ids]
     minutes = read_wait(inputs)
     if minutes is not None:
         lines = [_outcome(run) for run in wait_for(tracker, run_ids, minutes, sleep=sleep)]
-    return "\n".join(lines)
+    return "\n".join(requested.notes + lines)
 
 
 def _outcome(run: dict[str, Any]) -> str:

@@ -249,11 +249,26 @@ class Choice:
     parameters: dict[str, Any]
 
 
+def whole_number(name: str, value: Any) -> int:
+    """A script input that must be a whole number (OMERO sends Long/Int; the web plugin
+    and hand-made launches may send text or floats): the int, or a clear error."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value.strip())
+    raise BiomeroError(f"{name} must be a whole number, got {value!r}")
+
+
 def read_selection(inputs: Mapping[str, Any]) -> tuple[str, list[int]]:
     data_type = inputs.get(DATA_TYPE)
     if data_type not in DATA_TYPES:
         raise BiomeroError(f"{DATA_TYPE} must be one of {', '.join(DATA_TYPES)}")
-    ids = [int(i) for i in inputs.get(IDS) or []]
+    given = inputs.get(IDS) or []
+    if not isinstance(given, list | tuple):
+        raise BiomeroError(f"{IDS} must be a list of ids, got {given!r}")
+    ids = [whole_number(IDS, i) for i in given]
     if not ids or any(i < 1 for i in ids):
         raise BiomeroError(f"select at least one {data_type} (ids are positive numbers)")
     return str(data_type), sorted(set(ids), key=ids.index)
@@ -263,7 +278,11 @@ def read_outputs(inputs: Mapping[str, Any]) -> ImportOptions:
     name = str(inputs.get(OUTPUT_NEW_DATASET) or "").strip()
     options = ImportOptions(
         new_dataset=name if name and name != NO else None,
-        dataset_id=int(inputs[OUTPUT_DATASET_ID]) if inputs.get(OUTPUT_DATASET_ID) else None,
+        dataset_id=(
+            whole_number(OUTPUT_DATASET_ID, inputs[OUTPUT_DATASET_ID])
+            if inputs.get(OUTPUT_DATASET_ID)
+            else None
+        ),
         attach_to_originals=bool(inputs.get(OUTPUT_ATTACH, False)),
         csv_as_table=bool(inputs.get(OUTPUT_CSV_TABLE, True)),
         rois_from_labels=bool(inputs.get(OUTPUT_CREATE_ROIS, False)),
@@ -298,5 +317,5 @@ def read_wait(inputs: Mapping[str, Any]) -> float | None:
     """Minutes to wait for the outcome, or None to return at once."""
     if not inputs.get(WAIT):
         return None
-    minutes = int(inputs.get(WAIT_MINUTES) or 10)
+    minutes = whole_number(WAIT_MINUTES, inputs.get(WAIT_MINUTES) or 10)
     return float(min(max(minutes, 1), MAX_WAIT_MINUTES))

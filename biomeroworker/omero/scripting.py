@@ -84,6 +84,24 @@ def engine_cancel(catalog: Catalog, tracker: Any) -> Callable[[str, str], list[s
     return cancel
 
 
+def cluster_partitions(settings: Any) -> Callable[[], list[Any]]:
+    """What the cluster offers, asked once (cached) over the configured transport; the
+    connection is closed again, a script process holds none while it waits."""
+    from biomeroworker.inputs import cluster_key
+    from biomeroworker.slurm.offer import cached_partitions
+
+    def fetch() -> list[Any]:
+        from biomeroworker.slurm.rest.modes import slurm_client
+        from biomeroworker.transport import close_all, open_transport
+
+        try:
+            return list(slurm_client(settings, open_transport(settings)).partitions())
+        finally:
+            close_all()
+
+    return lambda: cached_partitions(cluster_key(settings), fetch)
+
+
 def init_environment(catalog: Catalog) -> str:
     from biomeroworker.prepare import init_cluster
     from biomeroworker.transport import close_all, open_transport

@@ -112,6 +112,13 @@ def _descriptor(data: dict[str, Any], source: str) -> Descriptor:
     )
 
 
+def _scalar(value: Any) -> bool:
+    """A value a parameter can hold: text, boolean or a finite number (JSON's NaN is not)."""
+    if isinstance(value, bool | str):
+        return True
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
@@ -131,7 +138,14 @@ def _parameter(item: Any, where: str) -> Parameter:
     where = f"{where} ({pid})"
     server_set = bool(item.get("set-by-server")) or pid.startswith("cytomine")
     default = item.get("default-value")
-    choices = tuple(item.get("value-choices") or ())
+    if default is not None and not _scalar(default):
+        raise DescriptorError(f"{where}: default-value must be a text, number or boolean")
+    listed = item.get("value-choices") or []
+    if not isinstance(listed, list) or not all(_scalar(c) for c in listed):
+        raise DescriptorError(
+            f"{where}: value-choices must be a list of texts, numbers or booleans"
+        )
+    choices = tuple(listed)
     kind = _kind(str(item.get("type", "String")), default, choices, where)
     if default is not None and choices and default not in choices:
         raise DescriptorError(f"{where}: default-value {default!r} is not one of its value-choices")

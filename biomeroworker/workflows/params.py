@@ -123,7 +123,7 @@ def _to_float(param: Parameter, raw: object) -> float:
         raise _fail(param, raw)
     try:
         value = float(raw.strip() if isinstance(raw, str) else raw)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int beyond float's range
         raise _fail(param, raw) from None
     if not math.isfinite(value):
         raise _fail(param, raw)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tifffile
 
 from biomeroworker.config import load_settings
 from biomeroworker.prepare import init_cluster
@@ -57,11 +59,15 @@ def env(cluster, new_database, tmp_path_factory) -> Iterator[dict[str, Any]]:  #
 
 
 def _input(root: Path, name: str, mb: int) -> Path:
+    """A folder of TIFFs of random pixels, 1 MB each (one tiny one for 0): the run
+    expands it into its images."""
     folder = root / name
     if not folder.exists():
         folder.mkdir()
+        side = 1024 if mb else 10
         for i in range(max(mb, 1)):
-            (folder / f"part-{i:04d}.bin").write_bytes(os.urandom(1024 * 1024 if mb else 100))
+            pixels = np.frombuffer(os.urandom(side * side), np.uint8).reshape(side, side)
+            tifffile.imwrite(folder / f"part-{i:04d}.tif", pixels)
     return folder
 
 

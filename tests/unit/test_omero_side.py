@@ -54,7 +54,13 @@ class FakeExport:
             folder.mkdir()
             if self.crash_on == int(image.getId()):
                 raise FakeCrash("export died half-way")
-            (folder / "zarr.json").write_text("{}")
+            # OME-Zarr 0.5 metadata and the first level's array metadata: what the
+            # export step checks (biomeroworker.inputs); the pixels do not matter here.
+            ome = {"version": "0.5", "multiscales": [{"datasets": [{"path": "0"}]}]}
+            group = {"zarr_format": 3, "node_type": "group", "attributes": {"ome": ome}}
+            (folder / "zarr.json").write_text(json.dumps(group))
+            (folder / "0").mkdir()
+            (folder / "0" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
         finally:
             with self.lock:
                 self.active -= 1
