@@ -29,7 +29,8 @@ class _AmountColumn(ProgressColumn):
 
 class RichReporter:
     def __init__(self) -> None:
-        self.console = Console(stderr=True)
+        # log_path=False: a user wants the time and the message, not our source line.
+        self.console = Console(stderr=True, log_path=False)
         self.progress = Progress(
             TextColumn("{task.description:<12}"),
             BarColumn(),
@@ -54,6 +55,11 @@ class RichReporter:
         return self.tasks[name]
 
     def step(self, name: str, detail: str = "") -> None:
+        # A new step means the earlier ones ended: freeze their clocks (a transfer's
+        # total is an estimate, so its bar need not have reached the end).
+        for task_name, task in self.tasks.items():
+            if task_name != name:
+                self.progress.stop_task(task)
         self.console.log(f"{name}: {detail}" if detail else name)
 
     def bytes_moved(self, name: str, done: int, total: int) -> None:
