@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from biomeroworker.errors import ConfigError
+from biomeroworker.redaction import redact, remember
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +215,12 @@ _URL_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/@?#]*:)(?P<password>[^@]*)
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``; anything else unchanged."""
+    """``url`` with its password replaced by ``***`` (and any JWT or remembered secret
+    masked: ``redaction.redact``); anything else unchanged."""
     match = _URL_PASSWORD.match(url)
-    if not match:
-        return url
-    return f"{match['head']}***{match['tail']}"
+    if match:
+        url = f"{match['head']}***{match['tail']}"
+    return redact(url)
 
 
 # ---------------------------------------------------------------- key tables
@@ -1240,4 +1242,14 @@ def load_settings(
     settings = _build(raw, problems, sources)
     if settings is None:
         raise ConfigError(problems.lines)
+    _remember_secrets(settings)
     return settings
+
+
+def _remember_secrets(settings: Settings) -> None:
+    """The configured database password and REST token never show in any message."""
+    url = settings.analytics.sqlalchemy_url
+    match = _URL_PASSWORD.match(url or "")
+    if match:
+        remember(match["password"])
+    remember(settings.rest.token)

@@ -12,6 +12,7 @@ import os
 import sys
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.redaction import redact
 
 CONFIG_HELP = "slurm-config.ini to read after /etc/slurm-config.ini (default: $BIOMERO_CONFIG)"
 COMMANDS: tuple[str, ...] = (
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, where it is handled below
         return code
     except BiomeroError as exc:
-        print(f"biomero {args.command}: {exc}", file=sys.stderr)
+        print(f"biomero {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

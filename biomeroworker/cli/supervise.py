@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from biomeroworker.cli.common import settings_from
+    from biomeroworker.redaction import redact_logs
     from biomeroworker.runs import RunEngine
     from biomeroworker.supervisor.leases import LeaseStore
     from biomeroworker.supervisor.loop import Supervisor, default_holder
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from biomeroworker.transport import close_all, open_transport
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    redact_logs()
     settings = settings_from(args)
     tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
     sides = _data_sides()

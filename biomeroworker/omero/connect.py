@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biomeroworker.errors import BiomeroError, ConfigError, ConnectError
+from biomeroworker.redaction import remember
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class OmeroServer:
         port_text = environ.get("OMERO_PORT", str(DEFAULT_PORT))
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise ConfigError(f"environment: OMERO_PORT must be a port number, not {port_text!r}")
+        remember(environ["OMERO_PASSWORD"])
         return cls(
             host=environ["OMERO_HOST"],
             port=int(port_text),

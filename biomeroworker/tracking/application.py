@@ -20,6 +20,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
 
+from biomeroworker.redaction import redact as redact_secrets
 from biomeroworker.tracking import analytics, queries
 from biomeroworker.tracking.domain import TASK_KINDS, Task, WorkflowRun
 from biomeroworker.tracking.errors import (
@@ -28,7 +29,13 @@ from biomeroworker.tracking.errors import (
     UnknownTaskError,
 )
 from biomeroworker.tracking.projection import Projector
-from biomeroworker.tracking.store import parse_url, redact, resolve_url, store_errors
+from biomeroworker.tracking.store import (
+    parse_url,
+    redact,
+    remember_url_password,
+    resolve_url,
+    store_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class Tracker:
         project: bool = True,
     ) -> None:
         self.url = resolve_url(url, settings_url=settings_url)
+        remember_url_password(self.url)
         parse_url(self.url)
         self.project_after_commands = project
         log.debug("tracking store %s", redact(self.url))
@@ -170,6 +178,7 @@ class Tracker:
         )
 
     def record_progress(self, task_id: str | UUID, progress: str) -> bool:
+        progress = redact_secrets(progress)
         return self._change_task(task_id, lambda task: task.update_progress(progress))
 
     def record_result(self, task_id: str | UUID, location: str) -> bool:
@@ -179,15 +188,18 @@ class Tracker:
         return self._change_task(task_id, lambda task: task.complete())
 
     def fail_task(self, task_id: str | UUID, error_type: str, message: str) -> bool:
+        message = redact_secrets(message)
         return self._change_task(task_id, lambda task: task.fail(error_type, message))
 
     def complete_run(self, run_id: str | UUID, result_location: str | None = None) -> bool:
         return self._change_run(run_id, lambda run: run.complete(result_location))
 
     def fail_run(self, run_id: str | UUID, error_type: str, message: str) -> bool:
+        message = redact_secrets(message)
         return self._change_run(run_id, lambda run: run.fail(error_type, message))
 
     def cancel_run(self, run_id: str | UUID, reason: str = "") -> bool:
+        reason = redact_secrets(reason)
         return self._change_run(run_id, lambda run: run.cancel(reason))
 
     # --- queries ---------------------------------------------------------------

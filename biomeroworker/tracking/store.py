@@ -17,6 +17,8 @@ import sqlalchemy.exc
 from eventsourcing.persistence import PersistenceError, RecordConflictError
 from sqlalchemy.engine import URL, make_url
 
+from biomeroworker.redaction import redact as redact_secrets
+from biomeroworker.redaction import remember
 from biomeroworker.tracking.errors import TrackingStoreError
 
 ENV_URL = "SQLALCHEMY_URL"
@@ -57,24 +59,36 @@ def _split_userinfo(url: str) -> tuple[str, str, str | None, str]:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***, even when the URL does not parse."""
+    """The URL with its password replaced by ***, even when the URL does not parse
+    (and any other secret in it masked: ``redaction.redact``)."""
     head, user, password, tail = _split_userinfo(url)
-    return url if password is None else f"{head}{user}:***{tail}"
+    return redact_secrets(url if password is None else f"{head}{user}:***{tail}")
+
+
+def _passwords(url: str) -> list[str]:
+    """The URL's password as written and as decoded (%40 -> @), when it has one."""
+    password = _split_userinfo(url)[2]
+    if not password:
+        return []
+    try:
+        decoded = make_url(url).password
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        decoded = None
+    return [password, *([str(decoded)] if decoded else [])]
+
+
+def remember_url_password(url: str) -> None:
+    """Have ``redaction.redact`` mask this URL's password anywhere from now on."""
+    for password in _passwords(url):
+        remember(password)
 
 
 def scrub(text: str, url: str) -> str:
     """``text`` with the URL redacted and every other occurrence of its password masked."""
-    password = _split_userinfo(url)[2]
     text = text.replace(url, redact(url))
-    if password:
+    for password in _passwords(url):
         text = text.replace(password, "***")
-        try:
-            decoded = make_url(url).password
-        except (sqlalchemy.exc.ArgumentError, ValueError):
-            decoded = None
-        if decoded:
-            text = text.replace(str(decoded), "***")
-    return text
+    return redact_secrets(text)
 
 
 def parse_url(url: str) -> URL:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from biomeroworker.redaction import redact, remember
 from biomeroworker.slurm.rest.errors import RestAuthError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class StaticToken:
 
     def __init__(self, token: str, *, clock: Clock = time.time) -> None:
         self._token = _clean(token)
+        remember(self._token)
         self._exp = jwt_expiry(self._token)
         self._clock = clock
 
@@ -122,6 +124,7 @@ class TokenFile:
         except OSError as exc:
             raise RestAuthError(f"[REST] token_file {self.path}: {exc.strerror or exc}") from None
         token = _clean(text)
+        remember(token)
         if not token:
             raise RestAuthError(f"[REST] token_file {self.path}: file is empty")
         self._token, self._exp, self._seen = token, jwt_expiry(token), stat
@@ -166,13 +169,15 @@ class TokenCommand:
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RestAuthError(
-                f"[REST] token_command {self.argv[0]!r} did not run: {exc}"
+                f"[REST] token_command {self.argv[0]!r} did not run: {redact(str(exc))}"
             ) from None
         token = _clean(proc.stdout)
+        remember(token)
         if proc.returncode != 0 or not token:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            # Its stdout is (or holds) the token: only stderr may be shown, redacted.
+            tail = proc.stderr.strip().splitlines()[-1:] or ["no message on stderr"]
             raise RestAuthError(
-                f"[REST] token_command {self.argv[0]!r} exited {proc.returncode}: {tail[0]}"
+                f"[REST] token_command {self.argv[0]!r} exited {proc.returncode}: {redact(tail[0])}"
             )
         self._token, self._exp = token, jwt_expiry(token)
         log.debug("new slurmrestd token, expires %s", self._exp)
