@@ -181,6 +181,12 @@ def _http_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _mirror_url(text: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise ValueError("expected an http(s) URL, e.g. https://mirror.example.org/biomero")
+    return text.rstrip("/")
+
+
 def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -307,6 +313,12 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("max_runs_per_user", _count, 0, help="runs per user at once, 0 = unlimited"),
     Key("poll_min_s", _seconds, 5.0, help="shortest wait between Slurm polls"),
     Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
+    Key(
+        "workflow_mirror",
+        _mirror_url,
+        help="where `biomero init` downloads pinned workflows instead of GitHub: "
+        "<mirror>/<owner>/<repo>/<tag>/descriptor.json",
+    ),
     Key(
         "job_unseen_limit_s",
         _seconds,
@@ -480,6 +492,7 @@ class WorkerSettings:
     poll_min_s: float = 5.0
     poll_max_s: float = 60.0
     job_unseen_limit_s: float = 900.0
+    workflow_mirror: str | None = None
     convert_on: str = "cluster"
     admins: tuple[str, ...] = ()
 

@@ -24,6 +24,7 @@ from biomeroworker.slurm.client import SlurmClient
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.transport.base import Transport, shell_join
 from biomeroworker.workflows.catalog import Workflow, list_workflows
+from biomeroworker.workflows.github import fetch_descriptor, fetch_workflow_files
 from biomeroworker.workflows.jobscript import JobScriptSpec, render_job_script
 
 # The parts of our package the converter job imports on the cluster (numpy, zarr and
@@ -44,6 +45,7 @@ class Action:
     what: str
     done: bool  # False: already in place, skipped
     detail: str = ""
+    error: str = ""  # set: this action failed; init goes on with the others, then fails
 
 
 def cluster_layout(settings: Settings) -> ClusterLayout:
@@ -230,15 +232,54 @@ def converter_script(python: str, pylib: str) -> str:
     )
 
 
+def _downloads(settings: Settings) -> Iterator[Action]:
+    """Every workflow pinned to a GitHub tag: its descriptor (and, for the native runtime,
+    its wrapper files) into the local cache, from GitHub or [WORKER] workflow_mirror."""
+    mirror = settings.worker.workflow_mirror
+    native = settings.worker.runtime == "native"
+    for wf in sorted(settings.workflows.values(), key=lambda w: w.name):
+        if wf.is_local:
+            continue
+        what = f"{wf.name} {wf.tag} descriptor"
+        try:
+            _, fetched = fetch_descriptor(wf.repo, mirror=mirror)
+            detail = f"from {mirror or 'GitHub'}" if fetched else "cached"
+            yield Action(what, fetched, detail)
+            if native:
+                files = fetch_workflow_files(wf.repo, mirror=mirror)
+                yield Action(f"{wf.name} {wf.tag} files", bool(files), ", ".join(files) or "cached")
+        except BiomeroError as exc:
+            yield Action(what, False, error=str(exc))
+
+
 def init_cluster(transport: Transport, settings: Settings) -> Iterator[Action]:
+    """Prepare everything; a workflow that fails is reported and the others go on,
+    then init raises naming every failure."""
     layout = cluster_layout(settings)
     yield from _folders(transport, settings)
+    failed = []
+    for action in _downloads(settings):
+        failed += [action] if action.error else []
+        yield action
     workflows: list[Workflow] = []
     for item in list_workflows(settings):
         if isinstance(item, tuple):
             name, error = item
-            raise BiomeroError(f"workflow {name}: {error}")
+            if not any(a.what.startswith(f"{name} ") for a in failed):
+                failed.append(Action(f"workflow {name}", False, error=str(error)))
+                yield failed[-1]
+            continue
         workflows.append(item)
+    yield from _prepare(transport, settings, layout, workflows)
+    if failed:
+        raise BiomeroError(
+            "init could not prepare: " + "; ".join(f"{a.what}: {a.error}" for a in failed)
+        )
+
+
+def _prepare(
+    transport: Transport, settings: Settings, layout: ClusterLayout, workflows: list[Workflow]
+) -> Iterator[Action]:
     native = settings.worker.runtime == "native"
     if native:
         yield _native_env(transport, settings, workflows)
@@ -247,7 +288,8 @@ def init_cluster(transport: Transport, settings: Settings) -> Iterator[Action]:
         if native:
             if wf.local_dir is None:
                 raise BiomeroError(
-                    f"workflow {wf.name}: the native runtime needs a local {wf.name}_repo folder"
+                    f"workflow {wf.name}: the native runtime needs the workflow's wrapper.py "
+                    f"(a local {wf.name}_repo folder, or a tag whose files init can download)"
                 )
             yield _workflow_files(transport, layout, wf)
         else:

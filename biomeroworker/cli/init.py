@@ -18,7 +18,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
         for action in init_cluster(open_transport(settings), settings):
-            print(f"{'done   ' if action.done else 'skipped'}  {action.what}: {action.detail}")
+            if action.error:
+                print(f"FAILED   {action.what}: {action.error}")
+            else:
+                print(f"{'done   ' if action.done else 'skipped'}  {action.what}: {action.detail}")
     finally:
         close_all()
     return 0

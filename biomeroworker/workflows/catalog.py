@@ -8,7 +8,7 @@ from pathlib import Path
 from biomeroworker.config import Settings, WorkflowSettings
 from biomeroworker.errors import BiomeroError
 from biomeroworker.workflows.descriptor import Descriptor, load_descriptor
-from biomeroworker.workflows.github import resolve_descriptor
+from biomeroworker.workflows.github import cached_folder, resolve_descriptor
 
 LOCAL_VERSION = "local"
 
@@ -20,10 +20,14 @@ class Workflow:
     settings: WorkflowSettings
     descriptor: Descriptor
 
+    files_dir: Path | None = None
+
     @property
     def local_dir(self) -> Path | None:
-        """The workflow's own folder when it comes from a local path (native runs use it)."""
-        return Path(self.settings.repo) if self.settings.is_local else None
+        """The workflow's own files here (native runs copy them to the cluster): its local
+        folder, or for a pinned GitHub tag the cache `biomero init` filled, once it holds
+        the wrapper."""
+        return self.files_dir
 
     @property
     def image_name(self) -> str:
@@ -48,9 +52,14 @@ def get_workflow(settings: Settings, name: str, version: str | None = None) -> W
         )
     if wf.is_local:
         descriptor = load_descriptor(Path(wf.repo) / "descriptor.json")
+        files: Path | None = Path(wf.repo)
     else:
         descriptor = resolve_descriptor(wf.repo)
-    return Workflow(name=name, version=configured, settings=wf, descriptor=descriptor)
+        cached = cached_folder(wf.repo)
+        files = cached if (cached / "wrapper.py").is_file() else None
+    return Workflow(
+        name=name, version=configured, settings=wf, descriptor=descriptor, files_dir=files
+    )
 
 
 def list_workflows(settings: Settings) -> list[Workflow | tuple[str, BiomeroError]]:

@@ -99,8 +99,9 @@ def _descriptor(data: dict[str, Any], source: str) -> Descriptor:
     inputs = data.get("inputs")
     if not isinstance(inputs, list):
         raise DescriptorError(f"{source}: inputs must be a list")
-    parameters = tuple(_parameter(item, f"{source}: inputs[{i}]") for i, item in enumerate(inputs))
-    _check_unique([p.id for p in parameters], source)
+    parameters = _unique(
+        [_parameter(item, f"{source}: inputs[{i}]") for i, item in enumerate(inputs)], source
+    )
     return Descriptor(
         name=data["name"],
         description=str(data.get("description", "")),
@@ -123,10 +124,18 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _check_unique(ids: list[str], source: str) -> None:
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+def _unique(parameters: list[Parameter], source: str) -> tuple[Parameter, ...]:
+    """Inputs by id, once each. Published BIAFLOWS descriptors repeat server-set inputs
+    (the CellProfiler measurement workflows list ``cytomine_id_software`` twice): the
+    server fills them, so the first is kept. A repeated user input is ambiguous: refused."""
+    ids = [p.id for p in parameters]
+    dupes = sorted({p.id for p in parameters if ids.count(p.id) > 1 and not p.server_set})
     if dupes:
         raise DescriptorError(f"{source}: duplicate input id(s) {', '.join(dupes)}")
+    seen: dict[str, Parameter] = {}
+    for p in parameters:
+        seen.setdefault(p.id, p)
+    return tuple(seen.values())
 
 
 def _parameter(item: Any, where: str) -> Parameter:

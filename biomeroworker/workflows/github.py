@@ -42,9 +42,13 @@ class RepoRef:
 
     @property
     def raw_descriptor_url(self) -> str:
-        return (
-            f"https://raw.githubusercontent.com/{self.owner}/{self.repo}/{self.tag}/descriptor.json"
-        )
+        return self.file_url("descriptor.json")
+
+    def file_url(self, name: str, mirror: str | None = None) -> str:
+        """Where a file of this tag is served: GitHub's raw host, or a mirror laid out
+        as ``<mirror>/<owner>/<repo>/<tag>/<file>`` (sites without GitHub access)."""
+        base = mirror.rstrip("/") if mirror else "https://raw.githubusercontent.com"
+        return f"{base}/{self.owner}/{self.repo}/{self.tag}/{name}"
 
     def __str__(self) -> str:
         return f"{self.owner}/{self.repo}@{self.tag}"
@@ -89,27 +93,85 @@ def resolve_descriptor(source: str, *, cache_root: Path | None = None) -> Descri
 
 
 def fetch_descriptor(
-    url: str, *, cache_root: Path | None = None, fetch: Fetch | None = None
-) -> Descriptor:
-    """Make sure the descriptor of a pinned tag is cached, downloading it if it is not."""
+    url: str,
+    *,
+    cache_root: Path | None = None,
+    fetch: Fetch | None = None,
+    mirror: str | None = None,
+) -> tuple[Descriptor, bool]:
+    """Make sure the descriptor of a pinned tag is cached, downloading it if it is not.
+
+    Returns the descriptor and whether it was downloaded now (a tag is immutable, so a
+    cached one is never fetched again).
+    """
     ref = parse_repo_url(url)
     path = cache_path(ref, cache_root)
     if path.is_file():
-        return load_descriptor(path)
-    try:
-        body = (fetch or http_get)(ref.raw_descriptor_url)
-    except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
-        raise DescriptorError(
-            f"descriptor of {ref} is not cached at {path} and could not be downloaded from "
-            f"{ref.raw_descriptor_url}: {exc}"
-        ) from exc
-    descriptor = parse_descriptor(body.decode("utf-8", "replace"), source=ref.raw_descriptor_url)
+        return load_descriptor(path), False
+    source = ref.file_url("descriptor.json", mirror)
+    body = _download(ref, source, path, fetch, mirror)
+    descriptor = parse_descriptor(body.decode("utf-8", "replace"), source=source)
     _write_atomic(path, body)
-    return descriptor
+    return descriptor, True
 
 
-def http_get(url: str) -> bytes:
-    if not url.startswith("https://"):
+# What a workflow folder holds besides its descriptor, for runtimes that run the
+# workflow's own code (native): wrapper.py is required, requirements.txt optional.
+WORKFLOW_FILES = ("wrapper.py", "requirements.txt")
+
+
+def fetch_workflow_files(
+    url: str,
+    *,
+    cache_root: Path | None = None,
+    fetch: Fetch | None = None,
+    mirror: str | None = None,
+) -> list[str]:
+    """Cache the files a native run needs next to the descriptor; return those fetched.
+
+    A missing ``requirements.txt`` is fine (the download answers 404); a missing
+    ``wrapper.py`` is an error naming the URL.
+    """
+    ref = parse_repo_url(url)
+    folder = cache_path(ref, cache_root).parent
+    fetched = []
+    for name in WORKFLOW_FILES:
+        target = folder / name
+        absent = folder / f".{name}.absent"
+        if target.is_file() or absent.is_file():
+            continue
+        try:
+            body = _download(ref, ref.file_url(name, mirror), target, fetch, mirror)
+        except DescriptorError:
+            if name == "wrapper.py":
+                raise
+            _write_atomic(absent, b"")  # remembered: the tag has none, and never will
+            continue
+        _write_atomic(target, body)
+        fetched.append(name)
+    return fetched
+
+
+def cached_folder(url: str, *, cache_root: Path | None = None) -> Path:
+    """The cache folder of a pinned tag (descriptor.json, and wrapper files if fetched)."""
+    return cache_path(parse_repo_url(url), cache_root).parent
+
+
+def _download(
+    ref: RepoRef, source: str, path: Path, fetch: Fetch | None, mirror: str | None
+) -> bytes:
+    try:
+        return (fetch or (lambda u: http_get(u, allow_http=bool(mirror))))(source)
+    except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException) as exc:
+        raise DescriptorError(
+            f"{path.name} of {ref} is not cached at {path} and could not be downloaded from "
+            f"{source}: {exc}"
+        ) from exc
+
+
+def http_get(url: str, *, allow_http: bool = False) -> bytes:
+    """GET over https; plain http only for a mirror the admin configured."""
+    if not (url.startswith("https://") or (allow_http and url.startswith("http://"))):
         raise ValueError(f"refusing to fetch a non-https URL: {url}")
     with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310
         return response.read()

@@ -90,3 +90,18 @@ def test_bad_descriptor_is_refused_with_the_reason(text: str, message: str) -> N
 def test_missing_descriptor_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(DescriptorError, match=r"nope\.json"):
         load_descriptor(tmp_path / "nope.json")
+
+
+def test_repeated_server_set_inputs_are_read_once_as_published_descriptors_have_them() -> None:
+    """The CellProfiler measurement workflows list cytomine_id_software twice."""
+    server = {"id": "cytomine_id_software", "type": "Number", "set-by-server": True}
+    text = minimal(inputs=[server, number("n", 1), server])
+    descriptor = parse_descriptor(text, source="cellprofiler")
+    assert [p.id for p in descriptor.parameters] == ["cytomine_id_software", "n"]
+    assert [p.id for p in descriptor.user_parameters] == ["n"]
+
+
+def test_a_user_input_sharing_a_server_inputs_id_is_refused() -> None:
+    server = {"id": "n", "type": "Number", "set-by-server": True}
+    with pytest.raises(DescriptorError, match="duplicate input id"):
+        parse_descriptor(minimal(inputs=[server, number("n", 1)]), source="x")

@@ -109,3 +109,54 @@ def test_fetched_garbage_is_not_cached(tmp_path: Path) -> None:
 def test_plain_http_url_is_refused_not_read_as_a_path(tmp_path: Path) -> None:
     with pytest.raises(DescriptorError, match="expected https"):
         resolve_descriptor("http://github.com/o/r/tree/v1", cache_root=tmp_path)
+
+
+def test_a_mirror_serves_the_same_layout_and_may_be_plain_http(tmp_path: Path) -> None:
+    github = FakeGitHub(SAMPLE.read_bytes())
+    _, fetched = fetch_descriptor(
+        URL, cache_root=tmp_path, fetch=github, mirror="http://mirror.local/biomero/"
+    )
+    ref = parse_repo_url(URL)
+    assert fetched
+    assert github.requested == [
+        f"http://mirror.local/biomero/{ref.owner}/{ref.repo}/{ref.tag}/descriptor.json"
+    ]
+
+
+def test_without_a_mirror_plain_http_is_never_fetched() -> None:
+    from biomeroworker.workflows.github import http_get
+
+    with pytest.raises(ValueError, match="non-https"):
+        http_get("http://example.org/descriptor.json")
+
+
+def test_workflow_files_are_cached_and_a_missing_requirements_file_is_remembered(
+    tmp_path: Path,
+) -> None:
+    from biomeroworker.workflows.github import fetch_workflow_files
+
+    files = {"wrapper.py": b"print('hi')\n"}
+    asked: list[str] = []
+
+    def serve(url: str) -> bytes:
+        asked.append(url.rsplit("/", 1)[-1])
+        name = url.rsplit("/", 1)[-1]
+        if name not in files:
+            raise OSError("404 Not Found")
+        return files[name]
+
+    assert fetch_workflow_files(URL, cache_root=tmp_path, fetch=serve) == ["wrapper.py"]
+    assert fetch_workflow_files(URL, cache_root=tmp_path, fetch=serve) == []
+    assert asked == ["wrapper.py", "requirements.txt"]
+
+
+def test_a_tag_without_a_wrapper_is_an_error_naming_the_url(tmp_path: Path) -> None:
+    from biomeroworker.workflows.github import fetch_workflow_files
+
+    def nothing(url: str) -> bytes:
+        raise OSError("404 Not Found")
+
+    with pytest.raises(
+        DescriptorError, match=r"wrapper\.py .* could not be downloaded from https://raw"
+    ):
+        fetch_workflow_files(URL, cache_root=tmp_path, fetch=nothing)

@@ -1,0 +1,134 @@
+"""`biomero init` fetches what the config pins, from an empty cache, and a run follows.
+
+A local HTTP server stands in for GitHub as a `[WORKER] workflow_mirror` (the tests
+have no internet); it serves a workflow shaped like the published ones: server-set
+inputs listed twice, as the CellProfiler measurement descriptors do.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from biomeroworker.cli import main
+from biomeroworker.config import load_settings
+from biomeroworker.runs import RunEngine
+from biomeroworker.tracking.application import Tracker
+from biomeroworker.transport.ssh import SSHOptions, SSHTransport
+
+REPO = Path(__file__).resolve().parents[2]
+TAG = "v1.0.3"
+URL = f"https://github.com/acme/W_Misbehave-Remote/tree/{TAG}"
+SERVER_INPUT = {"id": "cytomine_id_software", "type": "Number", "set-by-server": True}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+    """A mirror laid out as <owner>/<repo>/<tag>/<file>; yields its URL and the paths asked."""
+    root = tmp_path_factory.mktemp("mirror")
+    tag_dir = root / "acme" / "W_Misbehave-Remote" / TAG
+    tag_dir.mkdir(parents=True)
+    descriptor = json.loads((REPO / "tests/fixtures/misbehave/descriptor.json").read_text())
+    descriptor["inputs"] = [SERVER_INPUT, *descriptor["inputs"], SERVER_INPUT]
+    (tag_dir / "descriptor.json").write_text(json.dumps(descriptor))
+    shutil.copy(REPO / "tests/fixtures/misbehave/wrapper.py", tag_dir / "wrapper.py")
+    asked: list[str] = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            super().do_GET()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=root))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    server.shutdown()
+
+
+def test_init_downloads_pinned_workflows_once_and_a_run_uses_them(  # type: ignore[no-untyped-def]
+    cluster, mirror, tmp_path, monkeypatch, capsys
+) -> None:
+    url, asked = mirror
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty cache
+    extra = f"[WORKFLOWS]\nremote = remote\nremote_repo = {URL}\nremote_job_mem = 100M\n"
+    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
+    text = text.replace(
+        "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{tmp_path}/t.sqlite\n"
+    )
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(text)
+
+    assert main(["--config", str(config), "workflows"]) == 1  # configured, not cached yet
+    assert "not cached" in capsys.readouterr().out
+
+    assert main(["--config", str(config), "init"]) == 0
+    out = capsys.readouterr().out
+    assert f"done     remote {TAG} descriptor: from {url}" in out
+    assert f"done     remote {TAG} files: wrapper.py" in out
+    assert sorted(asked) == sorted(
+        f"/acme/W_Misbehave-Remote/{TAG}/{name}"
+        for name in ("descriptor.json", "wrapper.py", "requirements.txt")
+    )
+
+    asked.clear()
+    assert main(["--config", str(config), "init"]) == 0
+    assert f"skipped  remote {TAG} descriptor: cached" in capsys.readouterr().out
+    assert asked == []  # a tag is immutable: nothing is fetched again
+
+    settings = load_settings(config_file=config)
+    samples = tmp_path / "samples"
+    script = REPO / "workflows/nuclei-segmentation/make_samples.py"
+    subprocess.run([sys.executable, str(script), str(samples)], check=True, capture_output=True)
+    transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=600))
+    with Tracker(settings_url=settings.analytics.sqlalchemy_url) as tracker:
+        engine = RunEngine(settings, transport, tracker)
+        run_id = engine.request(
+            "remote",
+            [samples / "tiff/nuclei_s0_yx.ome.tif"],
+            {"mode": "ok", "echo": "from the mirror"},
+            output_dir=tmp_path / "out",
+        )
+        dest = engine.drive(run_id)
+        run = tracker.get_run(run_id)
+    transport.close()
+    assert run["state"] == "COMPLETED" and run["version"] == TAG
+    echoed = json.loads((dest / "echo.json").read_text())
+    assert "from the mirror" in json.dumps(echoed)
+
+
+def test_init_reports_a_workflow_it_cannot_fetch_and_prepares_the_others(  # type: ignore[no-untyped-def]
+    cluster, mirror, tmp_path, monkeypatch, capsys
+) -> None:
+    url, _ = mirror
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    extra = (
+        "[WORKFLOWS]\n"
+        "missing = missing\n"
+        "missing_repo = https://github.com/acme/W_Nowhere/tree/v9.9.9\n"
+    )
+    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(text)
+    assert main(["--config", str(config), "init"]) == 2
+    captured = capsys.readouterr()
+    assert "FAILED   missing v9.9.9 descriptor" in captured.out
+    assert "W_Nowhere/v9.9.9/descriptor.json" in captured.out
+    assert "nuclei local job script" in captured.out  # the others were prepared
+    assert "init could not prepare: missing v9.9.9 descriptor" in captured.err
