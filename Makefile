@@ -7,6 +7,7 @@ BIOMERO := $(VENV)/bin/biomero
 LOCAL_CONFIG := localslurm/run/slurm-config.ini
 SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh \
 	tools/install-container-tools tools/install-omero-py tools/install-system-packages \
+	tools/install-peer-biomero \
 	tools/run-tests tools/demo
 
 .PHONY: all venv omero cluster cluster-down tools lint test unit integration demo clean

@@ -85,7 +85,7 @@ def main() -> None:
             events = (
                 sa.create_engine(url)
                 .connect()
-                .execute(sa.text("SELECT count(*) FROM biomeroworker_events"))
+                .execute(sa.text("SELECT count(*) FROM workflowtracker_events"))
                 .scalar_one()
             )
             project_s, projected = timed(tracker.project)

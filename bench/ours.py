@@ -235,7 +235,7 @@ class _Stop(Exception):
 
 def count_events(store: Path) -> int:
     with sqlite3.connect(store) as db:
-        return db.execute("SELECT count(*) FROM biomeroworker_events").fetchone()[0]
+        return db.execute("SELECT count(*) FROM workflowtracker_events").fetchone()[0]
 
 
 def events_run(

@@ -1,4 +1,5 @@
-"""The biomero 2.8.3 half of the benchmarks. Runs in bench/work/venv-biomero, never in ours.
+"""The biomero 2.8.3 half of the benchmarks. Runs in .venv-peer (tools/install-peer-biomero),
+never in ours.
 
 Called by bench/main.py as ``python peer_biomero.py TASK JSON`` and prints one JSON object.
 Every measurement drives biomero's own SlurmClient (a fabric Connection) against the

@@ -124,3 +124,40 @@ def run_checks(transport: Transport, settings: Settings) -> Iterator[Check]:
             yield Check(name, False, str(exc), "run the command by hand on the cluster to see why")
         except BiomeroError as exc:
             yield Check(name, False, str(exc))
+
+
+def tracking_database_check(settings: Settings) -> Check:
+    """What the tracking database holds (biomero 2.x history, our runs), and whether this
+    worker can share it; it never writes (tables are created on first real use)."""
+    import sqlalchemy.exc
+    from sqlalchemy import create_engine
+
+    from biomeroworker.tracking.errors import TrackingError
+    from biomeroworker.tracking.store import parse_url, redact, resolve_url, scrub
+    from biomeroworker.tracking.takeover import survey
+
+    url = resolve_url(settings_url=settings.analytics.sqlalchemy_url)
+    try:
+        engine = create_engine(parse_url(url))
+        try:
+            found = survey(engine)
+        finally:
+            engine.dispose()
+    except TrackingError as exc:
+        return Check("tracking database", False, str(exc))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        detail = scrub(str(getattr(exc, "orig", exc)).strip().splitlines()[0], url)
+        return Check(
+            "tracking database",
+            False,
+            f"{redact(url)}: {detail}",
+            "check [ANALYTICS] sqlalchemy_url (or SQLALCHEMY_URL) and that the database is up",
+        )
+    if not found.shareable:
+        return Check(
+            "tracking database",
+            False,
+            f"{found.summary()}; cannot be shared: {'; '.join(found.problems)}",
+            "point [ANALYTICS] sqlalchemy_url at another database, or upgrade this worker",
+        )
+    return Check("tracking database", True, found.summary())

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biomeroworker.checks import run_checks
+    from biomeroworker.checks import run_checks, tracking_database_check
     from biomeroworker.config import load_settings
     from biomeroworker.errors import ConfigError
     from biomeroworker.transport import close_all, open_transport
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     try:
-        for check in run_checks(open_transport(settings), settings):
+        tracking = tracking_database_check(settings)
+        for check in [tracking, *run_checks(open_transport(settings), settings)]:
             print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
             if not check.ok:
                 failed += 1

@@ -19,10 +19,12 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
+from eventsourcing.utils import TopicError
 
+from biomeroworker import __version__
 from biomeroworker.redaction import redact as redact_secrets
-from biomeroworker.tracking import analytics, queries
-from biomeroworker.tracking.domain import TASK_KINDS, Task, WorkflowRun
+from biomeroworker.tracking import analytics, queries, takeover
+from biomeroworker.tracking.domain import STEP_TASK_NAMES, TASK_KINDS, Task, WorkflowRun
 from biomeroworker.tracking.errors import (
     TrackingStoreError,
     UnknownRunError,
@@ -47,9 +49,10 @@ A = TypeVar("A", bound=Aggregate)
 
 
 class TrackingApp(Application[UUID]):
-    """The event store. Its name prefixes the tables: biomeroworker_events, _snapshots."""
+    """The event store. Its name prefixes the tables: workflowtracker_events (biomero's
+    own table, shared with its history) and workflowtracker_snapshots (ours only)."""
 
-    name = "BiomeroWorker"
+    name = "WorkflowTracker"
     snapshotting_intervals = {WorkflowRun: SNAPSHOT_EVERY, Task: SNAPSHOT_EVERY}  # noqa: RUF012
 
 
@@ -91,6 +94,13 @@ class Tracker:
         with store_errors(self.url, "opening the event store"):
             self._app = TrackingApp(env=app_env(self.url))
             engine = self._app.recorder.datastore.engine  # type: ignore[attr-defined]
+            reason = takeover.refusal(engine)
+            if reason is not None:
+                self._app.close()
+                engine.dispose()
+                raise TrackingStoreError(
+                    f"tracking database {redact(self.url)} cannot be shared: {reason}"
+                )
             self._projector = Projector(engine, self._app.recorder, self._app.mapper)
             self._projector.create_tables()
         self._engine = engine
@@ -123,7 +133,7 @@ class Tracker:
         omero_user_id: int | None = None,
         omero_group_id: int | None = None,
     ) -> str:
-        run = WorkflowRun(
+        run = WorkflowRun.request(
             workflow=workflow,
             workflow_version=version,
             user_name=user_name,
@@ -145,19 +155,34 @@ class Tracker:
         name: str | None = None,
         version: str | None = None,
     ) -> str:
-        """Start a step of a run; return the new task's id."""
+        """Start a step of a run; return the new task's id.
+
+        Its dashboard name and version default to upstream's: the workflow and its version
+        for the job, the upstream script of that step for the others (STEP_TASK_NAMES).
+        """
         if kind not in TASK_KINDS:
             raise ValueError(f"task kind must be one of {', '.join(TASK_KINDS)}, not {kind!r}")
         run_uuid = _uuid(run_id, UnknownRunError, "run")
         created: list[Task] = []
 
         def add(run: WorkflowRun) -> bool:
-            task = Task(run_id=run.id, kind=kind, name=name or kind, task_version=version)
+            if kind == "job":
+                task_name, task_version = run.workflow, run.workflow_version
+            else:
+                task_name, task_version = STEP_TASK_NAMES[kind], __version__
+            task = Task.start(
+                run_id=run.id,
+                kind=kind,
+                name=name or task_name,
+                version=version if version is not None else task_version,
+            )
             run.add_task(task.id, kind)
             created[:] = [task]
             return True
 
-        self._change(WorkflowRun, run_uuid, add, extra=lambda: created)
+        # The task is saved before the run: biomero's views link a task to its run only
+        # when the run's TaskAdded follows the task's TaskCreated.
+        self._change(WorkflowRun, run_uuid, add, before=lambda: created)
         return str(created[0].id)
 
     def record_job_submitted(self, task_id: str | UUID, job_id: str, cluster: str) -> bool:
@@ -267,7 +292,7 @@ class Tracker:
         kind: type[A],
         aggregate_id: UUID,
         command: Callable[[A], bool],
-        extra: Callable[[], list[Any]] | None = None,
+        before: Callable[[], list[Any]] | None = None,
     ) -> bool:
         """Load, command, save; on a version conflict reload and run the command again."""
         with store_errors(self.url, f"recording a {kind.__name__} change"):
@@ -276,7 +301,7 @@ class Tracker:
                 if not command(aggregate):
                     return False
                 try:
-                    self._app.save(aggregate, *(extra() if extra else ()))
+                    self._app.save(*(before() if before else ()), aggregate)
                     break
                 except RecordConflictError:
                     log.debug(
@@ -297,6 +322,11 @@ class Tracker:
             aggregate = self._app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise missing(f"no {kind.__name__} with id {aggregate_id}") from None
+        except TopicError:
+            # Upstream's aggregates (biomero.eventsourcing:WorkflowRun) are not ours to load.
+            raise missing(
+                f"{kind.__name__} {aggregate_id} was recorded by biomero 2.x: read-only history"
+            ) from None
         if not isinstance(aggregate, kind):
             raise missing(f"{aggregate_id} is a {type(aggregate).__name__}, not a {kind.__name__}")
         return aggregate

@@ -4,8 +4,17 @@ It keeps nothing in process memory. Each batch runs in one database transaction
 that first claims the projection's position row (a row lock on PostgreSQL, the
 write lock on SQLite), reads the position, applies the next notifications and
 moves the position. A crash rolls the batch back whole; a concurrent projector
-waits for the claim and then skips what is already applied. Any process, any
-restart, the same rows.
+waits for the claim and then skips what is already applied.
+
+The four dashboard tables get exactly the rows biomero 2.8's own views
+(``biomero/views.py``: JobAccounting, JobProgress, WorkflowProgress,
+WorkflowAnalytics) give the same events, for biomero's history and for our runs
+alike: what those views keep in memory per run and per task is kept here in
+``biomero_run`` / ``biomero_task``. So a rebuild here equals biomero's own rebuild
+("Slurm Init"), and biomero's views, after a rollback, write the rows we wrote.
+On a database biomero was already using, events up to the takeover position
+(the newest event when this worker first met the database) are not re-applied to
+the dashboard tables: biomero's rows for them stay as biomero left them.
 """
 
 from __future__ import annotations
@@ -17,8 +26,8 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import ApplicationRecorder, Mapper
-from sqlalchemy import Connection, Engine, Table, and_, insert, select, update
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from sqlalchemy import Connection, Engine, Table, and_, delete, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from biomeroworker.tracking import tables as t
@@ -26,26 +35,30 @@ from biomeroworker.tracking.domain import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    KNOWN_TOPICS,
+    NO_OMERO_ID,
+    RECORDED_BY,
+    REQUESTED,
     RUNNING,
     STARTED,
     Task,
+    TaskStarted,
     WorkflowRun,
+    WorkflowStarted,
 )
+from biomeroworker.tracking.errors import TrackingStoreError
 
 PROJECTION_NAME = "biomero_views"
+TAKEOVER = "biomero_views.takeover"
+SCHEMA = "biomero_views.schema"
+# Version of our own read models (biomero_run, biomero_task). A database marked with a
+# newer one was written by a newer worker and is refused.
+SCHEMA_VERSION = 2
 
-# Upstream's workflow_progress_view status words and progress per step.
-STEP_PROGRESS: dict[str, tuple[str, int]] = {
-    "export": ("TRANSFERRING", 5),
-    "stage_up": ("TRANSFERRING", 10),
-    "convert": ("CONVERTING", 25),
-    "job": ("RUNNING", 50),
-    "stage_down": ("RETRIEVING", 90),
-    "import": ("IMPORTING", 95),
-}
-JOB_PROGRESS_SPAN = (50, 90)
+ORIGIN_BIOMERO = "biomero"
+ORIGIN_WORKER = "worker"
 
-Handler = Callable[[Connection, Any], None]
+Handler = Callable[[Connection, Any, bool], None]
 
 
 def naive_utc(moment: datetime) -> datetime:
@@ -64,24 +77,55 @@ def _update(conn: Connection, table: Table, key: dict[str, Any], values: dict[st
     conn.execute(update(table).where(where).values(**values))
 
 
-def _slurm_int(job_id: str | None) -> int | None:
-    """Upstream keys job views by an integer id; array or het job ids have no row there."""
-    if job_id is None or not job_id.isdigit():
-        return None
-    return int(job_id)
+def is_infrastructure(task_name: str | None) -> bool:
+    """biomero's rule for tasks that are not the user-facing workflow."""
+    name = (task_name or "").lower()
+    return name.startswith(("_slurm_", "slurm_", "convert_"))
 
 
-def _percent(value: float) -> str:
-    return f"{round(value)}%"
+def upstream_kind(task_name: str) -> str:
+    """Our step kind for a task biomero-scripts recorded."""
+    name = task_name.lower()
+    if name.startswith(("_slurm_image_transfer", "_slurm_file_transfer")):
+        return "export"
+    if name.startswith(("convert_", "slurm_remote_conversion")):
+        return "convert"
+    if name.startswith(("slurm_get_result", "slurm_import_results")):
+        return "import"
+    return "job"
 
 
-def _job_workflow_progress(task_progress: str | None) -> str:
-    low, high = JOB_PROGRESS_SPAN
-    try:
-        fraction = float((task_progress or "").strip().rstrip("%")) / 100
-    except ValueError:
-        return _percent(low)
-    return _percent(low + max(0.0, min(1.0, fraction)) * (high - low))
+def upstream_user_name(user: int | None) -> str:
+    """How a biomero 2.x run's owner shows in `biomero status --all` (it kept only ids)."""
+    if user is None or user == NO_OMERO_ID:
+        return "biomero"
+    return f"omero-user-{user}"
+
+
+def workflow_status(task_name: str, status: str, task_progress: str | None) -> tuple[str, str]:
+    """(status, progress) biomero's WorkflowProgress shows after a task status update."""
+    name = task_name.lower()
+    if name == "_slurm_image_transfer.py":
+        return "TRANSFERRING", "5%"
+    if name.startswith("convert_"):
+        return "CONVERTING", "25%"
+    if name == "slurm_get_results.py":
+        if status == "POSTPROCESSING":
+            return "POSTPROCESSING", "95%"
+        return "RETRIEVING", "90%"
+    if name == "slurm_import_results.py":
+        return status, "95%" if status == "POSTPROCESSING" else "90%"
+    if name == "slurm_run_workflow.py":
+        return "RUNNING", "50%"
+    progress = "50%"
+    if task_progress:
+        try:
+            current = int(task_progress.strip("%"))
+        except ValueError:
+            pass  # biomero itself fails here; we keep its baseline
+        else:
+            progress = f"{50 + ((current / 100) * (90 - 50))}%"
+    return "JOB_" + status, progress
 
 
 class Projector:
@@ -100,50 +144,79 @@ class Projector:
         self.mapper = mapper
         self.batch_size = batch_size
         self.handlers: dict[type, Handler] = {
-            WorkflowRun.Requested: self._run_requested,
+            WorkflowRun.WorkflowInitiated: self._run_initiated,
             WorkflowRun.TaskAdded: self._run_task_added,
-            WorkflowRun.Completed: self._run_completed,
-            WorkflowRun.Failed: self._run_failed,
-            WorkflowRun.Cancelled: self._run_cancelled,
-            Task.Started: self._task_started,
-            Task.JobSubmitted: self._job_submitted,
-            Task.JobStatusChanged: self._job_status_changed,
+            WorkflowStarted: self._ignore,
+            WorkflowRun.WorkflowCompleted: self._run_completed,
+            WorkflowRun.WorkflowFailed: self._run_failed,
+            Task.TaskCreated: self._task_created,
+            Task.JobIdAdded: self._job_id_added,
+            Task.StatusUpdated: self._status_updated,
             Task.ProgressUpdated: self._progress_updated,
             Task.ResultAdded: self._result_added,
-            Task.Completed: self._task_completed,
-            Task.Failed: self._task_failed,
+            TaskStarted: self._ignore,
+            Task.TaskCompleted: self._task_completed,
+            Task.TaskFailed: self._task_failed,
         }
 
-    # --- position handling -------------------------------------------------
+    # --- tables and positions ------------------------------------------------
 
     def create_tables(self) -> None:
-        t.metadata.create_all(self.engine)
+        """Create what is missing; on first contact with a database, note the takeover."""
         try:
-            with self.engine.begin() as conn:
-                row = conn.execute(
-                    select(t.positions.c.position).where(t.positions.c.name == PROJECTION_NAME)
-                ).first()
-                if row is None:
-                    conn.execute(insert(t.positions).values(name=PROJECTION_NAME, position=0))
+            self._create_tables()
         except IntegrityError:
-            pass  # another process inserted the row first
+            self._create_tables()  # another process created the same rows first
+
+    def _create_tables(self) -> None:
+        newest = self.recorder.max_notification_id() or 0
+        with self.engine.begin() as conn:
+            existing = set(inspect(conn).get_table_names())
+            had_position = t.positions.name in existing
+            t.positions.create(conn, checkfirst=True)
+            marked = self._get(conn, SCHEMA)
+            if marked is not None and marked > SCHEMA_VERSION:
+                raise TrackingStoreError(
+                    f"the tracking database was written by a newer biomero worker (read-model "
+                    f"schema {marked}; this one knows up to {SCHEMA_VERSION}); upgrade this "
+                    "worker or point it at another database"
+                )
+            if marked is None and had_position:
+                # Read models of a worker from before the biomero takeover: rebuilt from events.
+                for table in reversed(t.OWN_TABLES):
+                    table.drop(conn, checkfirst=True)
+                self._set(conn, PROJECTION_NAME, 0)
+            t.metadata.create_all(conn)
+            if self._get(conn, PROJECTION_NAME) is None:
+                self._set(conn, PROJECTION_NAME, 0)
+            if self._get(conn, TAKEOVER) is None:
+                # Events already there were projected by biomero's own views.
+                self._set(conn, TAKEOVER, newest)
+            self._set(conn, SCHEMA, SCHEMA_VERSION)
+
+    @staticmethod
+    def _get(conn: Connection, name: str) -> int | None:
+        value = conn.execute(
+            select(t.positions.c.position).where(t.positions.c.name == name)
+        ).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def _set(self, conn: Connection, name: str, value: int) -> None:
+        _upsert(conn, t.positions, {"name": name}, {"position": value})
 
     def position(self) -> int:
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(t.positions.c.position).where(t.positions.c.name == PROJECTION_NAME)
-            ).scalar_one()
-        return int(value)
+            return self._get(conn, PROJECTION_NAME) or 0
+
+    def takeover(self) -> int:
+        with self.engine.connect() as conn:
+            return self._get(conn, TAKEOVER) or 0
 
     def _claim(self, conn: Connection) -> int:
         """Lock the position row for this transaction and return the position."""
         touch = update(t.positions).where(t.positions.c.name == PROJECTION_NAME)
         conn.execute(touch.values(position=t.positions.c.position))
-        return int(
-            conn.execute(
-                select(t.positions.c.position).where(t.positions.c.name == PROJECTION_NAME)
-            ).scalar_one()
-        )
+        return self._get(conn, PROJECTION_NAME) or 0
 
     def _move(self, conn: Connection, position: int) -> None:
         touch = update(t.positions).where(t.positions.c.name == PROJECTION_NAME)
@@ -159,270 +232,370 @@ class Projector:
         done = 0
         while True:
             with self.engine.begin() as conn:
-                applied, _ = self._apply_next(conn, self._claim(conn))
+                takeover = self._get(conn, TAKEOVER) or 0
+                applied, _ = self._apply_next(conn, self._claim(conn), takeover)
             done += applied
             if applied < self.batch_size:
                 return done
 
     def rebuild(self) -> int:
-        """Drop and recreate the view tables and replay every event, in one transaction."""
+        """Refill every read model from every event, in one transaction.
+
+        Our own tables are dropped and recreated; the dashboard tables are emptied and
+        refilled (their DDL stays, whoever created it), as biomero's "Slurm Init" does.
+        """
         self.create_tables()
         with self.engine.begin() as conn:
             self._claim(conn)
-            for table in reversed(t.VIEW_TABLES):
+            for table in reversed(t.OWN_TABLES):
                 table.drop(conn, checkfirst=True)
-            for table in t.VIEW_TABLES:
+            for table in t.OWN_TABLES:
                 table.create(conn)
+            for table in t.DASHBOARD_TABLES:
+                conn.execute(delete(table))
             self._move(conn, 0)
+            self._set(conn, TAKEOVER, 0)
             position, done = 0, 0
             while True:
-                applied, position = self._apply_next(conn, position)
+                applied, position = self._apply_next(conn, position, 0)
                 done += applied
                 if applied < self.batch_size:
                     return done
 
-    def _apply_next(self, conn: Connection, position: int) -> tuple[int, int]:
+    def _apply_next(self, conn: Connection, position: int, takeover: int) -> tuple[int, int]:
         """Apply up to a batch after ``position``; return (how many, new position)."""
         notifications = self.recorder.select_notifications(
             start=position, limit=self.batch_size, inclusive_of_start=False
         )
         for notification in notifications:
-            self.apply(conn, self.mapper.to_domain_event(notification))
+            self.apply(conn, self._decode(notification), notification.id > takeover)
         if not notifications:
             return 0, position
         self._move(conn, notifications[-1].id)
         return len(notifications), notifications[-1].id
 
-    def apply(self, conn: Connection, domain_event: DomainEventProtocol[Any]) -> None:
+    def _decode(self, notification: Notification) -> DomainEventProtocol[Any]:
+        if notification.topic not in KNOWN_TOPICS:
+            raise TrackingStoreError(
+                f"event {notification.id} has topic {notification.topic!r}, which this worker "
+                "does not know (written by a newer biomero?); it will not guess what it means"
+            )
+        return self.mapper.to_domain_event(notification)
+
+    def apply(self, conn: Connection, domain_event: DomainEventProtocol[Any], dash: bool) -> None:
         handler = self.handlers.get(type(domain_event))
         if handler is not None:
-            handler(conn, domain_event)
+            handler(conn, domain_event, dash)
 
-    # --- lookups inside the projection's own transaction --------------------
+    # --- state rows and the dashboard rows derived from them ------------------
 
     @staticmethod
     def _run_row(conn: Connection, run_id: str) -> Any:
-        return conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).one()
+        return conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
 
     @staticmethod
     def _task_row(conn: Connection, task_id: str) -> Any:
-        return conn.execute(select(t.tasks).where(t.tasks.c.task_id == task_id)).one()
+        return conn.execute(select(t.tasks).where(t.tasks.c.task_id == task_id)).first()
 
     def _touch_run(self, conn: Connection, run_id: str, when: datetime, **values: Any) -> None:
         _update(conn, t.runs, {"run_id": run_id}, {"updated_at": naive_utc(when), **values})
 
-    def _workflow_progress(self, conn: Connection, run_id: str, **values: Any) -> None:
-        _update(conn, t.workflow_progress_view, {"workflow_id": UUID(run_id)}, values)
+    def _write_workflow_progress(self, conn: Connection, run_id: str) -> None:
+        run = self._run_row(conn, run_id)
+        _upsert(
+            conn,
+            t.workflow_progress_view,
+            {"workflow_id": UUID(run_id)},
+            {
+                "status": run.dash_status,
+                "progress": run.dash_progress,
+                "user": run.dash_user,
+                "group": run.dash_group,
+                "name": run.wf_name,
+                "task": run.current_task,
+                "main_task_name": run.main_task or run.current_task,
+                "start_time": run.created_at,
+            },
+        )
+
+    def _write_task_execution(self, conn: Connection, task_id: str) -> None:
+        task = self._task_row(conn, task_id)
+        run = self._run_row(conn, task.run_id) if task.linked else None
+        _upsert(
+            conn,
+            t.task_execution,
+            {"task_id": UUID(task_id)},
+            {
+                "task_name": task.name,
+                "task_version": task.version,
+                "user_id": run.dash_user if run is not None else None,
+                "group_id": run.dash_group if run is not None else None,
+                "status": task.dash_status,
+                "start_time": task.started_at,
+                "end_time": task.ended_at,
+                "error_type": task.error if task.state == FAILED else None,
+            },
+        )
+
+    def _write_job_progress(
+        self, conn: Connection, job: int, status: str | None, progress: Any = ...
+    ) -> None:
+        """biomero's JobProgress: one row per job number, status and progress kept apart."""
+        row = conn.execute(
+            select(t.job_progress_view).where(t.job_progress_view.c.slurm_job_id == job)
+        ).first()
+        values = {
+            "status": status if status is not None else (row.status if row else "UNKNOWN"),
+            "progress": (row.progress if row else None) if progress is ... else progress,
+        }
+        _upsert(conn, t.job_progress_view, {"slurm_job_id": job}, values)
 
     # --- run events ----------------------------------------------------------
 
-    def _run_requested(self, conn: Connection, e: WorkflowRun.Requested) -> None:
+    def _ignore(self, conn: Connection, e: Any, dash: bool) -> None:
+        pass
+
+    def _run_initiated(
+        self, conn: Connection, e: WorkflowRun.WorkflowInitiated, dash: bool
+    ) -> None:
         when = naive_utc(e.timestamp)
+        ours = getattr(e, "recorded_by", None) == RECORDED_BY
+        user, group = e.user, e.group
+        if ours:
+            values = {
+                "workflow": e.workflow,
+                "version": e.workflow_version,
+                "user_name": e.user_name,
+                "omero_user_id": e.omero_user_id,
+                "omero_group_id": e.omero_group_id,
+                "inputs": json.dumps(e.inputs, sort_keys=True),
+                "parameters": json.dumps(e.parameters, sort_keys=True),
+                "origin": ORIGIN_WORKER,
+            }
+        else:
+            known = user is not None and user != NO_OMERO_ID
+            values = {
+                "workflow": e.name,
+                "version": "",
+                "user_name": upstream_user_name(user),
+                "omero_user_id": user if known else None,
+                "omero_group_id": group if known and group != NO_OMERO_ID else None,
+                "inputs": json.dumps({"description": e.description}),
+                "parameters": "{}",
+                "origin": ORIGIN_BIOMERO,
+            }
         conn.execute(
             insert(t.runs).values(
                 run_id=str(e.originator_id),
-                workflow=e.workflow,
-                version=e.workflow_version,
-                user_name=e.user_name,
-                omero_user_id=e.omero_user_id,
-                omero_group_id=e.omero_group_id,
-                state="REQUESTED",
+                state=REQUESTED,
                 step=None,
-                inputs=json.dumps(e.inputs, sort_keys=True),
-                parameters=json.dumps(e.parameters, sort_keys=True),
                 created_at=when,
                 updated_at=when,
                 slurm_job_ids="",
+                wf_name=e.name,
+                dash_user=user,
+                dash_group=group,
+                dash_status="INITIALIZING",
+                dash_progress="0%",
+                **values,
             )
         )
-        conn.execute(
-            insert(t.workflow_progress_view).values(
-                workflow_id=e.originator_id,
-                status="INITIALIZING",
-                progress="0%",
-                user=e.omero_user_id,
-                group=e.omero_group_id,
-                name=e.workflow,
-                task=None,
-                main_task_name=None,
-                start_time=when,
-            )
-        )
+        if dash:
+            self._write_workflow_progress(conn, str(e.originator_id))
 
-    def _run_task_added(self, conn: Connection, e: WorkflowRun.TaskAdded) -> None:
-        self._touch_run(conn, str(e.originator_id), e.timestamp, state=RUNNING, step=e.kind)
-
-    def _run_completed(self, conn: Connection, e: WorkflowRun.Completed) -> None:
+    def _run_task_added(self, conn: Connection, e: WorkflowRun.TaskAdded, dash: bool) -> None:
         run_id = str(e.originator_id)
-        when = naive_utc(e.timestamp)
-        values: dict[str, Any] = {"state": COMPLETED, "ended_at": when}
-        if e.result_location is not None:
-            values["result_location"] = e.result_location
+        run = self._run_row(conn, run_id)
+        task = self._task_row(conn, str(e.task_id))
+        if run is None:
+            return
+        values: dict[str, Any] = {"state": RUNNING}
+        kind = getattr(e, "kind", None) or (task.kind if task is not None else None)
+        if kind is not None:
+            values["step"] = kind
+        if task is not None:
+            _update(conn, t.tasks, {"task_id": task.task_id}, {"linked": True})
+            values["current_task"] = task.name
+            if run.main_task is None and not is_infrastructure(task.name):
+                values["main_task"] = task.name
+                if run.origin == ORIGIN_BIOMERO:
+                    values["workflow"] = task.name
+                    values["version"] = task.version or ""
         self._touch_run(conn, run_id, e.timestamp, **values)
-        self._workflow_progress(conn, run_id, status="DONE", progress="100%")
 
-    def _run_failed(self, conn: Connection, e: WorkflowRun.Failed) -> None:
+    def _run_completed(
+        self, conn: Connection, e: WorkflowRun.WorkflowCompleted, dash: bool
+    ) -> None:
+        run_id = str(e.originator_id)
+        values: dict[str, Any] = {"state": COMPLETED, "ended_at": naive_utc(e.timestamp)}
+        location = getattr(e, "result_location", None)
+        if location is not None:
+            values["result_location"] = location
+        self._touch_run(
+            conn, run_id, e.timestamp, dash_status="DONE", dash_progress="100%", **values
+        )
+        if dash and self._run_row(conn, run_id) is not None:
+            self._write_workflow_progress(conn, run_id)
+
+    def _run_failed(self, conn: Connection, e: WorkflowRun.WorkflowFailed, dash: bool) -> None:
         run_id = str(e.originator_id)
         self._touch_run(
             conn,
             run_id,
             e.timestamp,
-            state=FAILED,
+            state=CANCELLED if getattr(e, "cancelled", False) else FAILED,
             ended_at=naive_utc(e.timestamp),
-            error_type=e.error_type,
-            error=e.message,
+            error_type=getattr(e, "error_type", None),
+            error=e.error_message,
+            dash_status="FAILED",
         )
-        self._workflow_progress(conn, run_id, status="FAILED")
-
-    def _run_cancelled(self, conn: Connection, e: WorkflowRun.Cancelled) -> None:
-        run_id = str(e.originator_id)
-        self._touch_run(
-            conn,
-            run_id,
-            e.timestamp,
-            state=CANCELLED,
-            ended_at=naive_utc(e.timestamp),
-            error_type="Cancelled",
-            error=e.reason,
-        )
-        self._workflow_progress(conn, run_id, status=CANCELLED)
+        if dash and self._run_row(conn, run_id) is not None:
+            self._write_workflow_progress(conn, run_id)
 
     # --- task events ---------------------------------------------------------
 
-    def _task_started(self, conn: Connection, e: Task.Started) -> None:
-        run = self._run_row(conn, str(e.run_id))
-        when = naive_utc(e.timestamp)
+    def _task_created(self, conn: Connection, e: Task.TaskCreated, dash: bool) -> None:
+        task_id = str(e.originator_id)
+        version = e.task_version
         conn.execute(
             insert(t.tasks).values(
-                task_id=str(e.originator_id),
-                run_id=str(e.run_id),
-                kind=e.kind,
-                name=e.name,
-                version=e.task_version,
+                task_id=task_id,
+                run_id=str(e.workflow_id),
+                kind=getattr(e, "kind", None) or upstream_kind(e.task_name),
+                name=e.task_name,
+                version=None if version is None else str(version),
                 state=STARTED,
                 result_locations="[]",
-                started_at=when,
+                started_at=naive_utc(e.timestamp),
+                linked=False,
+                dash_status="CREATED",
             )
         )
-        conn.execute(
-            insert(t.task_execution).values(
-                task_id=e.originator_id,
-                task_name=e.name,
-                task_version=e.task_version,
-                user_id=run.omero_user_id,
-                group_id=run.omero_group_id,
-                status=STARTED,
-                start_time=when,
-            )
-        )
-        status, progress = STEP_PROGRESS.get(e.kind, (RUNNING, 50))
-        values: dict[str, Any] = {"status": status, "progress": _percent(progress), "task": e.name}
-        if e.kind == "job":
-            values["main_task_name"] = e.name
-        self._workflow_progress(conn, str(e.run_id), **values)
+        if dash:
+            self._write_task_execution(conn, task_id)
 
-    def _job_submitted(self, conn: Connection, e: Task.JobSubmitted) -> None:
+    def _job_id_added(self, conn: Connection, e: Task.JobIdAdded, dash: bool) -> None:
         task = self._task_row(conn, str(e.originator_id))
-        run = self._run_row(conn, task.run_id)
+        if task is None:
+            return
+        ref = getattr(e, "slurm_job_ref", None) or str(e.job_id)
+        number = int(e.job_id)
+        cluster = getattr(e, "cluster", None)
         _update(
             conn,
             t.tasks,
             {"task_id": task.task_id},
-            {"slurm_job_id": e.job_id, "cluster": e.cluster, "job_state": None},
+            {"slurm_job_id": ref, "job_number": number, "cluster": cluster, "job_state": None},
         )
+        run = self._run_row(conn, task.run_id)
+        if run is None:
+            return
         job_ids = [j for j in run.slurm_job_ids.split(",") if j]
-        if e.job_id not in job_ids:
-            job_ids.append(e.job_id)
-        self._touch_run(
-            conn, run.run_id, e.timestamp, slurm_job_ids=",".join(job_ids), cluster=e.cluster
-        )
-        number = _slurm_int(e.job_id)
-        if number is not None:
+        if ref not in job_ids:
+            job_ids.append(ref)
+        values: dict[str, Any] = {"slurm_job_ids": ",".join(job_ids)}
+        if cluster is not None:
+            values["cluster"] = cluster
+        self._touch_run(conn, run.run_id, e.timestamp, **values)
+        if dash and task.linked:
             _upsert(
                 conn,
                 t.job_view,
                 {"slurm_job_id": number},
-                {
-                    "user": run.omero_user_id,
-                    "group": run.omero_group_id,
-                    "task_id": e.originator_id,
-                },
+                {"user": run.dash_user, "group": run.dash_group, "task_id": e.originator_id},
             )
 
-    def _job_status_changed(self, conn: Connection, e: Task.JobStatusChanged) -> None:
+    def _status_updated(self, conn: Connection, e: Task.StatusUpdated, dash: bool) -> None:
         task = self._task_row(conn, str(e.originator_id))
+        if task is None:
+            return
         _update(
             conn,
             t.tasks,
             {"task_id": task.task_id},
             {
-                "job_state": e.state,
-                "exit_code": e.exit_code,
-                "elapsed_s": e.elapsed_s,
-                "max_rss_bytes": e.max_rss_bytes,
+                "job_state": e.status,
+                "exit_code": getattr(e, "exit_code", None),
+                "elapsed_s": getattr(e, "elapsed_s", None),
+                "max_rss_bytes": getattr(e, "max_rss_bytes", None),
+                "dash_status": e.status,
             },
         )
-        _update(conn, t.task_execution, {"task_id": e.originator_id}, {"status": e.state})
-        number = _slurm_int(task.slurm_job_id)
-        if number is not None:
-            _upsert(conn, t.job_progress_view, {"slurm_job_id": number}, {"status": e.state})
-        self._touch_run(conn, task.run_id, e.timestamp)
-        if task.kind == "job":
-            self._workflow_progress(
-                conn,
-                task.run_id,
-                status=f"JOB_{e.state}",
-                progress=_job_workflow_progress(task.progress),
+        run = self._run_row(conn, task.run_id)
+        if run is not None and task.linked:
+            status, progress = workflow_status(task.name, e.status, run.task_progress)
+            self._touch_run(
+                conn, run.run_id, e.timestamp, dash_status=status, dash_progress=progress
             )
+        if not dash:
+            return
+        self._write_task_execution(conn, task.task_id)
+        if task.job_number is not None:
+            self._write_job_progress(conn, task.job_number, e.status)
+        if run is not None and task.linked:
+            self._write_workflow_progress(conn, run.run_id)
 
-    def _progress_updated(self, conn: Connection, e: Task.ProgressUpdated) -> None:
+    def _progress_updated(self, conn: Connection, e: Task.ProgressUpdated, dash: bool) -> None:
         task = self._task_row(conn, str(e.originator_id))
-        _update(conn, t.tasks, {"task_id": task.task_id}, {"progress": e.progress})
-        number = _slurm_int(task.slurm_job_id)
-        if number is not None:
-            _upsert(
-                conn,
-                t.job_progress_view,
-                {"slurm_job_id": number},
-                {"status": task.job_state or "UNKNOWN", "progress": e.progress},
-            )
-        if task.kind == "job":
-            self._workflow_progress(conn, task.run_id, progress=_job_workflow_progress(e.progress))
+        if task is None:
+            return
+        note = getattr(e, "note", None)
+        _update(
+            conn,
+            t.tasks,
+            {"task_id": task.task_id},
+            {"progress": note if note is not None else e.progress},
+        )
+        run = self._run_row(conn, task.run_id)
+        if run is not None and task.linked:
+            self._touch_run(conn, run.run_id, e.timestamp, task_progress=e.progress)
+        if not dash:
+            return
+        if task.job_number is not None:
+            self._write_job_progress(conn, task.job_number, None, e.progress)
+        if run is not None and task.linked:
+            self._write_workflow_progress(conn, run.run_id)
 
-    def _result_added(self, conn: Connection, e: Task.ResultAdded) -> None:
+    def _result_added(self, conn: Connection, e: Task.ResultAdded, dash: bool) -> None:
         task = self._task_row(conn, str(e.originator_id))
-        locations = [*json.loads(task.result_locations), e.location]
+        location = e.result.get("location") if isinstance(e.result, dict) else None
+        if task is None or location is None:
+            return  # upstream's results are command outputs, not locations
+        locations = [*json.loads(task.result_locations), location]
         _update(
             conn, t.tasks, {"task_id": task.task_id}, {"result_locations": json.dumps(locations)}
         )
         self._touch_run(conn, task.run_id, e.timestamp)
 
-    def _task_completed(self, conn: Connection, e: Task.Completed) -> None:
-        self._task_finished(conn, e, COMPLETED, None, None)
+    def _task_completed(self, conn: Connection, e: Task.TaskCompleted, dash: bool) -> None:
+        self._task_finished(conn, e, dash, COMPLETED, None, None)
 
-    def _task_failed(self, conn: Connection, e: Task.Failed) -> None:
-        self._task_finished(conn, e, FAILED, e.error_type, e.message)
+    def _task_failed(self, conn: Connection, e: Task.TaskFailed, dash: bool) -> None:
+        self._task_finished(conn, e, dash, FAILED, getattr(e, "error_type", None), e.error_message)
 
     def _task_finished(
         self,
         conn: Connection,
         e: Any,
+        dash: bool,
         state: str,
         error_type: str | None,
         message: str | None,
     ) -> None:
         task = self._task_row(conn, str(e.originator_id))
-        when = naive_utc(e.timestamp)
+        if task is None:
+            return
         _update(
             conn,
             t.tasks,
             {"task_id": task.task_id},
-            {"state": state, "ended_at": when, "error_type": error_type, "error": message},
-        )
-        _update(
-            conn,
-            t.task_execution,
-            {"task_id": e.originator_id},
-            {"status": state, "end_time": when, "error_type": error_type},
+            {
+                "state": state,
+                "ended_at": naive_utc(e.timestamp),
+                "error_type": error_type,
+                "error": message,
+            },
         )
         self._touch_run(conn, task.run_id, e.timestamp)
+        if dash:
+            self._write_task_execution(conn, task.task_id)

@@ -39,6 +39,7 @@ def _run_dict(row: Any) -> dict[str, Any]:
         "result_location": row.result_location,
         "slurm_job_ids": [j for j in row.slurm_job_ids.split(",") if j],
         "cluster": row.cluster,
+        "origin": row.origin,
     }
 
 
@@ -106,6 +107,7 @@ def active_runs(conn: Connection) -> list[dict[str, Any]]:
     query = (
         select(t.runs)
         .where(t.runs.c.state.not_in(["COMPLETED", "FAILED", "CANCELLED"]))
+        .where(t.runs.c.origin == "worker")  # biomero 2.x's runs are history, never resumed
         .order_by(t.runs.c.created_at, t.runs.c.run_id)
     )
     runs = [_run_dict(row) for row in conn.execute(query)]

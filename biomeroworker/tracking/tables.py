@@ -1,9 +1,11 @@
 """Read-model tables, written only by the projection and rebuilt from events at will.
 
-The four ``biomero_*view`` / ``biomero_task_execution`` tables keep the names, columns
-and types that upstream BIOMERO (``biomero/database.py``) gives them, so OMERO.biomero
-dashboards keep working. ``user``/``group`` there are OMERO ids and stay empty for
-local runs. ``biomero_run`` and ``biomero_task`` serve our CLI, scripts and analytics.
+The four ``biomero_*view`` / ``biomero_task_execution`` tables keep the names, columns,
+types and NOT NULLs that biomero 2.8 (``biomero/database.py``) gives them, so
+OMERO.biomero dashboards keep working and a database biomero created is used as it is.
+``user``/``group`` there are OMERO ids; runs without one (CLI runs) carry -1, upstream's
+own value. ``biomero_run`` and ``biomero_task`` serve our CLI, scripts and analytics,
+and hold the per-run and per-task state biomero's views keep in process memory.
 Timestamps are naive UTC, as upstream stores them.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -36,8 +39,8 @@ job_view = Table(
     "biomero_job_view",
     metadata,
     Column("slurm_job_id", Integer, primary_key=True, autoincrement=False),
-    Column("user", Integer, nullable=True),
-    Column("group", Integer, nullable=True),
+    Column("user", Integer, nullable=False),
+    Column("group", Integer, nullable=False),
     Column("task_id", Uuid),
 )
 
@@ -98,6 +101,17 @@ runs = Table(
     Column("result_location", Text, nullable=True),
     Column("slurm_job_ids", Text, nullable=False),
     Column("cluster", String, nullable=True),
+    # "biomero" (recorded by biomero 2.x: read-only history) or "worker" (ours)
+    Column("origin", String(16), nullable=False),
+    # what biomero's WorkflowProgress view keeps in memory, per run
+    Column("wf_name", String, nullable=True),
+    Column("dash_user", Integer, nullable=True),
+    Column("dash_group", Integer, nullable=True),
+    Column("dash_status", String, nullable=True),
+    Column("dash_progress", String, nullable=True),
+    Column("current_task", String, nullable=True),
+    Column("main_task", String, nullable=True),
+    Column("task_progress", String, nullable=True),
 )
 
 tasks = Table(
@@ -110,6 +124,7 @@ tasks = Table(
     Column("version", String, nullable=True),
     Column("state", String, nullable=False),
     Column("slurm_job_id", String, nullable=True),
+    Column("job_number", Integer, nullable=True),
     Column("cluster", String, nullable=True),
     Column("job_state", String, nullable=True),
     Column("exit_code", Integer, nullable=True),
@@ -121,7 +136,21 @@ tasks = Table(
     Column("ended_at", DateTime, nullable=True),
     Column("error_type", String, nullable=True),
     Column("error", Text, nullable=True),
+    # biomero's view state: linked once the run's TaskAdded was seen; status as shown
+    Column("linked", Boolean, nullable=False),
+    Column("dash_status", String, nullable=False),
 )
+
+# The dashboards' tables: emptied and refilled by a rebuild, never dropped (whoever
+# created them, biomero or us, keeps its DDL).
+DASHBOARD_TABLES: tuple[Table, ...] = (
+    job_view,
+    job_progress_view,
+    workflow_progress_view,
+    task_execution,
+)
+# Our own read models: dropped and recreated by a rebuild.
+OWN_TABLES: tuple[Table, ...] = (runs, tasks)
 
 VIEW_TABLES: tuple[Table, ...] = (
     job_view,

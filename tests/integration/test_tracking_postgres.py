@@ -160,14 +160,14 @@ def test_parallel_writers_on_one_run_lose_no_event(url: str) -> None:
     assert len(run["tasks"]) == total
     assert sum(1 for task in run["tasks"] if task["slurm_job_id"]) == total
     # requested + per task: run.TaskAdded, Task.Started, Task.JobSubmitted
-    assert scalar(url, "SELECT count(*) FROM biomeroworker_events") == 1 + 3 * total
+    assert scalar(url, "SELECT count(*) FROM workflowtracker_events") == 1 + 3 * total
 
 
 def test_parallel_projectors_apply_each_event_once(url: str) -> None:
     with Tracker(url, project=False) as writer:
         for user in ("alice", "bob", "carol", "dave"):
             finished_run(writer, user)
-    written = scalar(url, "SELECT count(*) FROM biomeroworker_events")
+    written = scalar(url, "SELECT count(*) FROM workflowtracker_events")
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     _run_processes(_project, [(url, results)] * 3)

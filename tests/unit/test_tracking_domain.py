@@ -15,7 +15,7 @@ from biomeroworker.tracking.errors import (
 
 
 def new_run() -> WorkflowRun:
-    return WorkflowRun(
+    return WorkflowRun.request(
         workflow="cellpose",
         workflow_version="v1.2.7",
         user_name="alice",
@@ -27,7 +27,7 @@ def new_run() -> WorkflowRun:
 
 
 def job_task() -> Task:
-    task = Task(run_id=uuid4(), kind="job", name="cellpose", task_version="v1.2.7")
+    task = Task.start(run_id=uuid4(), kind="job", name="cellpose", version="v1.2.7")
     task.submit_job("42", "local")
     task.collect_events()
     return task
@@ -55,12 +55,12 @@ def test_final_accounting_arriving_after_completion_is_recorded() -> None:
     task.collect_events()
     assert task.update_job_status("COMPLETED", 0, 20.0, 4096)
     (changed,) = task.collect_events()
-    assert isinstance(changed, Task.JobStatusChanged)
+    assert isinstance(changed, Task.StatusUpdated)
     assert (task.elapsed_s, task.max_rss_bytes) == (20.0, 4096)
 
 
 def test_job_status_without_a_submitted_job_is_refused() -> None:
-    task = Task(run_id=uuid4(), kind="job", name="cellpose", task_version=None)
+    task = Task.start(run_id=uuid4(), kind="job", name="cellpose", version=None)
     with pytest.raises(NoJobSubmittedError):
         task.update_job_status("RUNNING", None, None, None)
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from biomeroworker import __version__
 from biomeroworker.tracking import Tracker, UnknownRunError
 from biomeroworker.tracking import tables as t
 from biomeroworker.tracking.application import SNAPSHOT_EVERY
@@ -64,7 +65,7 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def event_count(url: str) -> int:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        count = conn.execute(sa.text("SELECT count(*) FROM biomeroworker_events")).scalar_one()
+        count = conn.execute(sa.text("SELECT count(*) FROM workflowtracker_events")).scalar_one()
     engine.dispose()
     return int(count)
 
@@ -73,7 +74,7 @@ def test_tables_are_created_on_first_use(url: str) -> None:
     Tracker(url).close()
     names = set(sa.inspect(sa.create_engine(url)).get_table_names())
     assert {table.name for table in t.VIEW_TABLES} <= names
-    assert {"biomeroworker_events", "biomeroworker_snapshots"} <= names
+    assert {"workflowtracker_events", "workflowtracker_snapshots"} <= names
 
 
 def test_a_finished_run_fills_the_upstream_dashboard_tables(tracker: Tracker, url: str) -> None:
@@ -94,8 +95,16 @@ def test_a_finished_run_fills_the_upstream_dashboard_tables(tracker: Tracker, ur
         "cellpose",
         "cellpose",
     )
-    statuses = {(r.task_name, r.status, r.user_id) for r in rows["biomero_task_execution"]}
-    assert statuses == {("export", "COMPLETED", 3), ("cellpose", "COMPLETED", 3)}
+    # Upstream's words: a task starts CREATED and shows its last Slurm state; the export
+    # step has none, so it stays CREATED (with an end time), as biomero's own does.
+    statuses = {
+        (r.task_name, r.task_version, r.status, r.user_id, r.end_time is not None)
+        for r in rows["biomero_task_execution"]
+    }
+    assert statuses == {
+        ("_SLURM_Image_Transfer.py", __version__, "CREATED", 3, True),
+        ("cellpose", "v1.2.7", "COMPLETED", 3, True),
+    }
 
 
 def test_get_run_answers_who_what_where_and_how_it_went(tracker: Tracker) -> None:
@@ -129,7 +138,8 @@ def test_a_failed_run_keeps_its_error_type_and_message(tracker: Tracker, url: st
         "stage_up",
         "TransportError",
     )
-    assert [r.error_type for r in dump(url)["biomero_task_execution"]] == ["TransportError"]
+    # As upstream: the dashboards' error_type column holds the message.
+    assert [r.error_type for r in dump(url)["biomero_task_execution"]] == ["connection reset"]
 
 
 def test_an_unchanged_poll_appends_no_event(tracker: Tracker, url: str) -> None:
