@@ -159,7 +159,7 @@ def test_parallel_writers_on_one_run_lose_no_event(url: str) -> None:
     assert len(aggregate.task_ids) == total
     assert len(run["tasks"]) == total
     assert sum(1 for task in run["tasks"] if task["slurm_job_id"]) == total
-    # requested + per task: run.TaskAdded, Task.Started, Task.JobSubmitted
+    # initiated + per task: run.TaskAdded, Task.TaskCreated, Task.JobIdAdded
     assert scalar(url, "SELECT count(*) FROM workflowtracker_events") == 1 + 3 * total
 
 
