@@ -28,8 +28,10 @@ class DescriptorError(BiomeroError):
 class Parameter:
     """One input of a descriptor.
 
-    ``kind`` is what users may give: a Number is ``int`` when its default is a whole
-    JSON number (``5``) and ``float`` otherwise; anything with value-choices is ``choice``.
+    ``kind`` is what users may give: a Number is ``float`` when its default is a JSON
+    number with a fraction part (``0.5``, ``2.0``) and ``int`` otherwise, also without a
+    default (as biomero types it and the OMERO.biomero plugin sends it); anything with
+    value-choices is ``choice``.
     """
 
     id: str
@@ -180,7 +182,7 @@ def _kind(cytype: str, default: Any, choices: tuple[Any, ...], where: str) -> Ki
     if cytype == "Number":
         if isinstance(default, bool) or not (default is None or isinstance(default, int | float)):
             raise DescriptorError(f"{where}: Number with a non-numeric default {default!r}")
-        return "int" if isinstance(default, int) else "float"
+        return "float" if isinstance(default, float) else "int"
     if cytype == "Boolean":
         if default is not None and not isinstance(default, bool):
             raise DescriptorError(f"{where}: Boolean with a non-boolean default {default!r}")

@@ -44,7 +44,9 @@ def test_sample_descriptor_types_its_parameters() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize(("default", "kind"), [(5, "int"), (0.5, "float"), (2.0, "float")])
+@pytest.mark.parametrize(
+    ("default", "kind"), [(5, "int"), (0.5, "float"), (2.0, "float"), (None, "int")]
+)
 def test_number_is_int_or_float_by_its_default(default: object, kind: str) -> None:
     descriptor = parse_descriptor(minimal(inputs=[number("n", default)]), source="t")
     assert descriptor.parameters[0].kind == kind
