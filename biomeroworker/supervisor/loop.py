@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from biomeroworker.errors import BiomeroError, TransportError
-from biomeroworker.runs import RunCancelled, RunEngine, RunFailed, next_step
+from biomeroworker.runs import (
+    FINISHED_RUN_STATES,
+    RunCancelled,
+    RunEngine,
+    RunFailed,
+    next_step,
+    source,
+)
 from biomeroworker.supervisor.leases import LeaseStore
 
 log = logging.getLogger(__name__)
@@ -185,17 +192,33 @@ class Supervisor:
                     log.error("run %s: step crashed: %r", run_id, future.exception())
 
     def _release_finished(self, current: set[str]) -> None:
-        """Runs that left the active list: clean up cancelled ones, drop their leases."""
+        """Runs that left the active list: clean up cancelled ones, tell the DataSide of
+        finished ones (an OMERO run's E-mail), drop their leases."""
         gone = self.held - current - set(self.in_flight)
         for run_id in gone:
             try:
                 run = self.engine.tracker.get_run(run_id)
-                if run["state"] == "CANCELLED":
-                    self.engine.cleanup_remote(run)
             except BiomeroError as exc:
-                log.warning("run %s: cleanup after cancel failed: %s", run_id, exc)
+                log.warning("run %s: cannot read it after it left: %s", run_id, exc)
+                continue
+            if run["state"] == "CANCELLED":
+                try:
+                    self.engine.cleanup_remote(run)
+                except BiomeroError as exc:
+                    log.warning("run %s: cleanup after cancel failed: %s", run_id, exc)
+            if run["state"] in FINISHED_RUN_STATES:
+                self._run_ended(run)
         self.leases.release(gone)
         self.held = (self.held - gone) | current
+
+    def _run_ended(self, run: dict[str, Any]) -> None:
+        hook = getattr(self.engine.data_sides.get(source(run)), "run_ended", None)
+        if hook is None:
+            return
+        try:
+            hook(run)
+        except BiomeroError as exc:  # a notification never changes the run's outcome
+            log.warning("run %s: end-of-run notice failed: %s", run["run_id"], exc)
 
     # -- lifecycle -------------------------------------------------------------------
 
