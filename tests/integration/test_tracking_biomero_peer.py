@@ -14,14 +14,19 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import numpy
 import pytest
 import sqlalchemy as sa
+import tifffile
 
 from biomeroworker import __version__
 from biomeroworker.checks import tracking_database_check
 from biomeroworker.config import load_settings
+from biomeroworker.prepare import init_cluster
+from biomeroworker.runs import RunEngine
 from biomeroworker.tracking import Tracker, TrackingStoreError, UnknownRunError
 from biomeroworker.tracking import tables as t
+from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
 pytestmark = pytest.mark.integration
 
@@ -417,3 +422,56 @@ def test_check_reports_the_history_and_refuses_an_unknown_newer_schema(
         assert not check.ok and "WorkflowRun.WorkflowPaused" in check.detail
         with pytest.raises(TrackingStoreError, match="does not know"):
             Tracker(url)
+
+
+def test_a_localslurm_run_joins_the_history_and_biomero_reads_it(
+    cluster, new_database, peer_python, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    with new_database() as url:
+        history = peer(peer_python, url, "record", HISTORY[:2])
+        before = dump(url)
+        extra = (
+            "[WORKFLOWS]\n"
+            "misbehave = misbehave\n"
+            f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
+            "misbehave_job_mem = 100M\n"
+        )
+        text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+        config = tmp_path / "slurm-config.ini"
+        config.write_text(text.replace("[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = {url}\n"))
+        settings = load_settings(config_file=config)
+        image = tmp_path / "image.tif"
+        tifffile.imwrite(image, numpy.zeros((16, 16), dtype=numpy.uint8))
+        transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=600))
+        try:
+            list(init_cluster(transport, settings))
+            with Tracker(settings_url=url) as tracker:
+                engine = RunEngine(settings, transport, tracker)
+                run_id = engine.request("misbehave", [image], {}, output_dir=tmp_path / "out")
+                engine.drive(run_id)
+                run = tracker.get_run(run_id)
+                assert run["state"] == "COMPLETED"
+                assert {r["run_id"] for r in history} <= {r["run_id"] for r in tracker.list_runs()}
+        finally:
+            transport.close()
+        ours = dump(url)
+        mine = {run_id, *(task["task_id"] for task in run["tasks"]), *run["slurm_job_ids"]}
+        assert without(ours, mine) == before  # biomero's history as it was
+        job = next(task for task in run["tasks"] if task["kind"] == "job")
+        execution = {r[0]: r for r in ours["biomero_task_execution"]}
+        assert execution[job["task_id"]][1:6] == (
+            "misbehave",
+            run["version"],
+            "-1",
+            "-1",
+            "COMPLETED",
+        )
+        assert (job["slurm_job_id"], "-1", "-1", job["task_id"]) in ours["biomero_job_view"]
+        progress = {r[0]: r for r in ours["biomero_workflow_progress_view"]}[run_id]
+        assert (progress[1], progress[2], progress[7]) == ("DONE", "100%", "misbehave")
+        v2 = answers(url)["Workflow execution count - V2"]
+        assert ("misbehave", run["version"], 1) in v2
+
+        # biomero's tracker after ours: it reads our real run and leaves its rows alone
+        later = peer(peer_python, url, "record", [upstream_run(5, 3, "cellpose", 142)])
+        assert without(dump(url), ids_of(later, [141, 142])) == ours
