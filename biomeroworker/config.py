@@ -306,6 +306,12 @@ WORKER_KEYS: tuple[Key, ...] = (
     ),
     Key("connect_timeout_s", _seconds, 15.0, help="SSH connect timeout"),
     Key("command_timeout_s", _seconds, 120.0, help="default remote command timeout"),
+    Key(
+        "transfer_idle_timeout_s",
+        _seconds,
+        300.0,
+        help="a data transfer fails after this long without a byte moving (no total limit)",
+    ),
     Key("keepalive_s", _seconds_or_zero, 30.0, help="SSH keep-alive interval, 0 = off"),
     Key("runtime", _one_of("apptainer", "singularity", "native"), "apptainer"),
     Key("native_python", default="python3", help="cluster Python for native workflows"),
@@ -484,6 +490,7 @@ class WorkerSettings:
     shared_path: str | None = None
     connect_timeout_s: float = 15.0
     command_timeout_s: float = 120.0
+    transfer_idle_timeout_s: float = 300.0
     keepalive_s: float = 30.0
     runtime: str = "apptainer"
     native_python: str = "python3"

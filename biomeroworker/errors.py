@@ -43,6 +43,18 @@ class CommandTimeout(TransportError):
         super().__init__(f"command timed out after {timeout_s:g} s: {argv[0] if argv else '?'}")
 
 
+class StreamStalled(TransportError):
+    """A stream moved no bytes, in either direction, for its inactivity limit."""
+
+    def __init__(self, argv: list[str], idle_s: float) -> None:
+        self.argv = argv
+        self.idle_s = idle_s
+        super().__init__(
+            f"{argv[0] if argv else '?'} stalled: no data moved for {idle_s:g} s "
+            f"([WORKER] transfer_idle_timeout_s); the link or the far side stopped"
+        )
+
+
 class CommandError(TransportError):
     """A command ran and exited non-zero."""
 

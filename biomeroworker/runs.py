@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from biomeroworker.convert.zarr_to_tiff import tiff_name
 from biomeroworker.errors import BiomeroError, ConnectError, TransportError
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
+from biomeroworker.localdirs import claim, release
 from biomeroworker.prepare import cluster_layout
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.slurm.parse import JobStatus
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 CLUSTER = "slurm"
 LOG_TAIL_LINES = 30
+# A log without newlines must not put megabytes into an event: the tail is cut by bytes.
+LOG_TAIL_BYTES = 4096
 FINISHED_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
@@ -148,6 +151,21 @@ def default_results_root() -> Path:
     return Path(platformdirs.user_data_dir("biomero")) / "results"
 
 
+def results_folder_name(run: dict[str, Any]) -> str:
+    """``<workflow>-<run id>``: the folder a run's results get inside a chosen output."""
+    workflow = re.sub(r"[^A-Za-z0-9._-]", "_", str(run["workflow"]))
+    return f"{workflow}-{run['run_id']}"
+
+
+def results_dir(run: dict[str, Any]) -> Path:
+    """Where a run's results land: a new folder named after the run inside the chosen
+    output folder (so nothing already there is touched), else the run's own folder."""
+    chosen = run["inputs"].get("output_dir")
+    if chosen:
+        return Path(chosen) / results_folder_name(run)
+    return RunLayout(run["run_id"], ".", default_results_root()).local_out
+
+
 def is_zarr(path: Path) -> bool:
     return path.name.lower().endswith(".zarr")
 
@@ -235,6 +253,34 @@ def waiting_kind(step: Step) -> str:
     return "convert" if step is Step.WAIT_CONVERT else "job"
 
 
+def log_tail(
+    transport: Transport,
+    path: str,
+    *,
+    lines: int = LOG_TAIL_LINES,
+    max_bytes: int = LOG_TAIL_BYTES,
+) -> str:
+    """The last ``lines`` lines of a cluster log, never more than ``max_bytes`` of it.
+
+    ``tail -c`` bounds what crosses the link; a first line cut by that bound is dropped
+    (unless it is the only one, as in a log without newlines: then it shows cut, after "...").
+    """
+    try:
+        result = transport.run(
+            ["tail", "-c", str(max_bytes), "--", path], check=False, idempotent=True
+        )
+    except TransportError as exc:
+        return f"(log {path} unreadable: {exc})"
+    if result.exit_code != 0:
+        return result.stderr.strip()[:max_bytes] or f"(log {path} unreadable)"
+    text = result.stdout
+    kept = text.splitlines()
+    if len(text.encode()) >= max_bytes and kept:
+        kept = kept[1:] if len(kept) > 1 else ["..." + kept[0]]
+    tail = "\n".join(kept[-lines:]).strip()
+    return tail or "(empty log)"
+
+
 # While accounting has not listed a job this long after its submission (or after it
 # vanished), polls stay fast: the usual cause is slurmdbd lagging by seconds.
 ACCOUNTING_LAG_S = 60.0
@@ -306,8 +352,11 @@ class RunEngine:
         return RunLayout(run["run_id"], self.settings.slurm.slurm_data_path, default_results_root())
 
     def output_dir(self, run: dict[str, Any]) -> Path:
-        chosen = run["inputs"].get("output_dir")
-        return Path(chosen) if chosen else self.layout(run).local_out
+        return results_dir(run)
+
+    def local_run(self, run: dict[str, Any]) -> Path:
+        """The run's own local folder, made (with its owner marker) when first needed."""
+        return claim(self.layout(run).local_run, run["run_id"])
 
     def open_task(self, run: dict[str, Any], kind: str) -> str:
         """The run's unfinished task of ``kind`` (left by a crash), or a new one."""
@@ -334,8 +383,11 @@ class RunEngine:
         self._check_inputs(run, task)
         zarrs = [p for p in input_files(run) if is_zarr(p)]
         self.reporter.step("convert", f"{len(zarrs)} OME-Zarr image(s) to TIFF on the worker")
-        dest = self.layout(run).local_run / "tiff"
-        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            dest = self.local_run(run) / "tiff"
+            dest.mkdir(exist_ok=True)
+        except (BiomeroError, OSError) as exc:
+            raise self._fail(task, "ConversionFailed", str(exc)) from exc
         for done, source_path in enumerate(zarrs, start=1):
             target = dest / tiff_name(source_path)
             try:
@@ -372,7 +424,12 @@ class RunEngine:
             # The tar stream adds a 512-byte header per entry and pads files to 512 bytes.
             moved[1] = manifest.bytes + 1024 * (manifest.files + len(files)) + 10240
             report = stage_up(
-                self.transport, files, layout.remote_in, progress=progress, expected=manifest
+                self.transport,
+                files,
+                layout.remote_in,
+                progress=progress,
+                expected=manifest,
+                idle_timeout_s=self.settings.worker.transfer_idle_timeout_s,
             )
             self.transport.run(["mkdir", "-p", "--", layout.remote_logs], idempotent=True)
             self.transport.write_text(layout.remote_params, json.dumps(run["parameters"]))
@@ -594,13 +651,7 @@ class RunEngine:
         raise self._fail(task["task_id"], worst.state.name, message)
 
     def _log_tail(self, path: str) -> str:
-        try:
-            result = self.transport.run(
-                ["tail", "-n", str(LOG_TAIL_LINES), "--", path], check=False, idempotent=True
-            )
-        except TransportError as exc:
-            return f"(log {path} unreadable: {exc})"
-        return result.stdout.strip() or result.stderr.strip() or "(empty log)"
+        return log_tail(self.transport, path)
 
     def stage_down(self, run: dict[str, Any]) -> Path:
         layout = self.layout(run)
@@ -614,7 +665,6 @@ class RunEngine:
             except PathNotAllowed as exc:
                 raise self._fail(task, "PathNotAllowed", str(exc)) from exc
             before = entries(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         self.reporter.step("stage down", str(dest))
         moved = [0]
 
@@ -623,7 +673,17 @@ class RunEngine:
             self.reporter.bytes_moved("stage down", moved[0], 0)
 
         try:
-            stage_down(self.transport, layout.remote_out, dest, progress=progress)
+            if dest.parent == layout.local_run:
+                self.local_run(run)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            stage_down(
+                self.transport,
+                layout.remote_out,
+                dest,
+                progress=progress,
+                idle_timeout_s=self.settings.worker.transfer_idle_timeout_s,
+            )
         except ConnectError:
             raise  # transient: retried
         except BiomeroError as exc:
@@ -644,9 +704,10 @@ class RunEngine:
         """Inputs from the DataSide (e.g. OMERO images as OME-Zarr) into the local run folder."""
         task = self.open_task(run, "export")
         dest = self.layout(run).local_in
-        dest.mkdir(parents=True, exist_ok=True)
         self.reporter.step("export", source(run))
         try:
+            self.local_run(run)
+            dest.mkdir(exist_ok=True)
             paths = self._side(run).export(run, dest)
             # What was exported meets the rules a local input meets (biomeroworker.inputs).
             exported = check_images(paths, expand=False)
@@ -676,8 +737,9 @@ class RunEngine:
         dest = self.output_dir(run)
         self.cleanup_remote(run)
         if source(run) != "local":
-            # Exported inputs and downloaded results now live in OMERO: drop the copies.
-            shutil.rmtree(self.layout(run).local_run, ignore_errors=True)
+            # Exported inputs and downloaded results now live in OMERO: drop the copies,
+            # in the run folder this run made (a folder it did not make is kept).
+            release(self.layout(run).local_run, run["run_id"])
         self.tracker.complete_run(run["run_id"], str(dest))
         return dest
 

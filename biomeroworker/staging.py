@@ -1,17 +1,27 @@
 """Data up to the cluster and results back: one tar stream per run over one channel.
 
 No zip on the worker and no 7z on the login node: a tar stream is written on one side
-while the other unpacks it. Uploads are packed by the system ``tar`` (C, no GIL) and
-downloads unpacked by Python's tarfile with the ``data`` filter, which refuses members
-that would land outside the destination. A transfer lands in a ``.partial-*`` folder, is checked
-(file count and bytes) and only then renamed into place, so a broken transfer never
-counts as done and a retry starts clean. A destination that already holds exactly the
-expected files is adopted, which makes both directions safe to repeat after a crash.
+while the other unpacks it. Uploads are packed by the system ``tar`` (C, no GIL).
+Downloads are unpacked here, member by member, by our own code: the cluster is not
+trusted, so only regular files and folders with plain relative names are accepted and
+anything else (links, devices, FIFOs, absolute names, ``..``) refuses the whole
+download, whatever Python's tarfile filters would allow at its patch level.
+
+A transfer lands in a ``.partial-*`` folder, is checked (file count and bytes) and only
+then renamed into place, so a broken transfer never counts as done and a retry starts
+clean. A destination that already holds exactly the expected files is adopted, which
+makes both directions safe to repeat after a crash. Locally nothing that was already
+there is replaced or deleted: results go into a destination that does not exist yet
+(or is an empty folder), anything else is refused.
+
+Streams have no time limit of their own: they fail when no byte has moved for
+``idle_timeout_s`` ([WORKER] transfer_idle_timeout_s).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -34,13 +44,20 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 
+# [WORKER] transfer_idle_timeout_s: a stream that moves no byte for this long has stalled.
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
 
 class StagingError(BiomeroError):
     """A transfer failed or arrived incomplete, after its retries."""
 
 
 class UnsafeArchiveError(StagingError):
-    """The cluster sent an entry that would land outside the destination; not retried."""
+    """The cluster sent something other than plain files and folders; not retried."""
+
+
+class DestinationError(StagingError):
+    """The local destination holds something already; it is left as it is. Not retried."""
 
 
 @dataclass(frozen=True)
@@ -162,9 +179,13 @@ def _packed(sources: Sequence[Path]) -> Iterator[BinaryIO]:
         assert proc.stdout is not None
         try:
             yield proc.stdout
+        except BaseException:
+            # A failed or stalled transfer: end tar first, so that a pump still blocked
+            # reading its pipe gets EOF instead of holding the pipe we close below.
+            proc.kill()
+            raise
         finally:
-            # After a good transfer tar has finished; after a broken one, closing its
-            # pipe ends it.
+            # After a good transfer tar has finished; after a broken one it is ended.
             proc.stdout.close()
             try:
                 code = proc.wait(timeout=30)
@@ -185,6 +206,7 @@ def stage_up(
     attempts: int = 2,
     progress: Progress | None = None,
     expected: Manifest | None = None,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
 ) -> StageReport:
     """Put files and folders (OME-Zarr, TIFF) into ``remote_dir`` as one tar stream.
 
@@ -202,7 +224,7 @@ def stage_up(
     for attempt in range(1, attempts + 1):
         partial = f"{remote_dir}.partial-{uuid.uuid4().hex[:8]}"
         try:
-            _send_tar(transport, sources, partial, progress)
+            _send_tar(transport, sources, partial, progress, idle_timeout_s)
             arrived = remote_manifest(transport, partial)
             if arrived != expected:
                 raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
@@ -217,11 +239,19 @@ def stage_up(
 
 
 def _send_tar(
-    transport: Transport, sources: Sequence[Path], partial: str, progress: Progress | None
+    transport: Transport,
+    sources: Sequence[Path],
+    partial: str,
+    progress: Progress | None,
+    idle_timeout_s: float,
 ) -> None:
     transport.run(["mkdir", "-p", partial], idempotent=True)
     with _packed(sources) as stream:
-        transport.run(["tar", "-x", "-f", "-", "-C", partial], stdin=_Counting(stream, progress))
+        transport.run(
+            ["tar", "-x", "-f", "-", "-C", partial],
+            stdin=_Counting(stream, progress),
+            idle_timeout_s=idle_timeout_s,
+        )
 
 
 def _remove_remote(transport: Transport, path: str) -> None:
@@ -231,6 +261,43 @@ def _remove_remote(transport: Transport, path: str) -> None:
         log.warning("could not remove %s: %s", path, exc)
 
 
+def check_destination(local_dir: Path, expected: Manifest) -> bool:
+    """True when ``local_dir`` already holds exactly ``expected`` (adopt it as it is).
+
+    False when the results may land there: it does not exist, or is an empty folder.
+    Anything else raises DestinationError: results never replace or mix with what a
+    destination holds.
+    """
+    if not os.path.lexists(local_dir):
+        return False
+    if local_dir.is_symlink() or not local_dir.is_dir():
+        raise DestinationError(
+            f"{local_dir} exists and is not a folder; results never replace it. "
+            f"Move it away or choose another destination"
+        )
+    if not any(local_dir.iterdir()):
+        return False
+    if local_manifest([local_dir]) == expected:
+        return True
+    raise DestinationError(
+        f"{local_dir} already holds other files; results never replace or mix with what "
+        f"is there. Move it away or choose another destination"
+    )
+
+
+def _move_into_place(partial: Path, local_dir: Path) -> None:
+    """Rename ``partial`` to ``local_dir``; replaces at most an empty folder."""
+    try:
+        partial.rename(local_dir)  # rename(2) replaces an empty folder, never a full one
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise DestinationError(
+                f"{local_dir} was filled by something else during the transfer; it is "
+                f"left as it is. Move it away or choose another destination"
+            ) from exc
+        raise
+
+
 def stage_down(
     transport: Transport,
     remote_dir: str,
@@ -238,28 +305,32 @@ def stage_down(
     *,
     attempts: int = 2,
     progress: Progress | None = None,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
 ) -> StageReport:
-    """Bring ``remote_dir`` back into ``local_dir`` as one tar stream."""
+    """Bring ``remote_dir`` back into ``local_dir`` as one tar stream.
+
+    ``local_dir`` must not exist, or be an empty folder; one that already holds exactly
+    the expected files is adopted. Anything else is refused (DestinationError) and
+    left untouched. Only the ``.partial-*`` folder this call makes is ever removed.
+    """
     started = time.monotonic()
     expected = remote_manifest(transport, remote_dir)
     if expected is None:
         raise StagingError(f"{remote_dir} does not exist on the cluster")
-    if local_dir.is_dir() and local_manifest([local_dir]) == expected:
+    if check_destination(local_dir, expected):
         return StageReport(expected, time.monotonic() - started, 0, adopted=True)
     last_error: Exception | None = None
     for attempt in range(1, attempts + 1):
         partial = local_dir.with_name(f"{local_dir.name}.partial-{uuid.uuid4().hex[:8]}")
-        partial.mkdir(parents=True)
+        partial.mkdir(parents=True)  # a new name: fails rather than reuse anything
         try:
-            _receive_tar(transport, remote_dir, partial, progress)
+            _receive_tar(transport, remote_dir, partial, progress, expected, idle_timeout_s)
             arrived = local_manifest([partial])
             if arrived != expected:
                 raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
-            if local_dir.exists():
-                shutil.rmtree(local_dir)
-            partial.rename(local_dir)
+            _move_into_place(partial, local_dir)
             return StageReport(expected, time.monotonic() - started, attempt)
-        except UnsafeArchiveError:
+        except (UnsafeArchiveError, DestinationError):
             shutil.rmtree(partial, ignore_errors=True)
             raise
         except (StagingError, TransportError, tarfile.TarError, OSError) as exc:
@@ -269,38 +340,176 @@ def stage_down(
     raise StagingError(f"download of {remote_dir} failed after {attempts} attempts: {last_error}")
 
 
-def _tar_reader(fd: int, dest: Path, errors: list[BaseException]) -> None:
+def copy_results(source: Path, local_dir: Path) -> StageReport:
+    """Copy a local results folder to ``local_dir`` under the same rules as stage_down."""
+    started = time.monotonic()
+    expected, odd = _scan([source])
+    if odd:
+        raise StagingError(f"{odd[0]} is a link or special file; results hold plain files")
+    if check_destination(local_dir, expected):
+        return StageReport(expected, time.monotonic() - started, 0, adopted=True)
+    partial = local_dir.with_name(f"{local_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with os.fdopen(fd, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            # The "data" filter refuses absolute names, "..", links that point outside
-            # dest (absolute or relative), devices and FIFOs, and drops setuid bits.
-            tar.extractall(dest, filter="data")
+        shutil.copytree(source, partial, symlinks=True)  # makes partial; fails if it exists
+        arrived = local_manifest([partial])
+        if arrived != expected:
+            raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
+        _move_into_place(partial, local_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return StageReport(expected, time.monotonic() - started, 1)
+
+
+# -- unpacking what the cluster sends ------------------------------------------------
+
+_FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
+_KINDS = {
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a FIFO",
+    tarfile.CONTTYPE: "a contiguous file",
+    tarfile.GNUTYPE_SPARSE: "a sparse file",
+}
+
+
+def member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
+    """The path components of an acceptable member; UnsafeArchiveError for anything else.
+
+    Acceptable: a regular file or a folder whose name is relative and has no ``..``.
+    ``.`` and empty components are dropped (``./a//b`` is ``a/b``).
+    """
+    name = member.name
+    if member.type not in _FILE_TYPES and member.type != tarfile.DIRTYPE:
+        kind = _KINDS.get(member.type, f"an entry of type {member.type!r}")
+        raise UnsafeArchiveError(f"{name!r} is {kind}; results may hold files and folders only")
+    if name.startswith("/") or "\x00" in name:
+        raise UnsafeArchiveError(f"{name!r} is an absolute name; results must stay inside")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{name!r} climbs out with '..'; results must stay inside")
+    if not parts and member.type != tarfile.DIRTYPE:
+        raise UnsafeArchiveError(f"{name!r} is a file without a name")
+    return parts
+
+
+class _Unpacker:
+    """Writes accepted members under ``dest``; never follows or makes a link.
+
+    Folders are made with mkdir (an existing entry must be a real folder) and files
+    are opened with O_CREAT | O_EXCL | O_NOFOLLOW, so no entry is written twice and
+    nothing outside ``dest`` can be reached, whatever the stream says.
+    """
+
+    def __init__(self, dest: Path, limit: Manifest | None) -> None:
+        self.dest = dest
+        self.limit = limit
+        self.files = 0
+        self.bytes = 0
+        self._folders: set[tuple[str, ...]] = {()}
+
+    def folder(self, parts: tuple[str, ...], name: str) -> None:
+        for depth in range(1, len(parts) + 1):
+            prefix = parts[:depth]
+            if prefix in self._folders:
+                continue
+            path = self.dest.joinpath(*prefix)
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    raise UnsafeArchiveError(f"{name!r} runs through a file") from None
+            self._folders.add(prefix)
+
+    def file(self, member: tarfile.TarInfo, parts: tuple[str, ...], data: BinaryIO) -> None:
+        self.files += 1
+        self.bytes += member.size
+        if self.limit is not None and (
+            self.files > self.limit.files or self.bytes > self.limit.bytes
+        ):
+            raise StagingError(
+                f"the stream holds more than the {self.limit} the folder listed; "
+                f"did the job still write to it?"
+            )
+        self.folder(parts[:-1], member.name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.dest.joinpath(*parts), flags, 0o600)
+        except FileExistsError:
+            raise UnsafeArchiveError(f"{member.name!r} appears twice in the stream") from None
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(data, out, 1 << 20)
+            # Owner read/write always; group/other read (and x) as sent; no setuid bits.
+            os.fchmod(fd, (member.mode & 0o755) | 0o600)
+            with contextlib.suppress(OSError, OverflowError, ValueError):
+                os.utime(fd, (member.mtime, member.mtime))
+
+
+def unpack(stream: BinaryIO, dest: Path, limit: Manifest | None = None) -> None:
+    """Unpack a tar stream from the cluster into ``dest`` (an empty folder of ours).
+
+    Refuses (UnsafeArchiveError) at the first member that is not a plain file or
+    folder inside ``dest``; with ``limit``, stops (StagingError) at the first byte
+    beyond what the folder's listing announced. Memory stays flat: members are
+    forgotten once written.
+    """
+    unpacker = _Unpacker(dest, limit)
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        while (member := tar.next()) is not None:
+            parts = member_parts(member)
+            if member.type == tarfile.DIRTYPE:
+                unpacker.folder(parts, member.name)
+            else:
+                data = tar.extractfile(member)
+                assert data is not None  # a regular file always has data
+                unpacker.file(member, parts, data)
+            tar.members.clear()  # tarfile keeps every member it read; we need none
+
+
+def _tar_reader(fd: int, dest: Path, limit: Manifest | None, errors: list[BaseException]) -> None:
+    try:
+        with os.fdopen(fd, "rb") as stream:
+            unpack(stream, dest, limit)
     except BaseException as exc:  # surfaced by the caller
         errors.append(exc)
 
 
 def _receive_tar(
-    transport: Transport, remote_dir: str, dest: Path, progress: Progress | None
+    transport: Transport,
+    remote_dir: str,
+    dest: Path,
+    progress: Progress | None,
+    limit: Manifest | None,
+    idle_timeout_s: float,
 ) -> None:
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
-    reader = threading.Thread(target=_tar_reader, args=(read_fd, dest, errors), daemon=True)
+    reader = threading.Thread(target=_tar_reader, args=(read_fd, dest, limit, errors), daemon=True)
     reader.start()
     pipe = os.fdopen(write_fd, "wb")
     sink = _ProgressSink(pipe, progress)
     try:
-        transport.run(["tar", "-c", "-f", "-", "-C", remote_dir, "."], stdout=sink)  # type: ignore[arg-type]
+        transport.run(
+            ["tar", "-c", "-f", "-", "-C", remote_dir, "."],
+            stdout=sink,  # type: ignore[arg-type]
+            idle_timeout_s=idle_timeout_s,
+        )
     finally:
         with contextlib.suppress(BrokenPipeError):  # the reader stopped early: said below
             pipe.close()
         reader.join(timeout=60)
     if errors:
         error = errors[0]
-        if isinstance(error, tarfile.FilterError):
+        if isinstance(error, UnsafeArchiveError):
             raise UnsafeArchiveError(
                 f"refused the results in {remote_dir}: {error}. Nothing was kept; look for "
-                f"links in that folder that point outside it"
+                f"links or special files in that folder"
             )
+        if isinstance(error, StagingError):
+            raise error
         raise StagingError(f"could not unpack the results: {error}")
 
 

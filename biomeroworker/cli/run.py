@@ -22,20 +22,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--version", help="workflow version (default: the configured one)")
     p.add_argument("--partition", help="Slurm partition (default: from the config)")
-    p.add_argument("--output", type=Path, help="where results land (default: user data dir)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="folder to put the results in, as a new subfolder <workflow>-<run id>; "
+        "nothing already there is touched (default: the user data dir)",
+    )
     p.add_argument("--wait", action="store_true", help="drive the run here and show progress")
     p.set_defaults(func=run)
 
     r = sub.add_parser("results", help="download a finished run's results")
     r.add_argument("run")
-    r.add_argument("--output", type=Path, required=True)
+    r.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="folder to put the results in, as a new subfolder <workflow>-<run id>",
+    )
     r.set_defaults(func=results)
 
     c = sub.add_parser("cancel", help="cancel a run: scancel its jobs and mark it cancelled")
     c.add_argument("run")
     c.set_defaults(func=cancel)
 
-    k = sub.add_parser("cleanup", help="remove leftover remote run folders")
+    k = sub.add_parser(
+        "cleanup",
+        help="remove remote run folders of runs that ended more than DAYS ago "
+        "(by the tracking database; folders of unknown runs are kept)",
+    )
     k.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     k.add_argument("--dry-run", action="store_true")
     k.set_defaults(func=cleanup)
@@ -88,27 +102,33 @@ def run(args: argparse.Namespace) -> int:
 
 def results(args: argparse.Namespace) -> int:
     """A completed run's results (already local) copied to --output; for a failed or
-    cancelled run, whatever its job left in the remote out folder."""
-    import shutil
-
+    cancelled run, whatever its job left in the remote out folder. Either way into a
+    new subfolder ``<workflow>-<run id>``: nothing already in --output is touched."""
     from biomeroworker.cli.common import engine_for
     from biomeroworker.errors import BiomeroError
-    from biomeroworker.staging import stage_down
+    from biomeroworker.runs import results_folder_name
+    from biomeroworker.staging import copy_results, stage_down
 
-    dest = args.output.resolve()
     with engine_for(args) as engine:
         run = _own_run(engine, args.run)
+        dest = args.output.resolve() / results_folder_name(run)
         state, where = run["state"], run["result_location"]
         if state == "COMPLETED" and where and Path(where).is_dir():
-            shutil.copytree(where, dest, dirs_exist_ok=True)
+            report = copy_results(Path(where), dest)
         elif state in ("FAILED", "CANCELLED"):
-            stage_down(engine.transport, engine.layout(run).remote_out, dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            report = stage_down(
+                engine.transport,
+                engine.layout(run).remote_out,
+                dest,
+                idle_timeout_s=engine.settings.worker.transfer_idle_timeout_s,
+            )
         else:
             raise BiomeroError(
                 f"run {run['run_id']} is {state.lower()}: results come when it completes "
                 f"(see `biomero status {run['run_id'][:8]}`)"
             )
-    print(f"results in {dest}")
+    print(f"results in {dest}" + (" (already there)" if report.adopted else ""))
     return 0
 
 
@@ -151,11 +171,13 @@ def cleanup(args: argparse.Namespace) -> int:
 
     with engine_for(args) as engine:
         _admin_only(engine, "cleanup")
-        removed = remove_old_runs(
+        plan = remove_old_runs(
             engine.transport, engine.tracker, engine.settings, args.older_than, args.dry_run
         )
     verb = "would remove" if args.dry_run else "removed"
-    for path in removed:
+    for path in plan.remove:
         print(f"{verb} {path}")
-    print(f"{verb} {len(removed)} folder(s)")
+    print(f"{verb} {len(plan.remove)} folder(s)")
+    for note in plan.notes():
+        print(note)
     return 0

@@ -54,13 +54,9 @@ def tracker_for(catalog: Catalog) -> Iterator[Any]:
 
 def results_dir(run: dict[str, Any]) -> Path:
     """Where the worker keeps a run's downloaded results (as RunEngine.output_dir)."""
-    from biomeroworker.layout import RunLayout
-    from biomeroworker.runs import default_results_root
+    from biomeroworker.runs import results_dir as engine_results_dir
 
-    chosen = run["inputs"].get("output_dir")
-    return (
-        Path(chosen) if chosen else RunLayout(run["run_id"], "/", default_results_root()).local_out
-    )
+    return engine_results_dir(run)
 
 
 def require_admin(conn: Any) -> None:

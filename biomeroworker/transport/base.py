@@ -58,12 +58,18 @@ class Transport(Protocol):
         idempotent: bool = False,
         stdin: BinaryIO | None = None,
         stdout: BinaryIO | None = None,
+        idle_timeout_s: float | None = None,
     ) -> CommandResult:
         """Run ``argv``; raise CommandError on non-zero exit when ``check``.
 
         ``idempotent`` allows one retry after a dropped connection. With ``stdin``
         the stream is copied to the command; with ``stdout`` the command's output is
         copied into that stream instead of being kept in the result.
+
+        ``timeout_s`` (default: the transport's command timeout) bounds the whole
+        command. With ``idle_timeout_s`` there is no bound on the total time: the
+        command runs as long as bytes keep moving (stdin, stdout or stderr) and raises
+        StreamStalled once none has moved for that long. Streams of any size use it.
         """
         ...
 

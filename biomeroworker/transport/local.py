@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from biomeroworker.errors import CommandError, CommandTimeout, TransportError
+from biomeroworker.errors import CommandError, TransportError
 from biomeroworker.transport.base import CommandResult
-from biomeroworker.transport.streams import Pump, sink
+from biomeroworker.transport.streams import Activity, Pump, TimeLimit, sink, write_in_pieces
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,13 @@ class LocalTransport:
         idempotent: bool = False,
         stdin: BinaryIO | None = None,
         stdout: BinaryIO | None = None,
+        idle_timeout_s: float | None = None,
     ) -> CommandResult:
         args = [str(a) for a in argv]
         if not args:
             raise ValueError("empty command")
         timeout = timeout_s if timeout_s is not None else self.command_timeout_s
+        limit = TimeLimit(timeout, idle_timeout_s)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -61,23 +63,24 @@ class LocalTransport:
             raise CommandError(args, 127, "", f"{args[0]}: command not found") from exc
         self.commands_run += 1
         out_buf, err_buf = bytearray(), bytearray()
+        activity = Activity()
         pumps = [
-            Pump(proc.stdout.read1, sink(stdout, out_buf)),  # type: ignore[union-attr]
-            Pump(proc.stderr.read1, err_buf.extend),  # type: ignore[union-attr]
+            Pump(proc.stdout.read1, sink(stdout, out_buf), activity=activity),  # type: ignore[union-attr]
+            Pump(proc.stderr.read1, err_buf.extend, activity=activity),  # type: ignore[union-attr]
         ]
         if stdin is not None:
-            pumps.append(Pump(stdin.read, proc.stdin.write, proc.stdin.close))  # type: ignore[union-attr]
+            feed = write_in_pieces(proc.stdin.write, activity)  # type: ignore[union-attr]
+            pumps.append(Pump(stdin.read, feed, proc.stdin.close, activity=activity))  # type: ignore[union-attr]
         for p in pumps:
             p.start()
         try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise CommandTimeout(args, timeout) from None
-        finally:
-            for p in pumps:
-                p.join(timeout=5)
+            code = self._wait(proc, args, limit, started, activity)
+        except BaseException:
+            for p in pumps:  # a stalled producer may never return: do not wait long
+                p.join(timeout=1)
+            raise
+        for p in pumps:
+            p.join(timeout=5)
         elapsed = time.monotonic() - started
         log.debug("local: %s -> %s in %.3f s", args, code, elapsed)
         result = CommandResult(
@@ -90,6 +93,24 @@ class LocalTransport:
         if check and code != 0:
             raise CommandError(args, code, result.stdout, result.stderr)
         return result
+
+    @staticmethod
+    def _wait(
+        proc: subprocess.Popen[bytes],
+        args: list[str],
+        limit: TimeLimit,
+        started: float,
+        activity: Activity,
+    ) -> int:
+        while True:
+            try:
+                return proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                problem = limit.exceeded(args, started, activity)
+                if problem is not None:
+                    proc.kill()
+                    proc.wait()
+                    raise problem from None
 
     def put_file(self, local: Path, remote: str) -> None:
         shutil.copyfile(local, self._path(remote))

@@ -24,9 +24,9 @@ from typing import BinaryIO
 import fabric
 import paramiko
 
-from biomeroworker.errors import CommandError, CommandTimeout, ConnectError, HostKeyError
+from biomeroworker.errors import CommandError, ConnectError, HostKeyError
 from biomeroworker.transport.base import CommandResult, shell_join
-from biomeroworker.transport.streams import Pump, send_all, sink
+from biomeroworker.transport.streams import Activity, Pump, TimeLimit, send_all, sink
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,12 @@ class SSHTransport:
         idempotent: bool = False,
         stdin: BinaryIO | None = None,
         stdout: BinaryIO | None = None,
+        idle_timeout_s: float | None = None,
     ) -> CommandResult:
         args = list(argv)
         command = shell_join(args)
         timeout = timeout_s if timeout_s is not None else self.options.command_timeout_s
+        limit = TimeLimit(timeout, idle_timeout_s)
         # Streams cannot be replayed, so a command fed or read by one is never retried.
         may_retry = idempotent and stdin is None and stdout is None
         for attempt in (1, 2):
@@ -148,7 +150,7 @@ class SSHTransport:
                 self.reconnect()
                 continue
             try:
-                result = self._execute(chan, args, command, timeout, stdin, stdout)
+                result = self._execute(chan, args, command, limit, stdin, stdout)
             except _Dropped as exc:
                 if attempt == 2 or not may_retry:
                     raise ConnectError(
@@ -173,11 +175,12 @@ class SSHTransport:
         chan: paramiko.Channel,
         args: list[str],
         command: str,
-        timeout: float,
+        limit: TimeLimit,
         stdin: BinaryIO | None,
         stdout: BinaryIO | None,
     ) -> CommandResult:
         started = time.monotonic()
+        activity = Activity()
         out_buf, err_buf = bytearray(), bytearray()
         # Without a stdin stream the command reads /dev/null on the far side instead of
         # waiting for our EOF: sending EOF right after a quick command can reach sshd
@@ -192,18 +195,28 @@ class SSHTransport:
         # Reading a whole window at a time empties paramiko's buffer in one piece; smaller
         # reads shift the rest of the buffer each time.
         pumps = [
-            Pump(chan.recv, sink(stdout, out_buf), chunk_bytes=_WINDOW_BYTES),
-            Pump(chan.recv_stderr, err_buf.extend, chunk_bytes=_WINDOW_BYTES),
+            Pump(chan.recv, sink(stdout, out_buf), chunk_bytes=_WINDOW_BYTES, activity=activity),
+            Pump(chan.recv_stderr, err_buf.extend, chunk_bytes=_WINDOW_BYTES, activity=activity),
         ]
         if stdin is not None:
-            pumps.append(Pump(stdin.read, send_all(chan.send), chan.shutdown_write))
+            pumps.append(
+                Pump(
+                    stdin.read,
+                    send_all(chan.send, activity),
+                    chan.shutdown_write,
+                    activity=activity,
+                )
+            )
         for p in pumps:
             p.start()
         try:
-            self._wait(chan, args, timeout, started)
-        finally:
-            for p in pumps:
-                p.join(timeout=5)
+            self._wait(chan, args, limit, started, activity)
+        except BaseException:
+            for p in pumps:  # a stalled producer may never return: do not wait long
+                p.join(timeout=1)
+            raise
+        for p in pumps:
+            p.join(timeout=5)
         elapsed = time.monotonic() - started
         code = chan.recv_exit_status() if chan.exit_status_ready() else -1
         transport = chan.get_transport()
@@ -224,18 +237,23 @@ class SSHTransport:
         )
 
     def _wait(
-        self, chan: paramiko.Channel, args: list[str], timeout: float, started: float
+        self,
+        chan: paramiko.Channel,
+        args: list[str],
+        limit: TimeLimit,
+        started: float,
+        activity: Activity,
     ) -> None:
-        deadline = started + timeout
         while not chan.status_event.wait(0.2):
             transport = chan.get_transport()
             if transport is None or not transport.is_active() or chan.closed:
                 if not chan.exit_status_ready():
                     raise _Dropped("transport closed")
                 return
-            if time.monotonic() > deadline:
+            problem = limit.exceeded(args, started, activity)
+            if problem is not None:
                 chan.close()
-                raise CommandTimeout(args, timeout)
+                raise problem
 
     # -- files ----------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +20,8 @@ import pytest
 from biomeroworker.errors import ConnectError
 from biomeroworker.staging import StagingError, UnsafeArchiveError, stage_down, stage_up
 from biomeroworker.transport.base import CommandResult
+from biomeroworker.transport.local import LocalTransport
+from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
 MARKER = "biomero-pwned-staging"  # what an injected `touch` would create
 HOSTILE_NAMES = [
@@ -241,3 +245,164 @@ def test_ssh_transport_negotiates_aes_gcm_for_fast_streams(ssh_transport) -> Non
     session = ssh_transport._client().get_transport()
     assert session.local_cipher == "aes128-gcm@openssh.com"
     assert session.remote_cipher == "aes128-gcm@openssh.com"
+
+
+# -- streams time out on silence, never on length ----------------------------------------
+
+# Runs the command given after the rate (bytes/s) and passes its output on at that rate.
+# A fixed program text handed to `python3 -c`; the command is an argument list.
+PACER = """
+import subprocess, sys, time
+rate = float(sys.argv[1])
+proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE)
+out, sent, started = sys.stdout.buffer, 0, time.monotonic()
+while chunk := proc.stdout.read1(8192):
+    out.write(chunk)
+    out.flush()
+    sent += len(chunk)
+    time.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
+sys.exit(proc.wait())
+"""
+# Passes on the first N bytes of the command's output, then goes silent for a while.
+STALLER = """
+import subprocess, sys, time
+limit = int(sys.argv[1])
+proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE)
+sys.stdout.buffer.write(proc.stdout.read(limit))
+sys.stdout.buffer.flush()
+time.sleep(20)
+"""
+
+
+class _PacedReader:
+    """The producing side of an upload, slowed to ``rate`` bytes per second."""
+
+    def __init__(self, stream: BinaryIO, rate: float) -> None:
+        self.stream = stream
+        self.rate = rate
+        self.sent = 0
+        self.started = time.monotonic()
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.stream.read(8192)
+        self.sent += len(chunk)
+        time.sleep(max(0.0, self.sent / self.rate - (time.monotonic() - self.started)))
+        return chunk
+
+
+class _StallingReader:
+    """The producing side of an upload, silent after ``limit`` bytes until released."""
+
+    def __init__(self, stream: BinaryIO, limit: int, release: threading.Event) -> None:
+        self.stream = stream
+        self.left = limit
+        self.release = release
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            self.release.wait()
+            return b""
+        chunk = self.stream.read(min(self.left, 8192))
+        self.left -= len(chunk)
+        return chunk
+
+
+class SlowTransport:
+    """A real transport whose streams are slowed (``rate``) or stall (``stall_after``).
+
+    Uploads are slowed on our side (the tar stream we send); downloads on the cluster's
+    side, by running the cluster's ``tar`` under a pacing (or stalling) Python there.
+    Every other command goes to the real transport unchanged.
+    """
+
+    def __init__(self, real, *, rate: float = 0, stall_after: int = 0) -> None:  # type: ignore[no-untyped-def]
+        self.real = real
+        self.rate = rate
+        self.stall_after = stall_after
+        self.release = threading.Event()
+
+    @property
+    def commands_run(self) -> int:
+        return self.real.commands_run
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        **kwargs: object,
+    ) -> CommandResult:
+        if stdin is not None:
+            stdin = (
+                _StallingReader(stdin, self.stall_after, self.release)  # type: ignore[assignment]
+                if self.stall_after
+                else _PacedReader(stdin, self.rate)
+            )
+        if stdout is not None:
+            program, arg = (STALLER, self.stall_after) if self.stall_after else (PACER, self.rate)
+            argv = ["python3", "-c", program, str(arg), *argv]
+        return self.real.run(argv, stdin=stdin, stdout=stdout, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.real, name)
+
+
+@pytest.fixture(params=["ssh", "local"])
+def impatient_transport(request, cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A transport whose commands may take 1 s at most."""
+    if request.param == "ssh":
+        transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=1))
+        yield transport
+        transport.close()
+    else:
+        yield LocalTransport(home=tmp_path_factory.mktemp("impatient"), command_timeout_s=1)
+
+
+def test_transfers_far_longer_than_the_command_timeout_succeed(  # type: ignore[no-untyped-def]
+    impatient_transport, tmp_path: Path
+) -> None:
+    src = tmp_path / "src" / "img.ome.zarr"
+    src.mkdir(parents=True)
+    (src / "big").write_bytes(os.urandom(2_400_000))
+    remote = _remote_dir(impatient_transport)
+    slow = SlowTransport(impatient_transport, rate=220_000)  # about 11 s each way
+    up = stage_up(slow, [src], remote, idle_timeout_s=5, attempts=1)
+    down = stage_down(slow, remote, tmp_path / "back", idle_timeout_s=5, attempts=1)
+    assert up.seconds > 10 and down.seconds > 10  # each 10x the 1 s command timeout
+    assert up.attempts == down.attempts == 1
+    assert _digests(tmp_path / "back") == _digests(tmp_path / "src")
+
+
+def test_a_stalled_upload_fails_once_nothing_moves(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src" / "img.ome.zarr"
+    src.mkdir(parents=True)
+    (src / "big").write_bytes(os.urandom(1_000_000))
+    remote = _remote_dir(transport)
+    stalling = SlowTransport(transport, stall_after=100_000)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StagingError, match=r"stalled: no data moved for 1\.5 s"):
+            stage_up(stalling, [src.parent], remote, idle_timeout_s=1.5, attempts=1)
+    finally:
+        stalling.release.set()
+    assert time.monotonic() - started < 30  # not the 60 s command timeout, not forever
+    assert _siblings(transport, remote) == []
+
+
+def test_a_stalled_download_fails_once_nothing_moves(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_zarr(tmp_path / "src")], remote)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    started = time.monotonic()
+    with pytest.raises(StagingError, match=r"stalled: no data moved for 1\.5 s"):
+        stage_down(
+            SlowTransport(transport, stall_after=100_000),
+            remote,
+            dest / "out",
+            idle_timeout_s=1.5,
+            attempts=1,
+        )
+    assert time.monotonic() - started < 30
+    assert os.listdir(dest) == []

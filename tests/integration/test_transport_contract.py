@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from biomeroworker.errors import CommandError, CommandTimeout
+from biomeroworker.errors import CommandError, CommandTimeout, StreamStalled
 
 HOSTILE = [
     "it's",
@@ -131,3 +131,27 @@ def test_relative_paths_are_relative_to_the_cluster_home(transport) -> None:  # 
 def test_a_command_without_a_stdin_stream_reads_an_empty_input(transport) -> None:  # type: ignore[no-untyped-def]
     # `cat` with no arguments would wait forever for input that never comes.
     assert transport.run(["cat"], timeout_s=10).stdout == ""
+
+
+# Writes one byte every 0.1 s for 2.5 s: a stream longer than its timeout, never silent.
+TRICKLE = """
+import sys, time
+for _ in range(25):
+    sys.stdout.write("."); sys.stdout.flush(); time.sleep(0.1)
+"""
+
+
+def test_an_idle_timeout_lets_a_live_stream_run_past_the_command_timeout(transport) -> None:  # type: ignore[no-untyped-def]
+    argv = ["python3", "-c", TRICKLE]
+    with pytest.raises(CommandTimeout):
+        transport.run(argv, timeout_s=1, stdout=io.BytesIO())
+    out = io.BytesIO()
+    transport.run(argv, timeout_s=1, idle_timeout_s=1, stdout=out)
+    assert out.getvalue() == b"." * 25
+
+
+def test_a_silent_stream_stalls_after_its_idle_timeout(transport) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StreamStalled, match=r"sleep stalled: no data moved for 0\.5 s"):
+        transport.run(["sleep", "10"], idle_timeout_s=0.5, stdout=io.BytesIO())
+    # The connection stays usable afterwards.
+    assert transport.run(["echo", "still here"]).stdout == "still here\n"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +18,7 @@ import pytest
 
 from biomeroworker.cli import main
 from biomeroworker.config import load_settings
+from biomeroworker.errors import BiomeroError
 from biomeroworker.prepare import init_cluster
 from biomeroworker.runs import RunCancelled, RunEngine, RunFailed
 from biomeroworker.tracking.application import Tracker
@@ -99,9 +103,11 @@ def test_sample_workflow_finds_the_known_nuclei_counts(env, tmp_path) -> None:  
         assert found[Path(c).name.split(".")[0]] == counts[c]
     run = env["tracker"].get_run(run_id)
     assert run["state"] == "COMPLETED"
+    assert dest == tmp_path / "out" / f"nuclei-{run_id}"
     copy = tmp_path / "copy"
     assert main(["--config", str(env["config"]), "results", run_id, "--output", str(copy)]) == 0
-    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in dest.iterdir())
+    copied = copy / f"nuclei-{run_id}"
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in dest.iterdir())
     assert {t["kind"] for t in run["tasks"]} == {"stage_up", "convert", "job", "stage_down"}
     # the remote run folder is gone after a successful run
     assert (
@@ -128,7 +134,7 @@ def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path, capsys)
     # what the failed job wrote before it failed can still be fetched
     partial = tmp_path / "partial"
     assert main(["--config", str(env["config"]), "results", run_id, "--output", str(partial)]) == 0
-    assert (partial / "echo.json").is_file()
+    assert (partial / f"misbehave-{run_id}" / "echo.json").is_file()
 
 
 def test_hostile_parameter_values_reach_the_workflow_literally(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -220,34 +226,158 @@ def test_out_of_memory_is_resubmitted_once_with_twice_the_memory(env, tmp_path) 
     assert req_mem.startswith("200M")
 
 
-def test_cleanup_removes_old_leftovers_but_not_active_runs(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _drive_until_the_job_runs(engine: RunEngine, run_id: str) -> threading.Thread:
+    """Drive ``run_id`` in a thread; return once its Slurm job is RUNNING."""
+
+    def drive() -> None:
+        with contextlib.suppress(BiomeroError):  # cancelled by the test
+            engine.drive(run_id)
+
+    worker = threading.Thread(target=drive, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = engine.tracker.get_run(run_id)["tasks"]
+        if any(t["kind"] == "job" and t["job_state"] == "RUNNING" for t in tasks):
+            return worker
+        time.sleep(0.5)
+    raise AssertionError("the job never started")
+
+
+def _own_data_path(env, tmp_path):  # type: ignore[no-untyped-def]
+    """Settings whose slurm_data_path is a folder of this test alone."""
     import dataclasses
+
+    settings = env["settings"]
+    data = f"cleanup-{tmp_path.name}"  # other tests leave runs in the shared one
+    return data, dataclasses.replace(
+        settings, slurm=dataclasses.replace(settings.slurm, slurm_data_path=data)
+    )
+
+
+def test_cleanup_judges_age_by_the_run_record_and_spares_running_jobs(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from biomeroworker.cleanup import remove_old_runs
+
+    transport = env["transport"]
+    data, settings = _own_data_path(env, tmp_path)
+    engine = RunEngine(settings, transport, env["tracker"])
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    running = engine.request("misbehave", [image], {"mode": "sleep"}, output_dir=tmp_path / "o")
+    worker = _drive_until_the_job_runs(engine, running)
+    ended = engine.request("misbehave", [image], {})
+    engine.cancel(ended)  # ended just now
+    unknown = "0f0e0d0c-aaaa-bbbb-cccc-000000000001"  # no run of the database
+    for name in (ended, unknown, "not-a-run"):
+        transport.run(["mkdir", "-p", f"{data}/{name}/data/in"])
+    # Every folder looks ancient: a running job never touches its run folder either.
+    for name in (running, ended, unknown, "not-a-run"):
+        transport.run(["touch", "-d", "10 days ago", f"{data}/{name}"])
+    try:
+        plan = remove_old_runs(transport, env["tracker"], settings, 7, dry_run=False)
+        assert plan.remove == []
+        assert plan.active == [f"{data}/{running}"]
+        assert plan.recent == [f"{data}/{ended}"]
+        assert plan.unknown == [f"{data}/{unknown}"]
+        plan = remove_old_runs(transport, env["tracker"], settings, 0, dry_run=False)
+        assert plan.remove == [f"{data}/{ended}"]
+        remaining = transport.run(["ls", data]).stdout.split()
+        assert sorted(remaining) == sorted([running, unknown, "not-a-run"])
+        staged = transport.run(["find", f"{data}/{running}/data/in", "-type", "f"]).stdout
+        assert staged.strip()  # the running job's inputs are all still there
+    finally:
+        engine.cancel(running)
+        worker.join(timeout=60)
+        transport.run(["rm", "-rf", data])
+
+
+def test_cleanup_removes_nothing_when_the_database_fails(env, tmp_path, new_database) -> None:  # type: ignore[no-untyped-def]
+    import psycopg2
 
     from biomeroworker.cleanup import remove_old_runs
 
     transport = env["transport"]
-    data = f"cleanup-{tmp_path.name}"  # a data folder of its own: other tests leave runs
-    settings = env["settings"]
-    settings = dataclasses.replace(
-        settings, slurm=dataclasses.replace(settings.slurm, slurm_data_path=data)
+    data, settings = _own_data_path(env, tmp_path)
+    with new_database("biomero_cleanup") as url:
+        tracker = Tracker(url)
+        try:
+            run_id = tracker.record_run_requested(
+                workflow="misbehave", version="1", user_name="u", inputs={}, parameters={}
+            )
+            tracker.cancel_run(run_id)  # ended, so removable while the database answers
+            transport.run(["mkdir", "-p", f"{data}/{run_id}/data/in"])
+            assert remove_old_runs(transport, tracker, settings, 0, dry_run=True).remove == [
+                f"{data}/{run_id}"
+            ]
+            conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+            conn.close()
+            with pytest.raises(BiomeroError, match="Nothing was removed"):
+                remove_old_runs(transport, tracker, settings, 0, dry_run=False)
+            assert transport.run(["ls", data]).stdout.split() == [run_id]
+        finally:
+            tracker.close()
+            transport.run(["rm", "-rf", data])
+
+
+def test_cleanup_with_an_empty_database_removes_nothing_and_says_why(env, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    data, _ = _own_data_path(env, tmp_path)
+    run_id = _engine(env).request("misbehave", [env["samples"] / "tiff/nuclei_s0_yx.ome.tif"], {})
+    env["transport"].run(["mkdir", "-p", f"{data}/{run_id}"])
+    config = tmp_path / "slurm-config.ini"  # the same cluster, no database configured
+    text = (
+        env["config"]
+        .read_text()
+        .replace(f"sqlalchemy_url = sqlite:///{env['root']}/t.sqlite\n", "")
     )
-    engine = _engine(env)
+    config.write_text(re.sub(r"(?m)^slurm_data_path = .*$", f"slurm_data_path = {data}", text))
+    try:
+        argv = ["--config", str(config), "cleanup", "--older-than", "0"]
+        assert main(argv) == 0
+        shown = capsys.readouterr().out
+        assert "removed 0 folder(s)" in shown
+        assert "does not know" in shown and "no tracking database is configured" in shown
+        assert env["transport"].run(["ls", data]).stdout.split() == [run_id]
+    finally:
+        _engine(env).cancel(run_id)
+        env["transport"].run(["rm", "-rf", data])
+
+
+def test_results_land_in_a_new_subfolder_and_the_destination_keeps_its_files(  # type: ignore[no-untyped-def]
+    env, tmp_path, capsys
+) -> None:
+    config = str(env["config"])
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
-    active = engine.request("misbehave", [image], {})
-    env["tracker"].start_task(active, "stage_up")  # the run is under way
-    leftover = "0f0e0d0c-aaaa-bbbb-cccc-000000000001"
-    recent = "0f0e0d0c-aaaa-bbbb-cccc-000000000002"
-    for name in (leftover, recent, active, "not-a-run"):
-        transport.run(["mkdir", "-p", f"{data}/{name}/data/in"])
-    for name in (leftover, active, "not-a-run"):
-        transport.run(["touch", "-d", "10 days ago", f"{data}/{name}"])
-    removed = remove_old_runs(transport, env["tracker"], settings, 7, dry_run=False)
-    assert removed == [f"{data}/{leftover}"]
-    remaining = transport.run(["ls", data]).stdout.split()
-    assert leftover not in remaining
-    assert {recent, active, "not-a-run"} <= set(remaining)
-    engine.cancel(active)
-    transport.run(["rm", "-rf", data])
+    documents = tmp_path / "Documents"
+    (documents / "old-results").mkdir(parents=True)
+    (documents / "thesis.docx").write_text("years of work")
+    (documents / "old-results" / "echo.json").write_text("an earlier run")
+    argv = ["--config", config, "run", "misbehave", str(image), "--output", str(documents)]
+    assert main([*argv, "--wait"]) == 0
+    run_id = capsys.readouterr().out.split()[1]
+    landed = documents / f"misbehave-{run_id}"
+    assert (landed / "echo.json").is_file()
+    assert sorted(os.listdir(documents)) == sorted(["old-results", "thesis.docx", landed.name])
+    assert (documents / "thesis.docx").read_text() == "years of work"
+    assert (documents / "old-results" / "echo.json").read_text() == "an earlier run"
+    # `results` follows the same rule: a new subfolder, or the same results already there.
+    assert main(["--config", config, "results", run_id, "--output", str(documents)]) == 0
+    assert "(already there)" in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "keep.txt").write_text("mine")
+    assert main(["--config", config, "results", run_id, "--output", str(copy)]) == 0
+    assert (copy / landed.name / "echo.json").read_bytes() == (landed / "echo.json").read_bytes()
+    assert (copy / "keep.txt").read_text() == "mine"
+    # A folder of that name holding something else is refused and left as it is.
+    taken = tmp_path / "taken" / landed.name
+    taken.mkdir(parents=True)
+    (taken / "mine.txt").write_text("not results")
+    assert main(["--config", config, "results", run_id, "--output", str(taken.parent)]) == 2
+    assert "already holds other files" in capsys.readouterr().err
+    assert os.listdir(taken.parent) == [landed.name]
+    assert os.listdir(taken) == ["mine.txt"]
 
 
 def test_conversion_on_the_worker_when_configured(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
