@@ -373,12 +373,14 @@ def test_a_log_tail_keeps_whole_last_lines_within_the_byte_bound(
 
 
 class FakeDataSide:
-    """A FAKE OMERO side: "exports" one small file, imports nothing."""
+    """A FAKE OMERO side: "exports" one small TIFF, imports nothing."""
 
     def export(self, run: dict[str, Any], dest: Path) -> list[Path]:
-        image = dest / "image1.ome.zarr"
-        image.mkdir()
-        (image / ".zattrs").write_text("{}")
+        import numpy
+        import tifffile
+
+        image = dest / "image1.tif"
+        tifffile.imwrite(image, numpy.zeros((8, 8), dtype=numpy.uint8))
         return [image]
 
     def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]:
@@ -421,7 +423,7 @@ def test_the_export_writes_only_into_a_run_folder_it_made_and_the_end_removes_it
         run = engine.tracker.get_run(run_id)
         folder = engine.layout(run).local_run
         assert owner_of(folder) == run_id
-        assert (folder / "in" / "image1.ome.zarr" / ".zattrs").is_file()
+        assert (folder / "in" / "image1.tif").is_file()
         engine.complete(run)
         assert not folder.exists()
 
