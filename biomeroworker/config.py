@@ -964,7 +964,18 @@ def _build_workflows(
         origins[f"{WORKFLOWS}.{key}"] = item.source
         if attr == "repo" and item.value:
             parts[name]["repo"] = _check_repo(item, key, problems)
-        elif attr in ("job", "skills_path", "plugin_path") and item.value:
+        elif attr == "job" and item.value:
+            if item.value.startswith("/") or ".." in item.value.split("/"):
+                problems.add(
+                    item.source,
+                    item.section,
+                    key,
+                    f"expected a path under slurm_script_path (as jobs/{name}.sh), "
+                    f"got {item.value!r}",
+                )
+            else:
+                parts[name]["job"] = item.value
+        elif attr in ("skills_path", "plugin_path") and item.value:
             parts[name][attr] = item.value
         elif attr == "use_gpu" and item.value:
             try:
@@ -1124,6 +1135,25 @@ def _check_across(
     if transport == "rest":
         _check_rest(rest, problems, origins, files)
     slurm = typed["SLURM"]
+    if slurm["slurm_script_repo"]:
+        problems.add(
+            origins.get("SLURM.slurm_script_repo", files),
+            "SLURM",
+            "slurm_script_repo",
+            "hand-written job scripts from a repository are not supported: the worker "
+            "renders each workflow's job script itself (parameters never reach a shell), "
+            "at <wf>_job when set; leave slurm_script_repo empty and put per-workflow "
+            "sbatch options in <wf>_job_<flag>",
+        )
+    if not typed["ANALYTICS"]["track_workflows"]:
+        problems.add(
+            origins.get("ANALYTICS.track_workflows", files),
+            "ANALYTICS",
+            "track_workflows",
+            "cannot be off: the worker drives every run from its recorded events (a restart "
+            "resumes from them); remove the line, or turn off enable_job_accounting, "
+            "enable_job_progress or enable_workflow_analytics to keep a dashboard table empty",
+        )
     if slurm["gpu_gres"] and slurm["gpu_gpus"]:
         problems.add(
             origins.get("SLURM.gpu_gpus", files),

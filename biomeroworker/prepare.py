@@ -23,7 +23,7 @@ from biomeroworker.layout import ClusterLayout
 from biomeroworker.slurm.client import SlurmClient
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.transport.base import Transport, shell_join
-from biomeroworker.workflows.catalog import Workflow, list_workflows
+from biomeroworker.workflows.catalog import LOCAL_VERSION, Workflow, list_workflows
 from biomeroworker.workflows.github import fetch_descriptor, fetch_workflow_files
 from biomeroworker.workflows.jobscript import JobScriptSpec, render_job_script
 
@@ -124,7 +124,7 @@ def _job_spec(
     bind = settings.slurm.slurm_data_bind_path
     return JobScriptSpec(
         runtime=runtime,  # type: ignore[arg-type]
-        image_path=layout.image(wf.name, wf.image_name, wf.version),
+        image_path=image_path(layout, wf),
         workdir=workdir,
         bind_paths=(bind,) if bind else (),
         params_mode="argv",
@@ -147,33 +147,83 @@ def _workflow_files(transport: Transport, layout: ClusterLayout, wf: Workflow) -
     return Action(f"{wf.name} {wf.version} files", bool(changed), target)
 
 
+DIRECT_PULL_TIMEOUT_S = 4 * 3600.0  # a direct pull of a large image takes its time
+
+
+def pull_script(settings: Settings, runtime: str, sif: str, source: str) -> str:
+    """The pull as a script; apptainer_tmpdir/_cachedir become the runtime's own variables."""
+    lines = ["#!/bin/bash", "set -euo pipefail"]
+    for key, value in (
+        ("TMPDIR", settings.slurm.apptainer_tmpdir),
+        ("CACHEDIR", settings.slurm.apptainer_cachedir),
+    ):
+        if value:
+            for prefix in ("APPTAINER", "SINGULARITY"):
+                lines.append(f"export {prefix}_{key}={shell_join([value])}")
+            lines.append(shell_join(["mkdir", "-p", "--", value]))
+    lines.append(shell_join(["mkdir", "-p", "--", posixpath.dirname(sif)]))
+    lines.append(shell_join([runtime, "pull", "--force", sif, source]))
+    return "\n".join(lines) + "\n"
+
+
+def pull_request(
+    settings: Settings, layout: ClusterLayout, wf: Workflow, path: str, slot: int
+) -> SubmitRequest:
+    """The sbatch of a pull. ``image_pull_concurrency`` = N: the pulls share N job names
+    with ``--dependency=singleton``, so Slurm runs at most N of them at once."""
+    s = settings.slurm
+    flags = {
+        flag: value
+        for flag, value in (
+            ("cpus-per-task", str(s.image_pull_cpus) if s.image_pull_cpus else None),
+            ("mem", s.image_pull_mem),
+            ("time", s.image_pull_time),
+        )
+        if value
+    }
+    name = f"biomero-pull-{wf.name}"
+    if s.image_pull_concurrency:
+        name = f"biomero-pull-{slot % s.image_pull_concurrency}"
+        flags["dependency"] = "singleton"
+    return SubmitRequest(
+        script_path=path,
+        job_name=name,
+        partition=s.image_pull_partition or s.slurm_default_partition,
+        output_path=f"{layout.init_stamp_dir}/pull-{wf.name}-%j.log",
+        extra_flags=flags,
+    )
+
+
 def _image_pull(
-    transport: Transport, settings: Settings, layout: ClusterLayout, wf: Workflow
+    transport: Transport, settings: Settings, layout: ClusterLayout, wf: Workflow, slot: int = 0
 ) -> Action:
-    """Container runtimes: pull the image through an sbatch job if it is not there."""
-    sif = layout.image(wf.name, wf.image_name, wf.version)
+    """Container runtimes: pull the image if it is not there, in an sbatch job when
+    ``slurm_image_pull_via_sbatch`` is on, else here on the login node (upstream's default)."""
+    sif = image_path(layout, wf)
     if transport.run(["test", "-f", sif], check=False, idempotent=True).exit_code == 0:
         return Action(f"{wf.name} image", False, sif)
     runtime = settings.worker.runtime
     source = f"docker://{wf.descriptor.image}:{wf.version}"
-    script = (
-        "#!/bin/bash\nset -euo pipefail\n"
-        + shell_join(["mkdir", "-p", "--", posixpath.dirname(sif)])
-        + "\n"
-        + shell_join([runtime, "pull", "--force", sif, source])
-        + "\n"
-    )
     path = f"{layout.init_stamp_dir}/pull-{wf.name}-{wf.version}.sh"
-    _write_if_changed(transport, path, script, 0o700)
-    job = SlurmClient(transport).submit(
-        SubmitRequest(
-            script_path=path,
-            job_name=f"biomero-pull-{wf.name}",
-            partition=settings.slurm.image_pull_partition or settings.slurm.slurm_default_partition,
-            output_path=f"{layout.init_stamp_dir}/pull-{wf.name}-%j.log",
-        )
-    )
+    _write_if_changed(transport, path, pull_script(settings, runtime, sif, source), 0o700)
+    if not settings.slurm.slurm_image_pull_via_sbatch:
+        transport.run(["bash", path], timeout_s=DIRECT_PULL_TIMEOUT_S)
+        return Action(f"{wf.name} image", True, f"pulled on the login node -> {sif}")
+    job = SlurmClient(transport).submit(pull_request(settings, layout, wf, path, slot))
     return Action(f"{wf.name} image", True, f"pull job {job} -> {sif}")
+
+
+def image_path(layout: ClusterLayout, wf: Workflow) -> str:
+    """``<images>/<folder>/<image>_<version>.sif``: ``<wf> = <folder>`` names the folder."""
+    return layout.image(wf.settings.folder or wf.name, wf.image_name, wf.version)
+
+
+def job_script_path(layout: ClusterLayout, wf: Workflow) -> str:
+    """Where the workflow's job script is rendered: ``<wf>_job`` (relative to
+    ``slurm_script_path``, as upstream) for the configured version, else our own path."""
+    if wf.settings.job and wf.version == (wf.settings.tag or LOCAL_VERSION):
+        return posixpath.join(layout.script_path, wf.settings.job)
+    return layout.job_script(wf.name, wf.version)
 
 
 def _native_env(transport: Transport, settings: Settings, workflows: list[Workflow]) -> Action:
@@ -284,7 +334,7 @@ def _prepare(
     if native:
         yield _native_env(transport, settings, workflows)
     yield _converter(transport, settings, layout)
-    for wf in workflows:
+    for slot, wf in enumerate(workflows):
         if native:
             if wf.local_dir is None:
                 raise BiomeroError(
@@ -293,13 +343,13 @@ def _prepare(
                 )
             yield _workflow_files(transport, layout, wf)
         else:
-            yield _image_pull(transport, settings, layout, wf)
+            yield _image_pull(transport, settings, layout, wf, slot)
         workdir = None
         if not native:
-            sif = layout.image(wf.name, wf.image_name, wf.version)
+            sif = image_path(layout, wf)
             workdir = image_workdir(transport, settings.worker.runtime, sif)
         script = render_job_script(_job_spec(settings, layout, wf, workdir))
-        path = layout.job_script(wf.name, wf.version)
+        path = job_script_path(layout, wf)
         yield Action(
             f"{wf.name} {wf.version} job script",
             _write_if_changed(transport, path, script, 0o755),

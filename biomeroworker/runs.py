@@ -32,7 +32,7 @@ from biomeroworker.errors import BiomeroError, ConnectError, TransportError
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
 from biomeroworker.localdirs import claim, release
-from biomeroworker.prepare import cluster_layout
+from biomeroworker.prepare import cluster_layout, job_script_path
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.slurm.parse import JobStatus
 from biomeroworker.slurm.rest.modes import slurm_client
@@ -468,7 +468,7 @@ class RunEngine:
                 grow = scale_time_limit if flag == "time" else scale_memory
                 flags[flag] = grow(flags[flag], 2 ** earlier.count(state))
         return SubmitRequest(
-            script_path=self.cluster.job_script(wf.name, wf.version),
+            script_path=job_script_path(self.cluster, wf),
             script_args=(layout.remote_run,),
             job_name=job_name(run["run_id"], "job", self._attempt(run, "job")),
             partition=run["inputs"].get("partition") or configured,

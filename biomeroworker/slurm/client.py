@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from biomeroworker.errors import CommandError, SlurmError
 from biomeroworker.slurm.commands import (
+    DEFAULT_HISTORY,
     SubmitRequest,
     check_job_id,
     find_by_name_argv,
@@ -39,9 +40,16 @@ class SlurmClient:
     as ``JobState.UNKNOWN``. Transport errors (connection, timeout) propagate.
     """
 
-    def __init__(self, transport: Transport, *, command_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        command_timeout_s: float = 60.0,
+        history_since: str = DEFAULT_HISTORY,
+    ) -> None:
         self.transport = transport
         self.command_timeout_s = command_timeout_s
+        self.history_since = history_since  # sacct --starttime when searching old jobs
 
     def submit(self, request: SubmitRequest) -> str:
         """Submit and return the job id. Not retried: a retry could submit twice.
@@ -115,7 +123,8 @@ class SlurmClient:
         """
         found = self.transport.run(find_by_name_argv(name), idempotent=True).stdout.split()
         if not found:
-            rows = self.transport.run(find_by_name_sacct_argv(name), idempotent=True).stdout
+            argv = find_by_name_sacct_argv(name, self.history_since)
+            rows = self.transport.run(argv, idempotent=True).stdout
             found = [line.split("|")[1].split("_")[0] for line in rows.splitlines() if "|" in line]
         unique = sorted({j for j in found if j.isdigit()}, key=int)
         return unique

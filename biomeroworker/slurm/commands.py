@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 
 # Patterns are used with fullmatch; [0-9] rather than \d so no non-ASCII digit passes.
 FLAG_NAME = re.compile(r"[a-z0-9][a-z0-9-]+")
@@ -239,7 +240,20 @@ def find_by_name_argv(name: str) -> list[str]:
     return ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%A"]
 
 
-def find_by_name_sacct_argv(name: str, since: str = "now-7days") -> list[str]:
+DEFAULT_HISTORY = "now-7days"
+
+
+def history_start(start: date | None, days_ago: int | None) -> str:
+    """sacct's --starttime for looking back through job history (finding a job by name):
+    ``sacct_days_ago`` wins over ``sacct_start_time``, as upstream; else the last 7 days."""
+    if days_ago is not None:
+        return f"now-{days_ago}days"
+    if start is not None:
+        return start.isoformat()
+    return DEFAULT_HISTORY
+
+
+def find_by_name_sacct_argv(name: str, since: str = DEFAULT_HISTORY) -> list[str]:
     """sacct for jobs named ``name``: finds jobs squeue has already forgotten."""
     check_value("job-name", name)
     return [

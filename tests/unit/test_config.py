@@ -492,8 +492,31 @@ def test_misspelt_sbatch_prefix_is_suggested(tmp_path):
     ],
 )
 def test_boolean_spellings(tmp_path, text, expected):
-    settings = load(tmp_path, BASE + f"[ANALYTICS]\ntrack_workflows = {text}\n")
-    assert settings.analytics.track_workflows is expected
+    settings = load(tmp_path, BASE + f"[ANALYTICS]\nenable_job_progress = {text}\n")
+    assert settings.analytics.enable_job_progress is expected
+
+
+def _said(found: list[str], text: str) -> bool:
+    return any(text in line for line in found)
+
+
+def test_tracking_cannot_be_turned_off_and_the_message_says_what_instead(tmp_path):
+    found = problems(tmp_path, BASE + "[ANALYTICS]\ntrack_workflows = false\n")
+    assert _said(found, "[ANALYTICS] track_workflows: cannot be off")
+    assert _said(found, "enable_job_accounting")
+
+
+def test_hand_written_job_scripts_from_a_repository_are_refused_by_name(tmp_path):
+    empty = BASE.replace("[SLURM]\n", "[SLURM]\nslurm_script_repo =\n", 1)
+    assert load(tmp_path, empty).slurm.slurm_script_repo is None  # upstream's default: fine
+    repo = BASE.replace("[SLURM]\n", "[SLURM]\nslurm_script_repo = https://github.com/a/b\n", 1)
+    assert _said(problems(tmp_path, repo), "[SLURM] slurm_script_repo: hand-written job scripts")
+
+
+@pytest.mark.parametrize("path", ["/etc/job.sh", "../outside.sh", "jobs/../../x.sh"])
+def test_a_job_script_path_must_stay_under_the_script_path(tmp_path, path):
+    text = BASE + f"w = w\nw_repo = {tmp_path}\nw_job = {path}\n"
+    assert _said(problems(tmp_path, text), "w_job: expected a path under slurm_script_path")
 
 
 def test_bad_boolean_is_reported(tmp_path):

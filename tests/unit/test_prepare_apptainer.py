@@ -18,11 +18,16 @@ from biomeroworker.transport.local import LocalTransport
 REPO = Path(__file__).resolve().parents[2]
 
 FAKE_APPTAINER = """#!/bin/bash
-# FakeApptainer: answers `inspect --json --labels SIF` from SIF.labels.json.
+# FakeApptainer: answers `inspect --json --labels SIF` from SIF.labels.json; `pull
+# --force SIF SOURCE` writes SIF and records the source and the pull environment.
 if [[ $1 == inspect ]]; then
     sif="${@: -1}"
     [[ -f "$sif.labels.json" ]] || { echo "no such image: $sif" >&2; exit 255; }
     cat "$sif.labels.json"
+    exit 0
+fi
+if [[ $1 == pull ]]; then
+    echo "$4 TMPDIR=${APPTAINER_TMPDIR:-} CACHEDIR=${APPTAINER_CACHEDIR:-}" > "$3"
     exit 0
 fi
 echo "FakeApptainer: $*" >&2
@@ -88,7 +93,10 @@ def test_init_pulls_first_then_renders_pwd_once_the_image_is_there(
         f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
         f"[WORKER]\ntransport = local\nshared_path = {cluster_home}\nruntime = apptainer\n"
     )
-    settings = load_settings(config_file=config, env={"HOME": str(cluster_home)})
+    settings = load_settings(
+        config_file=config,
+        env={"HOME": str(cluster_home), "BIOMERO_IMAGE_PULL_VIA_SBATCH": "true"},
+    )
     transport = LocalTransport(home=cluster_home)
     first = {a.what: a for a in init_cluster(transport, settings)}
     assert "4242" in first["misbehave image"].detail  # the pull went to Slurm
@@ -102,3 +110,64 @@ def test_init_pulls_first_then_renders_pwd_once_the_image_is_there(
     assert second["misbehave image"].done is False  # already pulled
     assert second["misbehave local job script"].done is True
     assert "--pwd /app" in script.read_text()
+
+
+def _settings(cluster_home: Path, tmp_path: Path, slurm: str = "", workflows: str = ""):  # type: ignore[no-untyped-def]
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(
+        "[SLURM]\nslurm_data_path = data\nslurm_images_path = images\n"
+        "slurm_converters_path = converters\nslurm_script_path = scripts\n"
+        f"{slurm}"
+        "[WORKFLOWS]\nmisbehave = odd-folder\n"
+        f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n{workflows}"
+        f"[WORKER]\ntransport = local\nshared_path = {cluster_home}\nruntime = apptainer\n"
+    )
+    return load_settings(config_file=config, env={"HOME": str(cluster_home)})
+
+
+def test_by_default_images_are_pulled_on_the_login_node_into_the_configured_folder(
+    cluster_home: Path, tmp_path: Path
+) -> None:
+    """Upstream's default (slurm_image_pull_via_sbatch off); `<wf> = <folder>` is where."""
+    settings = _settings(
+        cluster_home,
+        tmp_path,
+        slurm="apptainer_tmpdir = tmp/pull\napptainer_cachedir = cache/it's\n",
+    )
+    actions = {a.what: a for a in init_cluster(LocalTransport(home=cluster_home), settings)}
+    assert "pulled on the login node" in actions["misbehave image"].detail
+    sif = cluster_home / "images/odd-folder/w_misbehave_local.sif"
+    assert sif.read_text().split() == [
+        "docker://biomero/w_misbehave:local",
+        "TMPDIR=tmp/pull",
+        "CACHEDIR=cache/it's",
+    ]
+    assert not (cluster_home / "sbatch.calls").exists()
+
+
+def test_pull_jobs_get_the_pull_resources_and_run_at_most_n_at_once(
+    cluster_home: Path, tmp_path: Path
+) -> None:
+    settings = _settings(
+        cluster_home,
+        tmp_path,
+        slurm="slurm_image_pull_via_sbatch = true\nimage_pull_cpus = 2\nimage_pull_mem = 3G\n"
+        "image_pull_time = 00:40:00\nimage_pull_concurrency = 1\n",
+    )
+    list(init_cluster(LocalTransport(home=cluster_home), settings))
+    calls = (cluster_home / "sbatch.calls").read_text().split("\n")
+    for flag in (
+        "--cpus-per-task=2",
+        "--mem=3G",
+        "--time=00:40:00",
+        "--dependency=singleton",
+        "--job-name=biomero-pull-0",
+    ):
+        assert flag in calls
+
+
+def test_the_job_script_is_rendered_where_wf_job_says(cluster_home: Path, tmp_path: Path) -> None:
+    settings = _settings(cluster_home, tmp_path, workflows="misbehave_job = jobs/misbehave.sh\n")
+    actions = {a.what: a for a in init_cluster(LocalTransport(home=cluster_home), settings)}
+    assert actions["misbehave local job script"].detail == "scripts/jobs/misbehave.sh"
+    assert (cluster_home / "scripts/jobs/misbehave.sh").read_text().startswith("#!/bin/bash")

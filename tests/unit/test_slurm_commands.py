@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from biomeroworker.slurm.commands import (
@@ -250,3 +252,20 @@ def test_rendered_submit_survives_shell_quoting_unchanged() -> None:
 
     argv = sbatch_argv(SubmitRequest(script_path="j.sh", comment="it's $(id) `x`"))
     assert shlex.split(shell_join(argv)) == argv
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "expected"),
+    [
+        (None, None, "now-7days"),
+        (date(2024, 1, 1), None, "2024-01-01"),
+        (date(2024, 1, 1), 3, "now-3days"),  # the rolling window wins, as upstream
+        (None, 0, "now-0days"),
+    ],
+)
+def test_the_sacct_window_keys_set_how_far_back_a_lost_job_is_searched(
+    start: date | None, days: int | None, expected: str
+) -> None:
+    from biomeroworker.slurm.commands import find_by_name_sacct_argv, history_start
+
+    assert f"--starttime={expected}" in find_by_name_sacct_argv("n", history_start(start, days))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biomeroworker.slurm.client import SlurmClient
+from biomeroworker.slurm.commands import history_start
 from biomeroworker.slurm.rest.client import RestApi, RestSlurmClient
 from biomeroworker.slurm.rest.token import StaticToken, TokenCommand, TokenFile, TokenSource
 from biomeroworker.transport.base import Transport
@@ -61,7 +62,12 @@ def slurm_client(settings: Settings, staging: Transport) -> SlurmClient | RestSl
     """The Slurm client for ``settings``; ``staging`` reads job scripts in REST mode."""
     worker, rest = settings.worker, settings.rest
     if worker.transport != "rest":
-        return SlurmClient(staging, command_timeout_s=worker.command_timeout_s)
+        slurm = settings.slurm
+        return SlurmClient(
+            staging,
+            command_timeout_s=worker.command_timeout_s,
+            history_since=history_start(slurm.sacct_start_time, slurm.sacct_days_ago),
+        )
     api = RestApi(
         str(rest.url),
         user=str(rest.user),
