@@ -23,7 +23,7 @@ from biomeroworker.layout import ClusterLayout
 from biomeroworker.slurm.client import SlurmClient
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.transport.base import Transport, shell_join
-from biomeroworker.workflows.catalog import LOCAL_VERSION, Workflow, list_workflows
+from biomeroworker.workflows.catalog import Workflow, list_workflows
 from biomeroworker.workflows.github import fetch_descriptor, fetch_workflow_files
 from biomeroworker.workflows.jobscript import JobScriptSpec, render_job_script
 
@@ -218,12 +218,26 @@ def image_path(layout: ClusterLayout, wf: Workflow) -> str:
     return layout.image(wf.settings.folder or wf.name, wf.image_name, wf.version)
 
 
-def job_script_path(layout: ClusterLayout, wf: Workflow) -> str:
-    """Where the workflow's job script is rendered: ``<wf>_job`` (relative to
-    ``slurm_script_path``, as upstream) for the configured version, else our own path."""
-    if wf.settings.job and wf.version == (wf.settings.tag or LOCAL_VERSION):
-        return posixpath.join(layout.script_path, wf.settings.job)
-    return layout.job_script(wf.name, wf.version)
+def job_script_paths(layout: ClusterLayout, wf: Workflow) -> list[str]:
+    """Where init renders the workflow's job script: always ``<wf>/<version>/job.sh``
+    (what runs submit, so every prepared version keeps its own), and also ``<wf>_job``
+    (relative to ``slurm_script_path``, where upstream keeps it) when that is set."""
+    paths = [layout.job_script(wf.name, wf.version)]
+    if wf.settings.job:
+        paths.append(posixpath.join(layout.script_path, wf.settings.job))
+    return paths
+
+
+def prepared_on_cluster(transport: Transport, settings: Settings, wf: Workflow) -> bool:
+    """Whether init prepared this version: its job script and its image (container
+    runtimes) or its files (native) are on the cluster. One remote command."""
+    layout = cluster_layout(settings)
+    if settings.worker.runtime == "native":
+        needed = layout.workflow_dir(wf.name, wf.version) + "/wrapper.py"
+    else:
+        needed = image_path(layout, wf)
+    argv = ["test", "-f", layout.job_script(wf.name, wf.version), "-a", "-f", needed]
+    return transport.run(argv, check=False, idempotent=True).exit_code == 0
 
 
 def _native_env(transport: Transport, settings: Settings, workflows: list[Workflow]) -> Action:
@@ -349,9 +363,6 @@ def _prepare(
             sif = image_path(layout, wf)
             workdir = image_workdir(transport, settings.worker.runtime, sif)
         script = render_job_script(_job_spec(settings, layout, wf, workdir))
-        path = job_script_path(layout, wf)
-        yield Action(
-            f"{wf.name} {wf.version} job script",
-            _write_if_changed(transport, path, script, 0o755),
-            path,
-        )
+        paths = job_script_paths(layout, wf)
+        changed = [_write_if_changed(transport, path, script, 0o755) for path in paths]
+        yield Action(f"{wf.name} {wf.version} job script", any(changed), ", ".join(paths))

@@ -32,7 +32,7 @@ from biomeroworker.errors import BiomeroError, ConnectError, TransportError
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
 from biomeroworker.localdirs import claim, release
-from biomeroworker.prepare import cluster_layout, job_script_path
+from biomeroworker.prepare import cluster_layout, prepared_on_cluster
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.slurm.parse import JobStatus
 from biomeroworker.slurm.rest.modes import slurm_client
@@ -324,6 +324,14 @@ class RunEngine:
         """Check and record a run: nothing is staged or submitted yet, and the cluster is
         asked only for its partitions (one cached sinfo)."""
         wf = get_workflow(self.settings, workflow, version)
+        other = wf.version != get_workflow(self.settings, workflow).version
+        # Another version than the configured one: an earlier init must have prepared it.
+        if other and not prepared_on_cluster(self.transport, self.settings, wf):
+            raise BiomeroError(
+                f"workflow {wf.name} version {wf.version} is not prepared on the cluster "
+                f"(no job script or image); set {wf.name}_repo to that tag and run "
+                "`biomero init`"
+            )
         values = validate_params(wf.descriptor, params)
         # Images, partition and sbatch values (biomeroworker.inputs); raises InputError.
         self.checked = check_request(
@@ -468,7 +476,7 @@ class RunEngine:
                 grow = scale_time_limit if flag == "time" else scale_memory
                 flags[flag] = grow(flags[flag], 2 ** earlier.count(state))
         return SubmitRequest(
-            script_path=job_script_path(self.cluster, wf),
+            script_path=self.cluster.job_script(wf.name, wf.version),
             script_args=(layout.remote_run,),
             job_name=job_name(run["run_id"], "job", self._attempt(run, "job")),
             partition=run["inputs"].get("partition") or configured,

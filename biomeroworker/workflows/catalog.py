@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from biomeroworker.config import Settings, WorkflowSettings
 from biomeroworker.errors import BiomeroError
 from biomeroworker.workflows.descriptor import Descriptor, load_descriptor
-from biomeroworker.workflows.github import cached_folder, resolve_descriptor
+from biomeroworker.workflows.github import (
+    cache_path,
+    cached_folder,
+    parse_repo_url,
+    resolve_descriptor,
+)
 
 LOCAL_VERSION = "local"
+_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,8 @@ def get_workflow(settings: Settings, name: str, version: str | None = None) -> W
     wf = settings.workflows[name]
     configured = wf.tag or LOCAL_VERSION
     if version is not None and version != configured:
-        raise UnknownWorkflowError(
-            f"workflow {name} is configured at version {configured}, not {version}; "
-            f"change {name}_repo in slurm-config.ini to use another version"
-        )
+        wf = _other_version(wf, version, configured)
+        configured = version
     if wf.is_local:
         descriptor = load_descriptor(Path(wf.repo) / "descriptor.json")
         files: Path | None = Path(wf.repo)
@@ -71,3 +76,38 @@ def list_workflows(settings: Settings) -> list[Workflow | tuple[str, BiomeroErro
         except BiomeroError as exc:
             out.append((name, exc))
     return out
+
+
+def _other_version(wf: WorkflowSettings, version: str, configured: str) -> WorkflowSettings:
+    """The workflow at another tag of the same repository, if its descriptor is cached
+    (an earlier `biomero init` with that tag fetched it). Whether its image or files are
+    on the cluster is for the caller to check (``prepared_on_cluster``)."""
+    if wf.is_local or not _TAG.fullmatch(version):
+        raise UnknownWorkflowError(
+            f"workflow {wf.name} has one version here ({configured}), not {version!r}"
+            + ("" if not wf.is_local else ": a local folder has no other versions")
+        )
+    other = replace(wf, repo=wf.repo.rstrip("/").rsplit("/", 1)[0] + f"/{version}")
+    if not cache_path(parse_repo_url(other.repo)).is_file():
+        raise UnknownWorkflowError(
+            f"workflow {wf.name} version {version} is not prepared here (configured: "
+            f"{configured}); set {wf.name}_repo to its tag and run `biomero init` once, "
+            "after which both versions can be chosen"
+        )
+    return other
+
+
+def prepared_versions(settings: Settings, name: str) -> list[str]:
+    """The versions a run of ``name`` may name here: the configured one first, then every
+    other tag of the same repository whose descriptor an earlier init cached (newest
+    first by name). Reads the local cache only."""
+    wf = settings.workflows[name]
+    configured = wf.tag or LOCAL_VERSION
+    if wf.is_local:
+        return [configured]
+    repo_dir = cached_folder(wf.repo).parent
+    tags = sorted(
+        (p.name for p in repo_dir.glob("*/descriptor.json") if p.parent.name != configured),
+        reverse=True,
+    )
+    return [configured, *tags]

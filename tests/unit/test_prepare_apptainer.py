@@ -166,8 +166,12 @@ def test_pull_jobs_get_the_pull_resources_and_run_at_most_n_at_once(
         assert flag in calls
 
 
-def test_the_job_script_is_rendered_where_wf_job_says(cluster_home: Path, tmp_path: Path) -> None:
+def test_the_job_script_is_also_rendered_where_wf_job_says(
+    cluster_home: Path, tmp_path: Path
+) -> None:
     settings = _settings(cluster_home, tmp_path, workflows="misbehave_job = jobs/misbehave.sh\n")
     actions = {a.what: a for a in init_cluster(LocalTransport(home=cluster_home), settings)}
-    assert actions["misbehave local job script"].detail == "scripts/jobs/misbehave.sh"
-    assert (cluster_home / "scripts/jobs/misbehave.sh").read_text().startswith("#!/bin/bash")
+    paths = "scripts/misbehave/local/job.sh, scripts/jobs/misbehave.sh"
+    assert actions["misbehave local job script"].detail == paths
+    rendered = (cluster_home / "scripts/misbehave/local/job.sh").read_text()
+    assert (cluster_home / "scripts/jobs/misbehave.sh").read_text() == rendered
