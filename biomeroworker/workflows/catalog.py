@@ -107,7 +107,7 @@ def prepared_versions(settings: Settings, name: str) -> list[str]:
         return [configured]
     repo_dir = cached_folder(wf.repo).parent
     tags = sorted(
-        (p.name for p in repo_dir.glob("*/descriptor.json") if p.parent.name != configured),
+        (p.parent.name for p in repo_dir.glob("*/descriptor.json") if p.parent.name != configured),
         reverse=True,
     )
     return [configured, *tags]
