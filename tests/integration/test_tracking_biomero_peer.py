@@ -262,11 +262,47 @@ def our_runs(tracker: Tracker) -> list[str]:
     return [cli, omero, cancelled]
 
 
+def config_for(cluster, url: str, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+    extra = (
+        "[WORKFLOWS]\n"
+        "misbehave = misbehave\n"
+        f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
+        "misbehave_job_mem = 100M\n"
+    )
+    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+    config = folder / "slurm-config.ini"
+    config.write_text(text.replace("[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = {url}\n"))
+    return config
+
+
+def localslurm_run(config: Path, cluster, tracker: Tracker, folder: Path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """A real run of the misbehave workflow on localslurm, through RunEngine."""
+    settings = load_settings(config_file=config)
+    image = folder / "image.tif"
+    tifffile.imwrite(image, numpy.zeros((16, 16), dtype=numpy.uint8))
+    transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=600))
+    try:
+        list(init_cluster(transport, settings))
+        engine = RunEngine(settings, transport, tracker)
+        run_id = engine.request("misbehave", [image], {}, output_dir=folder / "out")
+        engine.drive(run_id)
+    finally:
+        transport.close()
+    return tracker.get_run(run_id)
+
+
 def test_a_biomero_database_is_taken_over_and_biomero_can_come_back(
-    new_database, peer_python
+    cluster, new_database, peer_python, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     with new_database() as url:
         history = peer(peer_python, url, "record", HISTORY)
+        config = config_for(cluster, url, tmp_path)
+        settings = load_settings(config_file=config)
+        check = tracking_database_check(settings)
+        assert check.ok, check.detail
+        assert check.detail == (
+            "biomero tracking database: 5 runs from biomero 2.x, read-only history"
+        )
         biomero_rows, biomero_answers = dump(url), answers(url)
         upstream_events = events(url)
         assert sorted(biomero_answers["Workflow execution count - V2"]) == [
@@ -300,9 +336,16 @@ def test_a_biomero_database_is_taken_over_and_biomero_can_come_back(
             tracker.rebuild()
             assert dump(url) == biomero_rows
 
-            # 3. our runs, appended beside the history
+            # 3. our runs, appended beside the history: through the Tracker, and a real
+            # run on localslurm through RunEngine
             mine = our_runs(tracker)
+            real = localslurm_run(config, cluster, tracker, tmp_path)
+            assert real["state"] == "COMPLETED"
         ours = dump(url)
+        assert tracking_database_check(settings).detail == (
+            "biomero tracking database: 5 runs from biomero 2.x, read-only history; "
+            "4 runs of this worker"
+        )
         assert events(url)[: len(upstream_events)] == upstream_events  # never altered
         execution = {r for r in ours["biomero_task_execution"] if r[1] in ("cellpose", "stardist")}
         assert ("cellpose", "v1.4.0", "-1", "-1", "COMPLETED") in {r[1:6] for r in execution}
@@ -325,8 +368,27 @@ def test_a_biomero_database_is_taken_over_and_biomero_can_come_back(
             r[1]: r[2] for r in ours["biomero_task_execution"] if r[0] not in ids_of(history, [])
         }
         assert versions["_SLURM_Image_Transfer.py"] == __version__
+        job = next(task for task in real["tasks"] if task["kind"] == "job")
+        assert {r[0]: r for r in ours["biomero_task_execution"]}[job["task_id"]][1:6] == (
+            "misbehave",
+            real["version"],
+            "-1",
+            "-1",
+            "COMPLETED",
+        )
+        assert (job["slurm_job_id"], "-1", "-1", job["task_id"]) in ours["biomero_job_view"]
+        assert progress[real["run_id"]][1:3] + progress[real["run_id"]][7:8] == (
+            "DONE",
+            "100%",
+            "misbehave",
+        )
         v2 = dict(((n, v), c) for n, v, c in answers(url)["Workflow execution count - V2"])
-        assert v2 == {("cellpose", "v1.4.0"): 4, ("stardist", "v1.4.0"): 1, ("stardist", "v0.9"): 1}
+        assert v2 == {
+            ("cellpose", "v1.4.0"): 4,
+            ("stardist", "v1.4.0"): 1,
+            ("stardist", "v0.9"): 1,
+            ("misbehave", real["version"]): 1,
+        }
 
         # 4. rollback: biomero's tracker starts on our database and records a new run
         later = peer(peer_python, url, "record", [upstream_run(5, 3, "cellpose", 142)])
@@ -348,6 +410,32 @@ def test_a_biomero_database_is_taken_over_and_biomero_can_come_back(
         reset = dump(url)
         oldest = ids_of([history[0]], [101, 102])
         assert without(reset, oldest) == without(rolled, oldest)
+
+        # 7. a database it cannot share faithfully is refused, with the reason
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE biomero_task_execution ADD COLUMN queue_s FLOAT"))
+        check = tracking_database_check(settings)
+        assert not check.ok
+        assert "biomero_task_execution has another shape" in check.detail
+        with pytest.raises(TrackingStoreError, match="cannot be shared: biomero_task_execution"):
+            Tracker(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE biomero_task_execution DROP COLUMN queue_s"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO workflowtracker_events "
+                    "(originator_id, originator_version, topic, state) VALUES "
+                    "(:id, 0, 'biomero.eventsourcing:WorkflowRun.WorkflowPaused', '{}')"
+                ),
+                {"id": UUID(int=1)},
+            )
+        engine.dispose()
+        check = tracking_database_check(settings)
+        assert not check.ok
+        assert "WorkflowRun.WorkflowPaused" in check.detail
+        with pytest.raises(TrackingStoreError, match="does not know"):
+            Tracker(url)
 
 
 def test_tables_we_create_serve_biomero_and_the_dashboards(new_database, peer_python) -> None:  # type: ignore[no-untyped-def]
@@ -376,102 +464,3 @@ def test_tables_we_create_serve_biomero_and_the_dashboards(new_database, peer_py
         later = peer(peer_python, ours_url, "record", [upstream_run(5, 3, "cellpose", 142)])
         assert without(dump(ours_url), ids_of(later, [141, 142])) == ours
         assert {r[0] for r in ours["biomero_workflow_progress_view"]} == set(mine)
-
-
-def test_check_reports_the_history_and_refuses_an_unknown_newer_schema(
-    new_database, peer_python, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    with new_database() as url:
-        peer(peer_python, url, "record", HISTORY[:3])
-        config = tmp_path / "slurm-config.ini"
-        config.write_text(
-            (REPO / "localslurm" / "run" / "slurm-config.ini")
-            .read_text()
-            .replace("[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = {url}\n", 1)
-        )
-        settings = load_settings(config_file=config)
-        check = tracking_database_check(settings)
-        assert check.ok, check.detail
-        assert (
-            check.detail == "biomero tracking database: 3 runs from biomero 2.x, read-only history"
-        )
-        with Tracker(url) as tracker:
-            tracker.record_run_requested(workflow="cellpose", version="v1.4.0", user_name="alice")
-        assert tracking_database_check(settings).detail.endswith("; 1 runs of this worker")
-
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE biomero_task_execution ADD COLUMN queue_s FLOAT"))
-        check = tracking_database_check(settings)
-        assert not check.ok
-        assert "biomero_task_execution has another shape" in check.detail
-        with pytest.raises(TrackingStoreError, match="cannot be shared: biomero_task_execution"):
-            Tracker(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE biomero_task_execution DROP COLUMN queue_s"))
-            conn.execute(
-                sa.text(
-                    "INSERT INTO workflowtracker_events "
-                    "(originator_id, originator_version, topic, state) VALUES "
-                    "(:id, 0, 'biomero.eventsourcing:WorkflowRun.WorkflowPaused', '{}')"
-                ),
-                {"id": UUID(int=1)},
-            )
-        engine.dispose()
-        check = tracking_database_check(settings)
-        assert not check.ok and "WorkflowRun.WorkflowPaused" in check.detail
-        with pytest.raises(TrackingStoreError, match="does not know"):
-            Tracker(url)
-
-
-def test_a_localslurm_run_joins_the_history_and_biomero_reads_it(
-    cluster, new_database, peer_python, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    with new_database() as url:
-        history = peer(peer_python, url, "record", HISTORY[:2])
-        before = dump(url)
-        extra = (
-            "[WORKFLOWS]\n"
-            "misbehave = misbehave\n"
-            f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
-            "misbehave_job_mem = 100M\n"
-        )
-        text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
-        config = tmp_path / "slurm-config.ini"
-        config.write_text(text.replace("[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = {url}\n"))
-        settings = load_settings(config_file=config)
-        image = tmp_path / "image.tif"
-        tifffile.imwrite(image, numpy.zeros((16, 16), dtype=numpy.uint8))
-        transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=600))
-        try:
-            list(init_cluster(transport, settings))
-            with Tracker(settings_url=url) as tracker:
-                engine = RunEngine(settings, transport, tracker)
-                run_id = engine.request("misbehave", [image], {}, output_dir=tmp_path / "out")
-                engine.drive(run_id)
-                run = tracker.get_run(run_id)
-                assert run["state"] == "COMPLETED"
-                assert {r["run_id"] for r in history} <= {r["run_id"] for r in tracker.list_runs()}
-        finally:
-            transport.close()
-        ours = dump(url)
-        mine = {run_id, *(task["task_id"] for task in run["tasks"]), *run["slurm_job_ids"]}
-        assert without(ours, mine) == before  # biomero's history as it was
-        job = next(task for task in run["tasks"] if task["kind"] == "job")
-        execution = {r[0]: r for r in ours["biomero_task_execution"]}
-        assert execution[job["task_id"]][1:6] == (
-            "misbehave",
-            run["version"],
-            "-1",
-            "-1",
-            "COMPLETED",
-        )
-        assert (job["slurm_job_id"], "-1", "-1", job["task_id"]) in ours["biomero_job_view"]
-        progress = {r[0]: r for r in ours["biomero_workflow_progress_view"]}[run_id]
-        assert (progress[1], progress[2], progress[7]) == ("DONE", "100%", "misbehave")
-        v2 = answers(url)["Workflow execution count - V2"]
-        assert ("misbehave", run["version"], 1) in v2
-
-        # biomero's tracker after ours: it reads our real run and leaves its rows alone
-        later = peer(peer_python, url, "record", [upstream_run(5, 3, "cellpose", 142)])
-        assert without(dump(url), ids_of(later, [141, 142])) == ours
