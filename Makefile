@@ -8,7 +8,8 @@ LOCAL_CONFIG := localslurm/run/slurm-config.ini
 SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl localslurm/lib.sh \
 	tools/install-container-tools tools/install-omero-py tools/install-system-packages \
 	tools/install-peer-biomero \
-	tools/run-tests tools/demo
+	tools/run-tests tools/demo tools/build-zeroc-ice tools/lock-requirements \
+	startup/45-biomero-config.sh
 
 .PHONY: all venv omero cluster cluster-down tools lint test unit integration demo clean
 

@@ -11,14 +11,19 @@
 #   OMERO_DB_PASSWORD OMERO_ROOT_PASSWORD BIOMERO_DB_PASSWORD    (required)
 #   BIOMERO_OMERO_USER (root) BIOMERO_OMERO_PASSWORD (OMERO_ROOT_PASSWORD)  supervisor's OMERO login
 #   BIOMERO_IMAGE (localhost/biomeroworker:latest)  OMERO_WORKER_NAME (biomeroworker)
-#   POSTGRES_VERSION OMERO_SERVER_VERSION OMERO_WEB_VERSION  OMERO_WEB_PORT (4080)
-#   BIOMERO_POD (biomero)  PODMAN (podman)
+#   BIOMERO_SERVER_IMAGE (localhost/biomero-omeroserver:latest)
+#   BIOMERO_WEB_IMAGE (localhost/biomero-omeroweb:latest)   the three Dockerfile targets
+#   POSTGRES_VERSION (16)  OMERO_WEB_PORT (4080)  BIOMERO_POD (biomero)  PODMAN (podman)
+#   BIOMERO_SECRET_UID / BIOMERO_SECRET_GID (1000 / 1000): owner of the SSH secret files
+#     inside the worker, the base image's omero-server account, which reads them
+#   BIOMERO_CONFIG_WAIT_S (120): how long to wait for OMERO.web to seed slurm-config.ini
 set -euo pipefail
 
 log() { printf '%s [biomero-pod] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 SECRETS_DIR=/run/secrets/biomero-ssh
+SHARED_CONFIG=/opt/biomero/config/slurm-config.ini
 SECRET_NAMES=(biomero-ssh-config biomero-ssh-known-hosts biomero-ssh-key biomero-ssh-key-pub
     omero-db-password omero-root-password biomero-db-password biomero-sqlalchemy-url
     biomero-omero-password)
@@ -62,6 +67,14 @@ secret_from_value() {
     printf '%s' "$2" | podman_ secret create "$1" - >/dev/null
 }
 
+# Mounted secrets belong to root unless told otherwise; the hooks run as omero-server
+# (uid 1000 in openmicroscopy/omero-server), which must be able to read them: mode 0400
+# for that user alone.
+ssh_secret() {
+    printf '%s,target=%s,uid=%s,gid=%s,mode=0400' "$1" "$SECRETS_DIR/$2" \
+        "${BIOMERO_SECRET_UID:-1000}" "${BIOMERO_SECRET_GID:-1000}"
+}
+
 create_secrets() {
     local key_name
     key_name="$(basename -- "$BIOMERO_SSH_KEY")"
@@ -69,13 +82,13 @@ create_secrets() {
     secret_from_file biomero-ssh-known-hosts "$BIOMERO_SSH_KNOWN_HOSTS"
     secret_from_file biomero-ssh-key "$BIOMERO_SSH_KEY"
     SSH_SECRETS=(
-        --secret "biomero-ssh-config,target=$SECRETS_DIR/config,mode=0400"
-        --secret "biomero-ssh-known-hosts,target=$SECRETS_DIR/known_hosts,mode=0400"
-        --secret "biomero-ssh-key,target=$SECRETS_DIR/$key_name,mode=0400"
+        --secret "$(ssh_secret biomero-ssh-config config)"
+        --secret "$(ssh_secret biomero-ssh-known-hosts known_hosts)"
+        --secret "$(ssh_secret biomero-ssh-key "$key_name")"
     )
     if [[ -f "$BIOMERO_SSH_KEY.pub" ]]; then
         secret_from_file biomero-ssh-key-pub "$BIOMERO_SSH_KEY.pub"
-        SSH_SECRETS+=(--secret "biomero-ssh-key-pub,target=$SECRETS_DIR/$key_name.pub,mode=0400")
+        SSH_SECRETS+=(--secret "$(ssh_secret biomero-ssh-key-pub "$key_name.pub")")
     fi
     secret_from_value omero-db-password "$OMERO_DB_PASSWORD"
     secret_from_value omero-root-password "$OMERO_ROOT_PASSWORD"
@@ -105,6 +118,7 @@ run_containers() {
         --secret biomero-db-password \
         -v biomero-database:/var/lib/postgresql/data "$pg" postgres -p 5433
 
+    # The master image carries our scripts (Dockerfile target `server`).
     podman_ run -d --pod "$pod" --name "$pod-omeroserver" --restart unless-stopped \
         -e CONFIG_omero_db_host=127.0.0.1 -e CONFIG_omero_db_user=omero \
         -e CONFIG_omero_db_name=omero -e CONFIG_omero_master_host=127.0.0.1 \
@@ -112,23 +126,40 @@ run_containers() {
         --secret omero-db-password,type=env,target=CONFIG_omero_db_pass \
         --secret omero-root-password,type=env,target=ROOTPASS \
         -v omero-data:/OMERO \
-        "docker.io/openmicroscopy/omero-server:${OMERO_SERVER_VERSION:-5.6.18}"
+        "${BIOMERO_SERVER_IMAGE:-localhost/biomero-omeroserver:latest}"
 
+    # OMERO.web with OMERO.biomero (target `web`); it seeds the shared slurm-config.ini.
     podman_ run -d --pod "$pod" --name "$pod-omeroweb" --restart unless-stopped \
-        -e OMEROHOST=127.0.0.1 \
-        "docker.io/openmicroscopy/omero-web-standalone:${OMERO_WEB_VERSION:-5.31.0}"
+        -e OMEROHOST=127.0.0.1 -e "BIOMERO_SLURM_CONFIG_FILE=$SHARED_CONFIG" \
+        -v biomero-config:/opt/biomero/config \
+        "${BIOMERO_WEB_IMAGE:-localhost/biomero-omeroweb:latest}"
+    wait_for_shared_config "$pod-omeroweb"
 
-    podman_ run -d --pod "$pod" --name "$pod-worker" --restart unless-stopped \
+    # Named as the instructions type it: `podman exec biomeroworker ...`.
+    podman_ run -d --pod "$pod" --name biomeroworker --restart unless-stopped \
         -e "OMERO_WORKER_NAME=$worker" -e CONFIG_omero_master_host=127.0.0.1 \
         -e PERSISTENCE_MODULE=eventsourcing_sqlalchemy \
+        -e "BIOMERO_CONFIG=$SHARED_CONFIG" -e "BIOMERO_SLURM_CONFIG_FILE=$SHARED_CONFIG" \
         -e "BIOMERO_SSH_SECRETS_DIR=$SECRETS_DIR" \
         "${SSH_SECRETS[@]}" \
         --secret biomero-sqlalchemy-url,type=env,target=SQLALCHEMY_URL \
         -e OMERO_HOST=127.0.0.1 -e OMERO_PORT=4064 -e "OMERO_USER=${BIOMERO_OMERO_USER:-root}" \
         --secret biomero-omero-password,type=env,target=OMERO_PASSWORD \
+        -v biomero-config:/opt/biomero/config:ro \
         -v biomero-var:/opt/omero/server/OMERO.server/var \
         -v omero-data:/OMERO \
         "${BIOMERO_IMAGE:-localhost/biomeroworker:latest}"
+}
+
+# The worker refuses to start without the shared slurm-config.ini that OMERO.web seeds.
+wait_for_shared_config() {
+    local web="$1" waited=0 limit="${BIOMERO_CONFIG_WAIT_S:-120}"
+    until podman_ exec "$web" test -f "$SHARED_CONFIG" >/dev/null 2>&1; do
+        ((waited < limit)) || die "$web has not created $SHARED_CONFIG after ${limit} s:" \
+            "see '${PODMAN:-podman} logs $web'"
+        sleep 2
+        waited=$((waited + 2))
+    done
 }
 
 up() {

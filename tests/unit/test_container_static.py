@@ -8,9 +8,11 @@ against FakePodman, a stand-in that records every call.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 POD_SCRIPT = ROOT / "deploy" / "podman" / "biomero-pod.sh"
+REQUIREMENTS = ROOT / "deploy" / "requirements"
 INSTALL_HINT = "run tools/install-container-tools"
 SHELL_SCRIPTS = sorted(
     [
@@ -29,8 +32,19 @@ SHELL_SCRIPTS = sorted(
         *(ROOT / "deploy" / "podman").glob("*.sh"),
         ROOT / "tools" / "install-container-tools",
         ROOT / "tools" / "install-omero-py",
+        ROOT / "tools" / "build-zeroc-ice",
+        ROOT / "tools" / "lock-requirements",
     ]
 )
+SCRIPTS_IN_OMERO = "/opt/omero/server/OMERO.server/lib/scripts/biomero/"
+
+_spec = importlib.util.spec_from_file_location(
+    "deploy_versions", ROOT / "tests" / "deploy_versions.py"
+)
+assert _spec and _spec.loader
+deploy_versions = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(deploy_versions)
+pinned = deploy_versions.pinned
 
 
 def tool(name: str) -> str:
@@ -66,23 +80,91 @@ def compose(*args: str) -> subprocess.CompletedProcess[str]:
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs with continuation lines joined."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [ln for ln in DOCKERFILE.read_text().splitlines() if not ln.strip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     pairs = []
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
+        if stripped:
             word, _, rest = stripped.partition(" ")
             pairs.append((word.upper(), rest.strip()))
     return pairs
 
 
-def copy_sources() -> list[str]:
-    sources = []
+def stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (base image, its instructions), in Dockerfile order."""
+    found: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
     for word, rest in instructions():
-        if word == "COPY":
+        if word == "FROM":
+            base, _, name = rest.partition(" AS ")
+            current = []
+            found[name.strip()] = (base.strip(), current)
+        elif found:
+            current.append((word, rest))
+    return found
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    return stages()[name][1]
+
+
+def copy_sources(of: list[tuple[str, str]] | None = None) -> list[str]:
+    """Build-context sources of the COPY instructions (not COPY --from=stage)."""
+    sources = []
+    for word, rest in of if of is not None else instructions():
+        if word == "COPY" and "--from=" not in rest:
             parts = [p for p in rest.split() if not p.startswith("--")]
             sources.extend(parts[:-1])
     return sources
+
+
+def copies(of: list[tuple[str, str]]) -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY in a stage."""
+    found = []
+    for word, rest in of:
+        if word == "COPY":
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            found.append((parts[:-1], parts[-1]))
+    return found
+
+
+def arg_defaults() -> dict[str, str]:
+    """ARG NAME=default, from every stage (the tests require one value per name)."""
+    found: dict[str, str] = {}
+    for word, rest in instructions():
+        if word == "ARG" and "=" in rest:
+            name, value = rest.split("=", 1)
+            assert found.get(name, value) == value, f"ARG {name} has two defaults"
+            found[name] = value
+    return found
+
+
+def shell_commands(run: str) -> list[list[str]]:
+    """The simple commands of a RUN line (split on && ; |), as argument lists."""
+    commands = []
+    for part in re.split(r"&&|\|\||;|\|", run):
+        try:
+            words = shlex.split(part)
+        except ValueError:
+            words = part.split()
+        if words:
+            commands.append(words)
+    return commands
+
+
+def requirement_lines(path: Path) -> list[str]:
+    """Requirement entries of a pip requirements file, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def requirement_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in requirement_lines(path):
+        name, _, rest = line.partition("==")
+        pins[name.strip().lower()] = rest.split()[0]
+    return pins
 
 
 def ignored_by_dockerignore(path: str) -> bool:
@@ -126,43 +208,198 @@ def test_shell_scripts_are_clean_under_shellcheck(script: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_builds_from_a_pinned_omero_server_5_6_tag() -> None:
-    bases = [rest for word, rest in instructions() if word == "FROM"]
-    assert len(bases) == 1
-    assert re.fullmatch(r"openmicroscopy/omero-server:5\.6\.\d+", bases[0])
+def test_every_stage_builds_from_the_pinned_base_image_tags() -> None:
+    bases = {name: base for name, (base, _) in stages().items()}
+    server = f"openmicroscopy/omero-server:{pinned('OMERO_SERVER_VERSION')}"
+    web = f"openmicroscopy/omero-web-standalone:{pinned('OMERO_WEB_VERSION')}"
+    assert re.fullmatch(r"5\.6\.\d+", pinned("OMERO_SERVER_VERSION"))
+    assert bases == {
+        "ice-build": server,
+        "web-build": web,
+        "server": server,
+        "web": web,
+        "worker": server,
+    }
+    # `docker build .` without --target must give the worker.
+    assert list(bases)[-1] == "worker"
+    assert stages()["worker"][0] in (
+        rest.split(" AS ")[0] for word, rest in instructions() if word == "FROM"
+    )
 
 
-def test_removes_the_database_hook_and_ends_as_omero_server() -> None:
-    runs = " ".join(rest for word, rest in instructions() if word == "RUN")
-    users = [rest for word, rest in instructions() if word == "USER"]
+def test_worker_removes_the_database_hook_and_ends_as_omero_server() -> None:
+    worker = stage("worker")
+    runs = " ".join(rest for word, rest in worker if word == "RUN")
+    users = [rest for word, rest in worker if word == "USER"]
     assert "rm -f /startup/60-database.sh" in runs
     assert users[-1] == "omero-server"
+    assert [rest for word, rest in stage("server") if word == "USER"][-1] == "omero-server"
+    assert [rest for word, rest in stage("web") if word == "USER"][-1] == "omero-web"
 
 
 def test_installs_our_processor_py_inside_the_omero_package() -> None:
-    runs = [rest for word, rest in instructions() if word == "RUN"]
-    assert "processor.py" in copy_sources()
+    runs = [rest for word, rest in stage("worker") if word == "RUN"]
+    assert "processor.py" in copy_sources(stage("worker"))
     assert any("biomeroworker.omero.processor_env install" in run for run in runs)
     assert any("BiomeroProcessI" in run for run in runs)
 
 
-def test_bioformats2raw_comes_from_a_pinned_release_and_is_checksummed() -> None:
-    run = next(rest for word, rest in instructions() if word == "RUN" and "bioformats2raw" in rest)
-    args = dict(
-        rest.split("=", 1) for word, rest in instructions() if word == "ARG" and "=" in rest
+def test_no_build_argument_is_left_empty() -> None:
+    declared = [rest for word, rest in instructions() if word == "ARG"]
+    defaults = arg_defaults()
+    for arg in declared:
+        name, _, value = arg.partition("=")
+        # A bare `ARG NAME` in a stage re-declares a global ARG: it takes that default.
+        assert value or defaults.get(name), (
+            f"ARG {name} has no default: a build without --build-arg fails"
+        )
+    compose_args = {
+        name: service["build"].get("args", {})
+        for name, service in compose_model()["services"].items()
+        if "build" in service
+    }
+    for service, args in compose_args.items():
+        assert all(str(v).strip() for v in args.values()), f"{service}: empty build arg {args}"
+    # Optional settings may be empty in .env.example, but never a build input.
+    example = (ROOT / ".env.example").read_text()
+    empty = set(re.findall(r"^([A-Z0-9_]+)=\s*$", example, re.MULTILINE))
+    assert empty.isdisjoint(defaults), empty & set(defaults)
+
+
+def test_every_curl_and_pip_in_the_dockerfile_verifies_what_it_fetches() -> None:
+    defaults = arg_defaults()
+    runs = [rest for word, rest in instructions() if word == "RUN"]
+    assert not [r for w, r in instructions() if w == "ADD"], "ADD fetches without a checksum"
+    seen = {"curl": 0, "pip": 0}
+    for run in runs:
+        commands = shell_commands(run)
+        for argv in commands:
+            tool_name = Path(argv[0].strip('"')).name
+            assert tool_name not in {"wget", "git"}, f"unverified fetch: {argv}"
+            if tool_name == "curl":
+                seen["curl"] += 1
+                target = argv[argv.index("-o") + 1]
+                checks = [c for c in commands if "sha256sum" in c and "--check" in c]
+                assert checks, f"curl without sha256sum --check: {run}"
+                assert target in run.split("sha256sum")[0].split("echo")[-1] or target in run
+                sha = re.search(r'echo "\$\{(\w+)\}  ' + re.escape(target), run)
+                assert sha, f"the checksum of {target} must come from an ARG: {run}"
+                assert re.fullmatch(r"[0-9a-f]{64}", defaults[sha[1]]), sha[1]
+            if tool_name == "pip" and argv[1] in {"install", "download", "wheel"}:
+                seen["pip"] += 1
+                assert "--require-hashes" in argv or "--no-index" in argv, f"unverified pip: {argv}"
+                if "--require-hashes" in argv:
+                    files = [argv[i + 1] for i, a in enumerate(argv) if a == "-r"]
+                    assert files, f"--require-hashes without a requirements file: {argv}"
+                    assert all(f.startswith("/tmp/requirements/") for f in files)
+                    assert all((REQUIREMENTS / Path(f).name).is_file() for f in files)
+                    assert not [a for a in argv[2:] if "==" in a], f"pin outside the file: {argv}"
+    assert seen["curl"] >= 1 and seen["pip"] >= 5, seen
+
+
+@pytest.mark.parametrize("path", sorted(REQUIREMENTS.glob("*.txt")), ids=lambda p: p.name)
+def test_requirement_files_pin_every_package_with_its_hashes(path: Path) -> None:
+    lines = requirement_lines(path)
+    assert lines
+    for line in lines:
+        assert re.match(r"^[A-Za-z0-9._-]+==[^ ]+ ", line), f"{path.name}: not pinned: {line}"
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", line), f"{path.name}: no hash: {line}"
+
+
+def test_one_zeroc_ice_build_script_for_the_image_and_the_dev_venv() -> None:
+    runs = " ".join(rest for word, rest in stage("ice-build") if word == "RUN")
+    assert "build-zeroc-ice" in runs
+    assert "tools/build-zeroc-ice" in copy_sources(stage("ice-build"))
+    install = (ROOT / "tools" / "install-omero-py").read_text()
+    assert '"$script_dir/build-zeroc-ice"' in install
+    assert "deploy/requirements/zeroc-ice.txt" in install
+    assert "--require-hashes" in install
+    # The source edits live in build-zeroc-ice only.
+    assert "PyEval_GetFrame" not in install
+    assert "PyEval_GetFrame" in (ROOT / "tools" / "build-zeroc-ice").read_text()
+
+
+def test_image_pins_equal_deploy_versions_env() -> None:
+    args = arg_defaults()
+    for name in (
+        "ZEROC_ICE_VERSION",
+        "BIOFORMATS2RAW_VERSION",
+        "BIOFORMATS2RAW_SHA256",
+        "OMERO_BIOMERO_VERSION",
+    ):
+        assert args[name] == pinned(name), name
+    assert pinned("BIOFORMATS2RAW_SHA256") == (
+        "855e13599df9643f8abdc861e7bada1f3e4e32cc519f684036b9581819eb9319"
     )
+    assert requirement_pins(REQUIREMENTS / "zeroc-ice.txt") == {
+        "zeroc-ice": pinned("ZEROC_ICE_VERSION")
+    }
+    worker = requirement_pins(REQUIREMENTS / "worker.txt")
+    assert worker["omero-py"] == pinned("OMERO_PY_VERSION")
+    assert worker["omero-cli-zarr"] == pinned("OMERO_CLI_ZARR_VERSION")
+    assert "zeroc-ice" not in worker  # built from the sdist, installed before this file
+    assert re.search(
+        rf"^POSTGRES_VERSION={pinned('POSTGRES_VERSION')}$",
+        (ROOT / ".env.example").read_text(),
+        re.MULTILINE,
+    )
+
+
+def test_worker_requirements_cover_the_project_dependencies() -> None:
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    worker = requirement_pins(REQUIREMENTS / "worker.txt")
+    names = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in deps}
+    assert names - set(worker) == set(), "run tools/lock-requirements"
+
+
+def test_master_and_web_images_get_the_scripts_and_the_plugin_the_tests_use() -> None:
+    # The master and the worker copy the one scripts/ tree to the same place.
+    for name in ("server", "worker"):
+        assert (["scripts/"], SCRIPTS_IN_OMERO) in copies(stage(name)), name
+    # OMERO.web installs the plugin and biomero at the pinned versions, hash-checked in
+    # web-build, and checks the installed version.
+    web = requirement_pins(REQUIREMENTS / "web.txt")
+    assert web["omero-biomero"] == pinned("OMERO_BIOMERO_VERSION")
+    assert web["biomero"] == pinned("BIOMERO_VERSION")
+    assert not {"omero-web", "omero-py", "zeroc-ice"} & set(web), "the base image's own"
+    web_runs = " ".join(rest for word, rest in stage("web") if word == "RUN")
+    build_runs = " ".join(rest for word, rest in stage("web-build") if word == "RUN")
+    assert "-r /tmp/requirements/web.txt" in build_runs
+    assert "omero-biomero-setup" in web_runs
+    assert "v('omero-biomero') == '${OMERO_BIOMERO_VERSION}'" in web_runs
+    # The compatibility tests read the same pin (tests/deploy_versions.py); where the
+    # plugin is installed in the test environment, it is that version.
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        installed = version("omero-biomero")
+    except PackageNotFoundError:
+        installed = None
+    assert installed in (None, pinned("OMERO_BIOMERO_VERSION"))
+
+
+def test_bioformats2raw_comes_from_a_pinned_release_and_is_checksummed() -> None:
+    run = next(rest for word, rest in stage("worker") if word == "RUN" and "bioformats2raw" in rest)
+    args = arg_defaults()
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["BIOFORMATS2RAW_VERSION"])
     assert "/releases/download/v${BIOFORMATS2RAW_VERSION}/" in run
     assert "sha256sum --check" in run
-    assert '[ -z "${BIOFORMATS2RAW_SHA256}" ]' in run
+    assert re.fullmatch(r"[0-9a-f]{64}", args["BIOFORMATS2RAW_SHA256"])
 
 
-def test_has_a_healthcheck_and_oci_labels() -> None:
-    words = {word for word, _ in instructions()}
-    labels = " ".join(rest for word, rest in instructions() if word == "LABEL")
-    assert "HEALTHCHECK" in words
+@pytest.mark.parametrize("name", ["server", "web", "worker"])
+def test_has_oci_labels(name: str) -> None:
+    labels = " ".join(rest for word, rest in stage(name) if word == "LABEL")
     for key in ("title", "description", "version", "licenses", "base.name"):
         assert f"org.opencontainers.image.{key}=" in labels
+
+
+def test_worker_and_web_have_healthchecks() -> None:
+    assert "HEALTHCHECK" in {word for word, _ in stage("worker")}
+    web = next(rest for word, rest in stage("web") if word == "HEALTHCHECK")
+    assert "/opt/biomero/config/slurm-config.ini" in web
 
 
 def test_every_startup_hook_is_copied_into_the_image() -> None:
@@ -215,20 +452,67 @@ def test_master_gives_processor_0_to_the_worker() -> None:
     assert services["biomeroworker"]["hostname"] == worker
 
 
-def test_worker_reads_ssh_material_read_only_at_tmp_ssh() -> None:
+def test_worker_mounts_only_the_ssh_files_the_config_names() -> None:
     mounts = compose_model()["services"]["biomeroworker"]["volumes"]
-    ssh = [m for m in mounts if m["target"] == "/tmp/.ssh"]
-    assert len(ssh) == 1
-    assert ssh[0]["read_only"] is True
+    binds = [m for m in mounts if m["type"] == "bind"]
+    key = re.search(r"^BIOMERO_SSH_KEY=(.+)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    assert key
+    assert sorted(m["target"] for m in binds) == sorted(
+        ["/tmp/.ssh/config", "/tmp/.ssh/known_hosts", f"/tmp/.ssh/{key[1]}"]
+    )
+    for mount in binds:
+        assert mount["read_only"] is True
+        # A missing file must fail the start, not turn into an empty folder (the long
+        # syntax default, unlike the short one; compose prints it only when true).
+        assert mount.get("bind", {}).get("create_host_path", False) is False
+        assert Path(mount["source"]).name == Path(mount["target"]).name
+    assert not [m for m in mounts if m["target"] == "/tmp/.ssh"], "never the whole ~/.ssh"
 
 
 def test_data_lives_in_named_volumes() -> None:
     model = compose_model()
     for name, service in model["services"].items():
         for mount in service.get("volumes", []):
-            if mount["target"] != "/tmp/.ssh":
+            if not mount["target"].startswith("/tmp/.ssh/"):
                 assert mount["type"] == "volume", f"{name}: {mount}"
                 assert mount["source"] in model["volumes"]
+
+
+def test_worker_container_has_the_name_people_type() -> None:
+    assert compose_model()["services"]["biomeroworker"]["container_name"] == "biomeroworker"
+
+
+def test_master_and_web_are_built_from_this_repository() -> None:
+    services = compose_model()["services"]
+    assert services["omeroserver"]["build"]["target"] == "server"
+    assert services["omeroweb"]["build"]["target"] == "web"
+    assert services["biomeroworker"]["build"].get("target") in (None, "worker")
+    for name in ("omeroserver", "omeroweb", "biomeroworker"):
+        assert Path(services[name]["build"]["context"]) == ROOT
+
+
+def test_plugin_edits_the_config_file_the_worker_reads() -> None:
+    services = compose_model()["services"]
+    web, worker = services["omeroweb"], services["biomeroworker"]
+    shared = web["environment"]["BIOMERO_SLURM_CONFIG_FILE"]
+    assert worker["environment"]["BIOMERO_CONFIG"] == shared
+    assert worker["environment"]["BIOMERO_SLURM_CONFIG_FILE"] == shared
+    web_mount = next(m for m in web["volumes"] if m["source"] == "biomero-config")
+    worker_mount = next(m for m in worker["volumes"] if m["source"] == "biomero-config")
+    assert web_mount["target"] == worker_mount["target"] == str(Path(shared).parent)
+    assert not web_mount.get("read_only") and worker_mount["read_only"] is True
+    # The worker starts once OMERO.web (its healthcheck: the seeded file) is up.
+    assert worker["depends_on"]["omeroweb"]["condition"] == "service_healthy"
+
+
+def test_dashboards_profile_runs_a_pinned_metabase_next_to_the_tracking_database() -> None:
+    assert "metabase" not in compose_model()["services"]
+    result = compose("--profile", "dashboards", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert re.fullmatch(r"metabase/metabase@sha256:[0-9a-f]{64}", services["metabase"]["image"])
+    assert "omero" in services["metabase"]["networks"]
+    assert "biomero-database" in services["metabase"]["depends_on"]
 
 
 def test_every_compose_variable_is_in_env_example_and_the_docs() -> None:
@@ -290,8 +574,16 @@ def calls(env: dict[str, str]) -> list[list[str]]:
     return [r.read_text().split("\0")[:-1] for r in records]
 
 
+def container_run(env: dict[str, str], name: str) -> list[str]:
+    return next(c for c in calls(env) if c[0] == "run" and c[c.index("--name") + 1] == name)
+
+
 def worker_run(env: dict[str, str]) -> list[str]:
-    return next(c for c in calls(env) if c[0] == "run" and "biomero-worker" in c)
+    return container_run(env, "biomeroworker")
+
+
+def option_values(argv: list[str], option: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == option]
 
 
 def test_podman_up_hands_the_ssh_material_to_the_worker_as_secrets(
@@ -306,6 +598,51 @@ def test_podman_up_hands_the_ssh_material_to_the_worker_as_secrets(
     assert "target=/run/secrets/biomero-ssh/config," in targets["biomero-ssh-config"]
     assert "target=/run/secrets/biomero-ssh/known_hosts," in targets["biomero-ssh-known-hosts"]
     assert "biomero-ssh-key-pub" in targets
+
+
+def test_podman_ssh_secrets_are_readable_by_omero_server_alone(pod_env: dict[str, str]) -> None:
+    assert run_pod(pod_env, "up").returncode == 0
+
+    ssh = [s for s in option_values(worker_run(pod_env), "--secret") if "biomero-ssh" in s]
+    assert len(ssh) == 4
+    for secret in ssh:
+        options = dict(o.split("=", 1) for o in secret.split(",")[1:])
+        # omero-server is uid/gid 1000 in openmicroscopy/omero-server (its playbook's
+        # omero_server_system_uid); the hooks run as that user.
+        assert options["uid"] == "1000"
+        assert options["gid"] == "1000"
+        assert options["mode"] == "0400"
+
+
+def test_podman_secret_owner_can_be_moved_for_another_base_image(pod_env: dict[str, str]) -> None:
+    env = {**pod_env, "BIOMERO_SECRET_UID": "1500", "BIOMERO_SECRET_GID": "1501"}
+    assert run_pod(env, "up").returncode == 0
+
+    ssh = [s for s in option_values(worker_run(env), "--secret") if "biomero-ssh" in s]
+    assert all(",uid=1500,gid=1501," in s for s in ssh)
+
+
+def test_podman_runs_our_master_and_web_images_and_names_the_worker(
+    pod_env: dict[str, str],
+) -> None:
+    assert run_pod(pod_env, "up").returncode == 0
+
+    assert container_run(pod_env, "biomero-omeroserver")[-1] == (
+        "localhost/biomero-omeroserver:latest"
+    )
+    web = container_run(pod_env, "biomero-omeroweb")
+    assert web[-1] == "localhost/biomero-omeroweb:latest"
+    worker = worker_run(pod_env)
+    shared = "BIOMERO_SLURM_CONFIG_FILE=/opt/biomero/config/slurm-config.ini"
+    assert shared in option_values(web, "-e")
+    assert shared in option_values(worker, "-e")
+    assert "BIOMERO_CONFIG=/opt/biomero/config/slurm-config.ini" in option_values(worker, "-e")
+    assert "biomero-config:/opt/biomero/config" in option_values(web, "-v")
+    assert "biomero-config:/opt/biomero/config:ro" in option_values(worker, "-v")
+    # The worker starts only after OMERO.web has seeded the shared config.
+    made = calls(pod_env)
+    seeded = made.index(["exec", "biomero-omeroweb", "test", "-f", shared.split("=")[1]])
+    assert seeded < made.index(worker)
 
 
 def test_podman_up_mounts_no_key_and_builds_or_copies_nothing(pod_env: dict[str, str]) -> None:
