@@ -296,8 +296,7 @@ class RunEngine:
     data_sides: dict[str, DataSide] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.slurm = slurm_client(self.settings, self.transport)
-        self.cluster = cluster_layout(self.settings)
+        self.reconfigure(self.settings, self.transport)
         self.step_seconds: dict[str, float] = {}
         # task id -> wall-clock time since when a poll has not listed (all of) its job.
         # A job never listed at all counts from its task's start, which is recorded, so
@@ -307,6 +306,14 @@ class RunEngine:
         # while accounting could not be asked: reported, not failed.
         self.stalled: dict[str, tuple[str, str]] = {}
         self.checked: RequestCheck | None = None  # the last request's checks (for the CLI)
+
+    def reconfigure(self, settings: Settings, transport: Transport) -> None:
+        """Use new settings from the next step on (the supervisor reloads a changed
+        slurm-config.ini); what runs carry in their records is not touched."""
+        self.settings = settings
+        self.transport = transport
+        self.slurm = slurm_client(settings, transport)
+        self.cluster = cluster_layout(settings)
 
     # -- request ------------------------------------------------------------------
 

@@ -41,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
     sides = _data_sides()
     engine = RunEngine(settings, open_transport(settings), tracker, data_sides=sides)
     leases = LeaseStore(tracker.engine, default_holder(), ttl_s=args.lease_seconds)
-    supervisor = Supervisor(engine, leases, workers=args.workers, status_dir=args.status_dir)
+
+    def reload() -> tuple[object, object]:
+        fresh = settings_from(args)
+        return fresh, open_transport(fresh)
+
+    supervisor = Supervisor(
+        engine, leases, workers=args.workers, status_dir=args.status_dir, reload=reload
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stop())
     try:

@@ -17,11 +17,13 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biomeroworker.config import Settings
 from biomeroworker.errors import BiomeroError, TransportError
 from biomeroworker.runs import (
     FINISHED_RUN_STATES,
@@ -32,8 +34,21 @@ from biomeroworker.runs import (
     source,
 )
 from biomeroworker.supervisor.leases import LeaseStore
+from biomeroworker.transport.base import Transport
 
 log = logging.getLogger(__name__)
+
+
+def config_stamp(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a config file is edited or replaced: path, mtime, size."""
+    stamps = []
+    for path in paths:
+        try:
+            st = Path(path).stat()
+            stamps.append((str(path), st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamps.append((str(path), -1, -1))
+    return tuple(stamps)
 
 
 def default_holder() -> str:
@@ -58,9 +73,14 @@ class Supervisor:
         *,
         workers: int = 2,
         status_dir: Path | None = None,
+        reload: Callable[[], tuple[Settings, Transport]] | None = None,
     ) -> None:
         self.engine = engine
         self.status_dir = status_dir
+        # Reads the config again (and opens its transport) when a file of it changed.
+        self.reload = reload
+        self.config_stamp = config_stamp(engine.settings.sources)
+        self.config_problem = ""
         self.leases = leases
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="biomero-step")
         self.in_flight: dict[str, Future[None]] = {}
@@ -105,6 +125,7 @@ class Supervisor:
 
     def cycle(self) -> None:
         self.counters.cycles += 1
+        self._reload_config()
         self._reap()
         mine = self.admit(self.engine.tracker.active_runs())
         self._release_finished({r["run_id"] for r in mine})
@@ -125,6 +146,33 @@ class Supervisor:
         )
         self._write_status()
 
+    def _reload_config(self) -> None:
+        """A changed slurm-config.ini (the OMERO.biomero admin page edits it while we
+        run) is validated and used from this cycle on; a bad edit keeps the last good
+        config running and is reported (log, status file) until it is fixed."""
+        if self.reload is None:
+            return
+        stamp = config_stamp(self.engine.settings.sources)
+        if stamp == self.config_stamp:
+            return
+        try:
+            settings, transport = self.reload()
+        except BiomeroError as exc:
+            if str(exc) != self.config_problem:
+                log.error(
+                    "slurm-config.ini changed but is not valid; keeping the last good "
+                    "config until it is fixed: %s",
+                    exc,
+                )
+            self.config_problem = str(exc)
+            return
+        self.config_stamp = config_stamp(settings.sources)
+        self.config_problem = ""
+        self.engine.reconfigure(settings, transport)
+        w = settings.worker
+        self.fast_s, self.slow_s = min(w.poll_min_s, 1.0), w.poll_max_s
+        log.info("slurm-config.ini changed: now using %s", " + ".join(map(str, settings.sources)))
+
     def _write_status(self) -> None:
         """For the container's healthcheck: when the last cycle ended, and the runs
         waiting on a job no query can see (one line each). Replaced atomically."""
@@ -133,7 +181,11 @@ class Supervisor:
         lines = [f"run {run_id}: {message}" for run_id, message in self.engine.stalled.values()]
         try:
             self.status_dir.mkdir(parents=True, exist_ok=True)
-            files = {"stalled": "".join(f"{x}\n" for x in lines), "cycle": f"{time.time():.0f}\n"}
+            files = {
+                "stalled": "".join(f"{x}\n" for x in lines),
+                "cycle": f"{time.time():.0f}\n",
+                "config": f"{self.config_problem}\n" if self.config_problem else "",
+            }
             for name, text in files.items():
                 partial = self.status_dir / f".{name}.partial"
                 partial.write_text(text)
