@@ -497,7 +497,8 @@ class Projector:
         if cluster is not None:
             values["cluster"] = cluster
         self._touch_run(conn, run.run_id, e.timestamp, **values)
-        if dash and task.linked:
+        if dash and task.linked and None not in (run.dash_user, run.dash_group):
+            # (biomero's JobAccounting fails on a NULL user: it writes no row then either)
             _upsert(
                 conn,
                 t.job_view,

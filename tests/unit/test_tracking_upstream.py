@@ -267,3 +267,40 @@ def test_an_unknown_upstream_event_is_refused_with_its_topic(url: str) -> None:
         tracker._app.recorder.insert_events(history.events)
     with pytest.raises(TrackingStoreError, match=r"WorkflowRun\.WorkflowPaused"):
         Tracker(url)
+
+
+def test_read_models_of_an_earlier_worker_are_rebuilt_not_refused(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # this worker before the takeover change
+        conn.execute(
+            sa.text(
+                "CREATE TABLE biomero_projection_position "
+                "(name VARCHAR(64) PRIMARY KEY, position BIGINT NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO biomero_projection_position VALUES ('biomero_views', 41)")
+        )
+        conn.execute(
+            sa.text("CREATE TABLE biomero_run (run_id VARCHAR(36) PRIMARY KEY, workflow VARCHAR)")
+        )
+        conn.execute(sa.text("CREATE TABLE biomero_task (task_id VARCHAR(36) PRIMARY KEY)"))
+    engine.dispose()
+    with Tracker(url) as tracker:
+        run = tracker.record_run_requested(workflow="cellpose", version="v1", user_name="al")
+        assert tracker.get_run(run)["origin"] == "worker"
+
+
+def test_a_database_marked_by_a_newer_worker_is_refused(url: str) -> None:
+    Tracker(url).close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE biomero_projection_position SET position = 99 "
+                "WHERE name = 'biomero_views.schema'"
+            )
+        )
+    engine.dispose()
+    with pytest.raises(TrackingStoreError, match="newer biomero worker"):
+        Tracker(url)
