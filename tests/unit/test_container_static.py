@@ -696,3 +696,8 @@ def test_podman_down_removes_the_pod_and_the_secrets(pod_env: dict[str, str]) ->
     made = calls(pod_env)
     assert ["pod", "rm", "--force", "--ignore", "biomero"] in made
     assert ["secret", "rm", "biomero-ssh-key"] in made
+
+
+def test_peer_biomero_of_the_tests_is_the_biomero_the_web_image_installs() -> None:
+    peer = (ROOT / "tools" / "install-peer-biomero").read_text()
+    assert re.search(rf"^VERSION={re.escape(pinned('BIOMERO_VERSION'))}$", peer, re.MULTILINE)
