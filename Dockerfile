@@ -45,7 +45,9 @@ RUN dnf -y install --setopt=install_weak_deps=False gcc libpq-devel python3.12-d
     && dnf -y clean all \
     && rm -rf /var/cache/dnf
 COPY deploy/requirements/web.txt deploy/requirements/build-py312.txt /tmp/requirements/
-RUN /opt/omero/web/venv3/bin/python -m venv /tmp/build-venv \
+RUN /opt/omero/web/venv3/bin/python -c "import sys; v = '%d.%d' % sys.version_info[:2]; \
+sys.exit(0 if v == '3.12' else 'OMERO.web venv runs Python ' + v + ': deploy/requirements/web.txt is locked for 3.12, run tools/lock-requirements')" \
+    && /opt/omero/web/venv3/bin/python -m venv /tmp/build-venv \
     && /tmp/build-venv/bin/pip install --no-cache-dir --require-hashes --only-binary :all: \
         --no-deps -r /tmp/requirements/build-py312.txt \
     && /tmp/build-venv/bin/pip wheel --no-cache-dir --require-hashes --no-deps \
