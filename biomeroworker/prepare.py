@@ -12,7 +12,7 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import biomeroworker
@@ -167,7 +167,7 @@ def pull_script(settings: Settings, runtime: str, sif: str, source: str) -> str:
 
 
 def pull_request(
-    settings: Settings, layout: ClusterLayout, wf: Workflow, path: str, slot: int
+    settings: Settings, layout: ClusterLayout, label: str, path: str, slot: int
 ) -> SubmitRequest:
     """The sbatch of a pull. ``image_pull_concurrency`` = N: the pulls share N job names
     with ``--dependency=singleton``, so Slurm runs at most N of them at once."""
@@ -181,7 +181,7 @@ def pull_request(
         )
         if value
     }
-    name = f"biomero-pull-{wf.name}"
+    name = f"biomero-pull-{label}"
     if s.image_pull_concurrency:
         name = f"biomero-pull-{slot % s.image_pull_concurrency}"
         flags["dependency"] = "singleton"
@@ -189,28 +189,50 @@ def pull_request(
         script_path=path,
         job_name=name,
         partition=s.image_pull_partition or s.slurm_default_partition,
-        output_path=f"{layout.init_stamp_dir}/pull-{wf.name}-%j.log",
+        output_path=f"{layout.init_stamp_dir}/pull-{label}-%j.log",
         extra_flags=flags,
     )
+
+
+def _pull(
+    transport: Transport,
+    settings: Settings,
+    layout: ClusterLayout,
+    *,
+    label: str,
+    sif: str,
+    source: str,
+    slot: int = 0,
+) -> Action:
+    """Pull a container image to ``sif`` if it is not there: in an sbatch job when
+    ``slurm_image_pull_via_sbatch`` is on, else here on the login node (upstream's
+    default)."""
+    if transport.run(["test", "-f", sif], check=False, idempotent=True).exit_code == 0:
+        return Action(f"{label} image", False, sif)
+    runtime = settings.worker.runtime
+    path = f"{layout.init_stamp_dir}/pull-{label}.sh"
+    _write_if_changed(transport, path, pull_script(settings, runtime, sif, source), 0o700)
+    if not settings.slurm.slurm_image_pull_via_sbatch:
+        transport.run(["bash", path], timeout_s=DIRECT_PULL_TIMEOUT_S)
+        return Action(f"{label} image", True, f"pulled on the login node -> {sif}")
+    job = SlurmClient(transport).submit(pull_request(settings, layout, label, path, slot))
+    return Action(f"{label} image", True, f"pull job {job} -> {sif}")
 
 
 def _image_pull(
     transport: Transport, settings: Settings, layout: ClusterLayout, wf: Workflow, slot: int = 0
 ) -> Action:
-    """Container runtimes: pull the image if it is not there, in an sbatch job when
-    ``slurm_image_pull_via_sbatch`` is on, else here on the login node (upstream's default)."""
-    sif = image_path(layout, wf)
-    if transport.run(["test", "-f", sif], check=False, idempotent=True).exit_code == 0:
-        return Action(f"{wf.name} image", False, sif)
-    runtime = settings.worker.runtime
-    source = f"docker://{wf.descriptor.image}:{wf.version}"
-    path = f"{layout.init_stamp_dir}/pull-{wf.name}-{wf.version}.sh"
-    _write_if_changed(transport, path, pull_script(settings, runtime, sif, source), 0o700)
-    if not settings.slurm.slurm_image_pull_via_sbatch:
-        transport.run(["bash", path], timeout_s=DIRECT_PULL_TIMEOUT_S)
-        return Action(f"{wf.name} image", True, f"pulled on the login node -> {sif}")
-    job = SlurmClient(transport).submit(pull_request(settings, layout, wf, path, slot))
-    return Action(f"{wf.name} image", True, f"pull job {job} -> {sif}")
+    """A workflow's image, tagged with its version (the git tag)."""
+    action = _pull(
+        transport,
+        settings,
+        layout,
+        label=f"{wf.name}-{wf.version}",
+        sif=image_path(layout, wf),
+        source=f"docker://{wf.descriptor.image}:{wf.version}",
+        slot=slot,
+    )
+    return replace(action, what=f"{wf.name} image")
 
 
 def image_path(layout: ClusterLayout, wf: Workflow) -> str:
@@ -269,8 +291,14 @@ def _native_env(transport: Transport, settings: Settings, workflows: list[Workfl
     return Action("native environment", True, f"{venv}: {', '.join(requirements)}")
 
 
-def _converter(transport: Transport, settings: Settings, layout: ClusterLayout) -> Action:
-    """The OME-Zarr to TIFF converter: our own module, run by the native Python."""
+def _converter(transport: Transport, settings: Settings, layout: ClusterLayout) -> Iterator[Action]:
+    """The OME-Zarr to TIFF converter: the ``[CONVERTERS] zarr_to_tiff`` image when one
+    is configured and the runtime runs containers, else our own module."""
+    image = settings.converters.get("zarr_to_tiff")
+    runtime = settings.worker.runtime
+    if image and runtime != "native":
+        yield from _converter_image(transport, settings, layout, image)
+        return
     pylib = posixpath.join(settings.slurm.slurm_converters_path, "pylib")
     package = Path(biomeroworker.__file__).parent
     changed = False
@@ -279,7 +307,64 @@ def _converter(transport: Transport, settings: Settings, layout: ClusterLayout) 
         changed |= _write_if_changed(transport, f"{pylib}/biomeroworker/{module}", text, 0o644)
     script = converter_script(settings.worker.native_python, pylib)
     changed |= _write_if_changed(transport, layout.converter_script(), script, 0o755)
-    return Action("converter zarr_to_tiff", changed, layout.converter_script())
+    note = f" ([CONVERTERS] zarr_to_tiff = {image} needs a container runtime)" if image else ""
+    yield Action("converter zarr_to_tiff", changed, layout.converter_script() + note)
+    if runtime != "native":
+        yield _converter_python(transport, settings)
+
+
+def _converter_python(transport: Transport, settings: Settings) -> Action:
+    """Our converter runs under the cluster's Python with numpy, zarr and tifffile,
+    which no container brings along: check they are there, say what to do if not."""
+    python = settings.worker.native_python
+    probe = [python, "-c", "import numpy, zarr, tifffile"]
+    result = transport.run(probe, check=False, idempotent=True)
+    if result.exit_code == 0:
+        return Action("converter python", False, f"{python} has numpy, zarr, tifffile")
+    return Action(
+        "converter python",
+        False,
+        error=f"{python} on the cluster cannot import numpy, zarr and tifffile "
+        f"({result.stderr.strip().splitlines()[-1:] or ['no output']}); install them for "
+        "that Python ([WORKER] native_python names it), or set [CONVERTERS] zarr_to_tiff "
+        "to a converter image (e.g. cellularimagingcf/convert_zarr_to_tiff:2.0.0)",
+    )
+
+
+def _converter_image(
+    transport: Transport, settings: Settings, layout: ClusterLayout, image: str
+) -> Iterator[Action]:
+    name, _, tag = image.rpartition("/")[2].partition(":")
+    sif = posixpath.join(settings.slurm.slurm_converters_path, f"{name}_{tag or 'latest'}.sif")
+    pulled = _pull(
+        transport, settings, layout, label="converter", sif=sif, source=f"docker://{image}"
+    )
+    yield replace(pulled, what="converter zarr_to_tiff image")
+    script = converter_image_script(settings, sif)
+    changed = _write_if_changed(transport, layout.converter_script(), script, 0o755)
+    yield Action("converter zarr_to_tiff", changed, f"{layout.converter_script()} runs {sif}")
+
+
+def converter_image_script(settings: Settings, sif: str) -> str:
+    """Same interface as ours (``sbatch --array=1-N <this> <list>``): element N converts
+    line N of the list with the image, as upstream calls it (``run <sif> <zarr>``), plus
+    ``--output`` so the TIFF gets the name our steps expect; the OME-Zarr is removed."""
+    runtime = settings.worker.runtime
+    bind = settings.slurm.slurm_data_bind_path
+    run = [runtime, "run", *(["--bind", bind] if bind else []), sif]
+    return (
+        "#!/bin/bash\n"
+        "# BIOMERO converter (image): one OME-Zarr -> TIFF per array element, rendered by\n"
+        "# `biomero init`. Usage: sbatch --array=1-N <this> <list file>\n"
+        "#SBATCH --job-name=biomero-convert\n"
+        "set -euo pipefail\n"
+        'list="$1"\n'
+        'zarr="$(sed -n "${SLURM_ARRAY_TASK_ID}p" -- "$list")"\n'
+        '[[ -n $zarr ]] || { echo "no line $SLURM_ARRAY_TASK_ID in $list" >&2; exit 2; }\n'
+        'name="${zarr##*/}"; stem="${name%.[zZ][aA][rR][rR]}"; stem="${stem%.[oO][mM][eE]}"\n'
+        f'{shell_join(run)} "$zarr" --output "${{zarr%/*}}/$stem.tif"\n'
+        'rm -rf -- "$zarr"\n'
+    )
 
 
 def converter_script(python: str, pylib: str) -> str:
@@ -334,7 +419,9 @@ def init_cluster(transport: Transport, settings: Settings) -> Iterator[Action]:
                 yield failed[-1]
             continue
         workflows.append(item)
-    yield from _prepare(transport, settings, layout, workflows)
+    for action in _prepare(transport, settings, layout, workflows):
+        failed += [action] if action.error else []
+        yield action
     if failed:
         raise BiomeroError(
             "init could not prepare: " + "; ".join(f"{a.what}: {a.error}" for a in failed)
@@ -347,7 +434,7 @@ def _prepare(
     native = settings.worker.runtime == "native"
     if native:
         yield _native_env(transport, settings, workflows)
-    yield _converter(transport, settings, layout)
+    yield from _converter(transport, settings, layout)
     for slot, wf in enumerate(workflows):
         if native:
             if wf.local_dir is None:

@@ -7,6 +7,8 @@ stand in for them; the local transport runs them as it would run the real comman
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,14 @@ if [[ $1 == inspect ]]; then
     sif="${@: -1}"
     [[ -f "$sif.labels.json" ]] || { echo "no such image: $sif" >&2; exit 255; }
     cat "$sif.labels.json"
+    exit 0
+fi
+if [[ $1 == run ]]; then
+    # run [--bind B] SIF ZARR --output TIFF: record the call, write the TIFF
+    shift
+    [[ $1 == --bind ]] && shift 2
+    printf '%s\\n' "$@" > "$HOME/run.args"
+    echo "TIFF of $2" > "$4"
     exit 0
 fi
 if [[ $1 == pull ]]; then
@@ -92,6 +102,7 @@ def test_init_pulls_first_then_renders_pwd_once_the_image_is_there(
         "[WORKFLOWS]\nmisbehave = misbehave\n"
         f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
         f"[WORKER]\ntransport = local\nshared_path = {cluster_home}\nruntime = apptainer\n"
+        f"native_python = {sys.executable}\n"
     )
     settings = load_settings(
         config_file=config,
@@ -112,15 +123,24 @@ def test_init_pulls_first_then_renders_pwd_once_the_image_is_there(
     assert "--pwd /app" in script.read_text()
 
 
-def _settings(cluster_home: Path, tmp_path: Path, slurm: str = "", workflows: str = ""):  # type: ignore[no-untyped-def]
+def _settings(  # type: ignore[no-untyped-def]
+    cluster_home: Path,
+    tmp_path: Path,
+    slurm: str = "",
+    workflows: str = "",
+    converters: str = "",
+    python: str = sys.executable,
+):
     config = tmp_path / "slurm-config.ini"
     config.write_text(
         "[SLURM]\nslurm_data_path = data\nslurm_images_path = images\n"
         "slurm_converters_path = converters\nslurm_script_path = scripts\n"
         f"{slurm}"
+        f"[CONVERTERS]\n{converters}"
         "[WORKFLOWS]\nmisbehave = odd-folder\n"
         f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n{workflows}"
         f"[WORKER]\ntransport = local\nshared_path = {cluster_home}\nruntime = apptainer\n"
+        f"native_python = {python}\n"
     )
     return load_settings(config_file=config, env={"HOME": str(cluster_home)})
 
@@ -175,3 +195,53 @@ def test_the_job_script_is_also_rendered_where_wf_job_says(
     assert actions["misbehave local job script"].detail == paths
     rendered = (cluster_home / "scripts/misbehave/local/job.sh").read_text()
     assert (cluster_home / "scripts/jobs/misbehave.sh").read_text() == rendered
+
+
+def test_a_configured_converter_image_is_pulled_and_run_per_array_element(
+    cluster_home: Path, tmp_path: Path
+) -> None:
+    settings = _settings(
+        cluster_home,
+        tmp_path,
+        converters="zarr_to_tiff = cellularimagingcf/convert_zarr_to_tiff:2.0.0\n",
+        python="/nonexistent/python",  # not needed: the image converts
+    )
+    actions = {a.what: a for a in init_cluster(LocalTransport(home=cluster_home), settings)}
+    sif = cluster_home / "converters/convert_zarr_to_tiff_2.0.0.sif"
+    assert "pulled on the login node" in actions["converter zarr_to_tiff image"].detail
+    assert sif.read_text().startswith("docker://cellularimagingcf/convert_zarr_to_tiff:2.0.0")
+    script = cluster_home / "converters/zarr_to_tiff.sh"
+    assert subprocess.run(["shellcheck", str(script)], capture_output=True).returncode == 0
+    # One array element, as Slurm would start it, on a hostile file name.
+    data = cluster_home / "data/run1/data/in"
+    zarr = data / "it's $(x) `y`.ome.zarr"
+    zarr.mkdir(parents=True)
+    (zarr / "zarr.json").write_text("{}")
+    listing = cluster_home / "data/run1/convert.list"
+    listing.write_text(f"{zarr}\n")
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(cluster_home),
+           "SLURM_ARRAY_TASK_ID": "1"}  # fmt: skip
+    subprocess.run(["bash", str(script), str(listing)], env=env, check=True)
+    tiff = data / "it's $(x) `y`.tif"
+    assert tiff.read_text() == f"TIFF of {zarr}\n"
+    assert not zarr.exists()
+    assert (cluster_home / "run.args").read_text().split("\n")[:4] == [
+        str(sif.relative_to(cluster_home)),
+        str(zarr),
+        "--output",
+        str(tiff),
+    ]
+
+
+def test_without_a_converter_image_init_checks_the_clusters_python_can_convert(
+    cluster_home: Path, tmp_path: Path
+) -> None:
+    from biomeroworker.errors import BiomeroError
+
+    settings = _settings(cluster_home, tmp_path, python="/usr/bin/false")
+    seen = []
+    with pytest.raises(BiomeroError, match="converter python: /usr/bin/false on the cluster"):
+        seen.extend(init_cluster(LocalTransport(home=cluster_home), settings))
+    fine = _settings(cluster_home, tmp_path)
+    actions = {a.what: a for a in init_cluster(LocalTransport(home=cluster_home), fine)}
+    assert actions["converter python"].error == ""
