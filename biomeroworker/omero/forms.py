@@ -115,6 +115,23 @@ def param_input(workflow: str, param: Parameter, grouping: str) -> Any:
     return scripts.String(key, **common)
 
 
+def _versions(catalog: Catalog, wf: Workflow) -> list[str]:
+    """The configured version first, then others an earlier init prepared."""
+    if catalog.settings is None:
+        return [wf.version]
+    from biomeroworker.workflows.catalog import prepared_versions
+
+    return prepared_versions(catalog.settings, wf.name)
+
+
+def _at_version(catalog: Catalog, wf: Workflow, version: str) -> Workflow:
+    if catalog.settings is None:
+        raise BiomeroError(f"{wf.name} is available at version {wf.version}, not {version}")
+    from biomeroworker.workflows.catalog import get_workflow
+
+    return get_workflow(catalog.settings, wf.name, version)
+
+
 def workflow_inputs(catalog: Catalog, first_group: int = 3) -> list[Any]:
     """Per workflow: a Bool to pick it, its version, then its parameters."""
     import omero.scripts as scripts
@@ -132,7 +149,7 @@ def workflow_inputs(catalog: Catalog, first_group: int = 3) -> list[Any]:
             scripts.String(
                 wf.name + VERSION_SUFFIX,
                 grouping=f"{group}.0",
-                values=[rstring(wf.version)],
+                values=[rstring(v) for v in _versions(catalog, wf)],
                 default=wf.version,
                 description=f"Version of {wf.name}",
             )
@@ -301,7 +318,7 @@ def read_choices(inputs: Mapping[str, Any], catalog: Catalog) -> list[Choice]:
             continue
         version = inputs.get(wf.name + VERSION_SUFFIX) or wf.version
         if version != wf.version:
-            raise BiomeroError(f"{wf.name} is available at version {wf.version}, not {version}")
+            wf = _at_version(catalog, wf, str(version))
         given = {
             p.id: inputs[param_key(wf.name, p.id)]
             for p in wf.descriptor.user_parameters

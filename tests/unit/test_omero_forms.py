@@ -151,3 +151,24 @@ def test_the_catalog_comes_from_local_descriptors(tmp_path: Path) -> None:
     catalog = forms.load_catalog(lambda: load_settings([config], env={}))
     assert [w.name for w in catalog.workflows] == ["nuclei"]
     assert "nuclei_|_threshold_method" in by_name(forms.workflow_inputs(catalog))
+
+
+def test_the_form_offers_every_prepared_version_and_a_run_may_pick_an_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from biomeroworker.config import load_settings
+    from biomeroworker.workflows.github import cache_path, parse_repo_url
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = "https://github.com/acme/W_Seg/tree/v2.0"
+    for tag in ("v1.0", "v2.0"):
+        path = cache_path(parse_repo_url(url.replace("v2.0", tag)))
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({**DESCRIPTOR, "description": f"at {tag}"}))
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(f"[SSH]\nhost = h\n[WORKFLOWS]\nseg = seg\nseg_repo = {url}\n")
+    catalog = forms.load_catalog(lambda: load_settings([config], env={}))
+    version = by_name(forms.workflow_inputs(catalog))["seg_Version"]
+    assert [v.getValue() for v in version.values.getValue()] == ["v2.0", "v1.0"]
+    (choice,) = forms.read_choices(answers(seg_Version="v1.0"), catalog)
+    assert (choice.workflow.version, choice.workflow.descriptor.description) == ("v1.0", "at v1.0")
