@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biomeroworker.transport.base import CommandResult, Transport, shell_join
@@ -18,14 +19,21 @@ _OPEN: dict[tuple[object, ...], Transport] = {}
 def open_transport(settings: Settings) -> Transport:
     """The process-wide transport that moves run data for ``settings``.
 
-    For ``ssh`` it also runs the Slurm commands; see slurm.rest.modes for the others.
+    ssh: the one SSH connection (it also runs the Slurm commands). local, and rest with
+    ``staging = shared``: this host's file system (commands, if any, run here). rest with
+    ``staging = ssh``: the SSH connection for data; Slurm goes over HTTP (slurm.rest).
     """
-    worker = settings.worker
-    if worker.transport != "ssh":
-        # local: this host; rest: Slurm over HTTP, data over SSH or a shared path.
-        from biomeroworker.slurm.rest.modes import staging_transport
+    worker, rest = settings.worker, settings.rest
+    shared = worker.transport == "local" or (
+        worker.transport == "rest" and rest.staging == "shared"
+    )
+    if shared:
+        from biomeroworker.transport.local import LocalTransport
 
-        return staging_transport(settings)
+        home = worker.shared_path or (rest.home if worker.transport == "rest" else None)
+        return LocalTransport(
+            home=Path(home) if home else None, command_timeout_s=worker.command_timeout_s
+        )
     from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
     options = SSHOptions(

@@ -9,15 +9,14 @@ rest   Slurm through slurmrestd (RestSlurmClient); data over SSH (staging=ssh)
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biomeroworker.slurm.client import SlurmClient
 from biomeroworker.slurm.commands import history_start
 from biomeroworker.slurm.rest.client import RestApi, RestSlurmClient
 from biomeroworker.slurm.rest.token import StaticToken, TokenCommand, TokenFile, TokenSource
+from biomeroworker.transport import open_transport
 from biomeroworker.transport.base import Transport
-from biomeroworker.transport.local import LocalTransport
 
 if TYPE_CHECKING:
     from biomeroworker.config import RestSettings, Settings
@@ -25,26 +24,7 @@ if TYPE_CHECKING:
 
 def staging_transport(settings: Settings) -> Transport:
     """The Transport that moves run data (and, for ssh/local, runs Slurm commands)."""
-    worker, rest = settings.worker, settings.rest
-    shared = worker.transport == "local" or (
-        worker.transport == "rest" and rest.staging == "shared"
-    )
-    if shared:
-        home = worker.shared_path or (rest.home if worker.transport == "rest" else None)
-        return LocalTransport(
-            home=Path(home) if home else None, command_timeout_s=worker.command_timeout_s
-        )
-    from biomeroworker.transport import open_transport  # the process-wide SSH connection
-
-    return open_transport(_as_ssh(settings))
-
-
-def _as_ssh(settings: Settings) -> Settings:
-    if settings.worker.transport == "ssh":
-        return settings
-    from dataclasses import replace
-
-    return replace(settings, worker=replace(settings.worker, transport="ssh"))
+    return open_transport(settings)
 
 
 def token_source(rest: RestSettings) -> TokenSource:
