@@ -16,6 +16,12 @@ from typing import Any, Literal
 from biomeroworker.errors import BiomeroError
 
 SCHEMA_VERSION = "cytomine-0.1"
+# biomero-schema descriptors (biomero 2.8's own format) share BIAFLOWS' shape, with
+# lower-case types; their image inputs are the selected images, set by the server.
+BIOMERO_SCHEMA_PREFIX = "biomero"
+_SERVER_TYPES = frozenset({"image"})
+_ATTACHMENT_TYPES = frozenset({"file", "array", "measurement", "executable"})
+_LOWER_TYPES = {"integer": "Integer", "float": "Float", "boolean": "Boolean", "string": "String"}
 Kind = Literal["int", "float", "string", "boolean", "choice"]
 Value = int | float | str | bool
 
@@ -90,9 +96,17 @@ def parse_descriptor(text: str, *, source: str) -> Descriptor:
 
 
 def _descriptor(data: dict[str, Any], source: str) -> Descriptor:
-    if data.get("schema-version") != SCHEMA_VERSION:
-        got = data.get("schema-version")
-        raise DescriptorError(f"{source}: schema-version must be {SCHEMA_VERSION!r}, got {got!r}")
+    version = data.get("schema-version")
+    if "docker_image" in data and version is None:
+        raise DescriptorError(
+            f"{source}: a bilayers descriptor; this worker runs BIAFLOWS (cytomine-0.1) and "
+            "biomero-schema (biomero-0.1) workflows only: bilayers containers take their own "
+            "command line, which no job script here renders yet"
+        )
+    if version != SCHEMA_VERSION and not str(version).startswith(BIOMERO_SCHEMA_PREFIX):
+        raise DescriptorError(
+            f"{source}: schema-version must be {SCHEMA_VERSION!r} or biomero-0.1, got {version!r}"
+        )
     image = data.get("container-image")
     if not isinstance(image, dict) or not _text(image.get("image")):
         raise DescriptorError(f"{source}: container-image.image is missing")
@@ -157,7 +171,16 @@ def _parameter(item: Any, where: str) -> Parameter:
             f"{where}: value-choices must be a list of texts, numbers or booleans"
         )
     choices = tuple(listed)
-    kind = _kind(str(item.get("type", "String")), default, choices, where)
+    cytype = str(item.get("type", "String"))
+    if cytype in _ATTACHMENT_TYPES or item.get("file-attachment"):
+        raise DescriptorError(
+            f"{where}: a file-attachment input ({cytype}) needs a file from OMERO staged "
+            "beside the images, which this worker does not do yet; use a workflow version "
+            "without it"
+        )
+    if cytype in _SERVER_TYPES:  # the images the user selected: never a form field
+        server_set, cytype = True, "String"
+    kind = _kind(cytype, default, choices, where)
     if default is not None and choices and default not in choices:
         raise DescriptorError(f"{where}: default-value {default!r} is not one of its value-choices")
     return Parameter(
@@ -175,8 +198,15 @@ def _parameter(item: Any, where: str) -> Parameter:
 
 
 def _kind(cytype: str, default: Any, choices: tuple[Any, ...], where: str) -> Kind:
+    cytype = _LOWER_TYPES.get(cytype, cytype)
     if choices:
         return "choice"
+    if cytype in ("Integer", "Float"):
+        if isinstance(default, bool) or not (default is None or isinstance(default, int | float)):
+            raise DescriptorError(f"{where}: {cytype} with a non-numeric default {default!r}")
+        if cytype == "Integer" and isinstance(default, float) and not default.is_integer():
+            raise DescriptorError(f"{where}: Integer with a fractional default {default!r}")
+        return "int" if cytype == "Integer" else "float"
     if cytype == "ListDomain":
         raise DescriptorError(f"{where}: a ListDomain input needs value-choices")
     if cytype == "Number":

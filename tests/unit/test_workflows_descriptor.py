@@ -107,3 +107,41 @@ def test_a_user_input_sharing_a_server_inputs_id_is_refused() -> None:
     server = {"id": "n", "type": "Number", "set-by-server": True}
     with pytest.raises(DescriptorError, match="duplicate input id"):
         parse_descriptor(minimal(inputs=[server, number("n", 1)]), source="x")
+
+
+def biomero_schema(*inputs: dict) -> str:  # type: ignore[type-arg]
+    return minimal(**{"schema-version": "biomero-0.1", "inputs": list(inputs)})
+
+
+def test_biomero_schema_descriptors_are_read_with_their_lower_case_types() -> None:
+    text = biomero_schema(
+        {"id": "diameter", "type": "integer", "default-value": 30},
+        {"id": "flow", "type": "float", "default-value": 0.4},
+        {"id": "gpu", "type": "boolean", "default-value": False},
+        {"id": "model", "type": "string", "value-choices": ["cyto", "nuclei"],
+         "default-value": "cyto"},
+        {"id": "images", "type": "image"},
+    )  # fmt: skip
+    descriptor = parse_descriptor(text, source="b")
+    kinds = {p.id: p.kind for p in descriptor.user_parameters}
+    assert kinds == {"diameter": "int", "flow": "float", "gpu": "boolean", "model": "choice"}
+    assert [p.id for p in descriptor.parameters if p.server_set] == ["images"]
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ({"id": "mask", "type": "file", "file-attachment": True}, "file-attachment input"),
+        ({"id": "n", "type": "integer", "default-value": 2.5}, "fractional default"),
+        ({"id": "n", "type": "integer", "default-value": "x"}, "non-numeric default"),
+    ],
+)
+def test_biomero_schema_inputs_we_cannot_run_are_refused_by_name(item: dict, says: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(DescriptorError, match=says):
+        parse_descriptor(biomero_schema(item), source="b")
+
+
+def test_a_bilayers_descriptor_is_refused_with_the_reason() -> None:
+    text = json.dumps({"docker_image": {"org": "o", "name": "n"}, "inputs": []})
+    with pytest.raises(DescriptorError, match="a bilayers descriptor"):
+        parse_descriptor(text, source="bl")
