@@ -332,6 +332,18 @@ WORKER_KEYS: tuple[Key, ...] = (
         help="a job Slurm's accounting has not listed for this long fails its run",
     ),
     Key(
+        "step_attempts",
+        _positive_int,
+        3,
+        help="a step that raises an unexpected error is tried this often, then its run fails",
+    ),
+    Key(
+        "step_retry_s",
+        _seconds,
+        30.0,
+        help="wait before retrying such a step; doubles with each failed attempt",
+    ),
+    Key(
         "convert_on",
         _one_of("cluster", "worker"),
         "cluster",
@@ -500,6 +512,8 @@ class WorkerSettings:
     poll_max_s: float = 60.0
     job_unseen_limit_s: float = 900.0
     workflow_mirror: str | None = None
+    step_attempts: int = 3
+    step_retry_s: float = 30.0
     convert_on: str = "cluster"
     admins: tuple[str, ...] = ()
 

@@ -6,6 +6,12 @@ thread pool), then poll ALL waiting jobs with one command and advance those that
 The poll interval drops to its minimum after any news and backs off to its ceiling while
 nothing moves. Nothing lives only in memory: a restarted supervisor reads the same runs
 from the event store and carries on; a Slurm job keeps running while no supervisor does.
+
+One run cannot take the supervisor down. An unreachable cluster or database is waited
+out. Anything else a step raises (a bug, a file it cannot read, a MemoryError) is a
+failed attempt, counted in the database (``supervisor.attempts``): the step is tried
+again after ``step_retry_s`` (doubling), and after ``step_attempts`` failed attempts the
+run fails with the last error. A restart does not reset the count or the wait.
 """
 
 from __future__ import annotations
@@ -23,17 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from biomeroworker.config import Settings
-from biomeroworker.errors import BiomeroError, TransportError
+from biomeroworker.errors import BiomeroError, CommandError, TransportError
+from biomeroworker.redaction import redact
 from biomeroworker.runs import (
     FINISHED_RUN_STATES,
     RunCancelled,
     RunEngine,
     RunFailed,
+    Step,
     next_step,
     source,
 )
+from biomeroworker.supervisor.attempts import AttemptStore
 from biomeroworker.supervisor.leases import LeaseStore
+from biomeroworker.tracking.errors import TrackingStoreError
 from biomeroworker.transport.base import Transport
 
 log = logging.getLogger(__name__)
@@ -51,6 +63,14 @@ def config_stamp(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
     return tuple(stamps)
 
 
+def transient(exc: BaseException) -> bool:
+    """A service is away or slow (cluster, slurmrestd, database): wait, count no attempt.
+    A command that ran and failed (CommandError) says the step is wrong: it counts."""
+    if isinstance(exc, CommandError):
+        return False
+    return isinstance(exc, TransportError | TrackingStoreError | SQLAlchemyError)
+
+
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -62,6 +82,7 @@ class Counters:
     steps: int = 0
     transient_errors: int = 0
     failed_runs: int = 0
+    step_errors: int = 0
     history: list[str] = field(default_factory=list)
 
 
@@ -91,6 +112,10 @@ class Supervisor:
         self.slow_s = w.poll_max_s
         self.interval_s = self.fast_s
         self.counters = Counters()
+        # run id -> (step, monotonic time before which it is not tried again); filled
+        # from the run's recorded errors the first time this process sees the run.
+        self.retry_at: dict[str, tuple[str, float]] = {}
+        self.attempts = AttemptStore(leases.engine)
 
     # -- admission ------------------------------------------------------------------
 
@@ -132,7 +157,7 @@ class Supervisor:
         waiting = []
         started_any = False
         for run in mine:
-            if run["run_id"] in self.in_flight:
+            if run["run_id"] in self.in_flight or not self._due(run):
                 continue
             job = self.engine.active_job(run)
             if job is not None:
@@ -204,17 +229,15 @@ class Supervisor:
         self.counters.polls += 1
         news = False
         for run, _job in waiting:
-            news |= self.engine.poll_news(run, polled)
             try:
+                news |= self.engine.poll_news(run, polled)
                 self.engine.advance(run, polled)
             except (RunFailed, RunCancelled) as exc:
                 self.counters.failed_runs += 1
                 log.info("run %s: %s", run["run_id"], exc)
                 news = True
-                continue
-            except TransportError as exc:
-                self.counters.transient_errors += 1
-                log.warning("run %s: transient error (will retry): %s", run["run_id"], exc)
+            except Exception as exc:  # one run never stops the others
+                self._attempt_failed(run, next_step(run), exc)
         return news
 
     def _step(self, run: dict[str, Any]) -> None:
@@ -226,15 +249,70 @@ class Supervisor:
         except (RunFailed, RunCancelled) as exc:
             self.counters.failed_runs += 1
             log.info("run %s: %s", run["run_id"], exc)
-        except TransportError as exc:
-            # Unreachable cluster, timeouts: the run stays where it is and is retried.
+        except Exception as exc:  # a MemoryError too: the supervisor outlives the step
+            self._attempt_failed(run, step, exc)
+
+    # -- failed attempts (poison runs) ------------------------------------------------
+
+    def _due(self, run: dict[str, Any]) -> bool:
+        """False while the run's step waits out its backoff after a failed attempt."""
+        step = next_step(run).value
+        if run["run_id"] not in self.retry_at:
+            self.retry_at[run["run_id"]] = (step, self._recorded_retry(run["run_id"], step))
+        failed_step, not_before = self.retry_at[run["run_id"]]
+        return failed_step != step or time.monotonic() >= not_before
+
+    def _recorded_retry(self, run_id: str, step: str) -> float:
+        """When the step may run again, from its recorded failed attempts (after a restart)."""
+        try:
+            found = self.attempts.of(run_id)
+        except SQLAlchemyError as exc:
+            log.warning("run %s: cannot read its earlier attempts: %s", run_id, redact(str(exc)))
+            return 0.0
+        if found is None or found.step != step:
+            return 0.0
+        since = time.time() - found.at
+        return time.monotonic() + max(0.0, self._backoff(found.failed) - since)
+
+    def _backoff(self, failed: int) -> float:
+        return float(self.engine.settings.worker.step_retry_s * 2 ** max(0, failed - 1))
+
+    def _attempt_failed(self, run: dict[str, Any], step: Step, exc: BaseException) -> None:
+        """Wait out a transient error; count anything else, and fail the run at the limit."""
+        run_id = run["run_id"]
+        message = redact(f"{type(exc).__name__}: {exc}")
+        if transient(exc):
             self.counters.transient_errors += 1
             log.warning(
-                "run %s: %s failed transiently (will retry): %s", run["run_id"], step.value, exc
+                "run %s: %s failed transiently (will retry): %s", run_id, step.value, message
             )
-        except BiomeroError as exc:
-            self.counters.transient_errors += 1
-            log.error("run %s: %s: %s", run["run_id"], step.value, exc)
+            return
+        self.counters.step_errors += 1
+        limit = self.engine.settings.worker.step_attempts
+        log.error("run %s: %s failed: %s", run_id, step.value, message, exc_info=exc)
+        try:
+            failed = self.attempts.failed(run_id, step.value, message)
+            if failed >= limit:
+                self.engine.tracker.fail_run(
+                    run_id, "StepError", f"{step.value} failed {failed} times; last: {message}"
+                )
+                self.counters.failed_runs += 1
+                log.error("run %s: failed after %d attempts of %s", run_id, failed, step.value)
+                return
+        except (BiomeroError, SQLAlchemyError) as store_exc:
+            # The database is away: back off anyway; the attempt is not counted.
+            log.warning("run %s: attempt not recorded: %s", run_id, redact(str(store_exc)))
+            failed = 1
+        wait = self._backoff(failed)
+        self.retry_at[run_id] = (step.value, time.monotonic() + wait)
+        log.warning(
+            "run %s: %s attempt %d of %d failed; next in %.0f s",
+            run_id,
+            step.value,
+            failed,
+            limit,
+            wait,
+        )
 
     def _reap(self) -> None:
         for run_id, future in list(self.in_flight.items()):
@@ -282,8 +360,8 @@ class Supervisor:
             except TransportError as exc:
                 self.counters.transient_errors += 1
                 log.warning("cycle failed (will retry): %s", exc)
-            except BiomeroError as exc:
-                log.error("cycle failed: %s", exc)
+            except Exception as exc:  # the next cycle tries again; the process stays up
+                log.error("cycle failed: %s", redact(f"{type(exc).__name__}: {exc}"))
             self.stopping.wait(self.interval_s)
         self.shutdown()
 

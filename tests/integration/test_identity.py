@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 from biomeroworker.config import load_settings
 from biomeroworker.prepare import init_cluster
@@ -111,7 +113,7 @@ def _folder(env, name: str, owner: Account, mode: int = 0o755) -> Path:  # type:
 def _input(env, owner: Account, mode: int = 0o644) -> Path:  # type: ignore[no-untyped-def]
     folder = _folder(env, "in", owner)
     image = folder / "image.tif"
-    image.write_bytes(b"II*\0" + os.urandom(100))
+    tifffile.imwrite(image, np.zeros((8, 8), dtype=np.uint8))
     os.chown(image, owner.uid, owner.gid)
     image.chmod(mode)
     return image

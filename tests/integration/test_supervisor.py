@@ -334,3 +334,70 @@ def test_one_zarr_run_finishes_when_its_conversion_ended_while_no_supervisor_ran
     _finish(env, _start(env), run_id)
     _assert_done_once(env, run_id)
     assert len(_jobs_named(f"biomero-convert-{run_id}")) == 1
+
+
+class FakePoisonSide:
+    """A fake OMERO side whose export always blows up (a bug, or memory running out)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.exports = 0
+
+    def export(self, run: dict[str, Any], dest: Path) -> list[Path]:
+        self.exports += 1
+        raise self.error
+
+    def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]:
+        raise AssertionError("never reached")
+
+
+def _poisoned_supervisor(env, holder: str, side: FakePoisonSide) -> Supervisor:  # type: ignore[no-untyped-def]
+    sup = _in_process_supervisor(env, holder)
+    worker = dataclasses.replace(env["settings"].worker, step_attempts=3, step_retry_s=0.2)
+    sup.engine.settings = dataclasses.replace(env["settings"], worker=worker)
+    sup.engine.data_sides = {"fake": side}  # type: ignore[dict-item]
+    return sup
+
+
+@pytest.mark.parametrize("error", [RuntimeError("export bug 42"), MemoryError("out of memory 42")])
+def test_a_step_that_always_raises_fails_its_run_after_n_attempts_and_others_go_on(
+    env, error: BaseException
+) -> None:  # type: ignore[no-untyped-def]
+    tracker = env["tracker"]
+    poisoned = tracker.record_run_requested(
+        workflow="misbehave",
+        version="local",
+        user_name="poison",
+        inputs={"source": "fake", "output_dir": None},
+        parameters={"mode": "ok"},
+    )
+    healthy = _request(env, "ok")
+    side = FakePoisonSide(error)
+    first = _poisoned_supervisor(env, "poison-1", side)
+    try:
+        _wait("two failed attempts", lambda: (first.cycle(), side.exports >= 2)[1], 60)
+    finally:
+        first.shutdown()
+        first.engine.transport.close()
+    assert _state(env, poisoned) == "RUNNING"
+    # A new supervisor (nothing in memory) knows the two attempts from the events.
+    second = _poisoned_supervisor(env, "poison-2", side)
+    try:
+
+        def both_ended() -> bool:
+            second.cycle()
+            time.sleep(0.1)
+            return _state(env, poisoned) == "FAILED" and _state(env, healthy) == "COMPLETED"
+
+        _wait("the poisoned run to fail and the other to complete", both_ended, 180)
+    finally:
+        second.shutdown()
+        second.engine.transport.close()
+    assert side.exports == 3
+    run = tracker.get_run(poisoned)
+    assert run["error_type"] == "StepError"
+    assert "export failed 3 times" in run["error"] and "42" in run["error"]
+    recorded = second.attempts.of(poisoned)
+    assert recorded is not None and (recorded.step, recorded.failed) == ("export", 3)
+    assert type(error).__name__ in recorded.error
+    _assert_done_once(env, healthy)
