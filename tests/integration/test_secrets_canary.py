@@ -125,7 +125,7 @@ def _events_and_read_models(plain_url: str) -> list[str]:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
             )
             tables = [row[0] for row in cursor.fetchall()]
-            assert "biomeroworker_events" in tables
+            assert "workflowtracker_events" in tables
             for table in tables:
                 cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 (names from the catalogue)
                 for row in cursor.fetchall():
@@ -136,6 +136,8 @@ def _events_and_read_models(plain_url: str) -> list[str]:
                             texts.append(str(value))
     finally:
         conn.close()
+    # The events are stored as readable JSON (no compression), so a search means something.
+    assert any("misbehave" in text for text in texts)
     return texts
 
 
