@@ -92,6 +92,8 @@ def upstream_kind(task_name: str) -> str:
         return "convert"
     if name.startswith(("slurm_get_result", "slurm_import_results")):
         return "import"
+    if name.startswith("slurm_run_workflow"):
+        return "batch"  # a batched run's parent task: one per batch, no job of its own
     return "job"
 
 

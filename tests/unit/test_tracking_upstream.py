@@ -304,3 +304,30 @@ def test_a_database_marked_by_a_newer_worker_is_refused(url: str) -> None:
     engine.dispose()
     with pytest.raises(TrackingStoreError, match="newer biomero worker"):
         Tracker(url)
+
+
+def test_biomero_status_and_stats_show_biomero_runs_to_an_admin(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from biomeroworker.cli import stats, status
+
+    history = History()
+    run = history.run(
+        5, 3, [("_SLURM_Image_Transfer.py", None, "COMPLETED"), ("cellpose", 102, "COMPLETED")]
+    )
+    write_history(url, history)
+    monkeypatch.setenv("SQLALCHEMY_URL", url)
+    monkeypatch.delenv("BIOMERO_CONFIG", raising=False)
+    monkeypatch.setattr("biomeroworker.tracking.access.current_user", lambda: "root")
+    parser = argparse.ArgumentParser(prog="biomero")
+    parser.add_argument("--config")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (status, stats):
+        module.register(sub)
+    for argv in (["status", "--all"], ["status", "--all", str(run)], ["stats", "--all", "--json"]):
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0, argv
+    out = capsys.readouterr().out
+    assert str(run)[:8] in out and "cellpose" in out and "omero-user-5" in out
