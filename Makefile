@@ -1,4 +1,5 @@
-# The two commands users need: `make demo` (the main job, end to end) and `make test`.
+# The two commands users need: `make demo` (the main job, end to end; MODE=ssh|local|rest)
+# and `make test`.
 # Both set up everything themselves on a fresh Debian 12 machine (run as root).
 SHELL := /bin/bash
 VENV := .venv
@@ -23,8 +24,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# MODE=ssh (default), local or rest: how `make demo` reaches Slurm (docs/modes.md).
+MODE ?= ssh
+
 cluster:
-	localslurm/up
+	localslurm/up $(if $(filter rest,$(MODE)),--rest)
 
 cluster-down:
 	localslurm/down
@@ -51,7 +55,7 @@ test:
 	tools/run-tests
 
 demo: venv cluster
-	tools/demo
+	MODE=$(MODE) tools/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 
 from biomeroworker.transport.local import LocalTransport
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport
@@ -47,6 +48,71 @@ def cluster() -> LocalCluster:
         config_path=LOCALSLURM / "run" / "slurm-config.ini",
         ssh_dir=Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm")) / "ssh",
     )
+
+
+REST_URL = "http://127.0.0.1:6820"
+LOCALSLURM_RUN = Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm"))
+
+
+def _slurmrestd_pid() -> str | None:
+    try:
+        return (LOCALSLURM_RUN / "pids" / "slurmrestd.pid").read_text().strip() or None
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def rest_cluster(cluster: LocalCluster) -> LocalCluster:
+    """The cluster with slurmrestd running (idempotent, like localslurm/up)."""
+    proc = subprocess.run([str(LOCALSLURM / "up"), "--rest"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"localslurm/up --rest failed:\n{proc.stdout}\n{proc.stderr}")
+    return cluster
+
+
+@pytest.fixture(autouse=True)
+def slurmrestd_survives(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that talks to slurmrestd leaves it running: the same process still
+    answers afterwards. slurmrestd 22.05 can corrupt its heap on a request and die a
+    few requests later (docs/modes.md), so each test is checked, not the session."""
+    if "rest_cluster" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("rest_cluster")
+    before = _slurmrestd_pid()
+    yield
+    after = _slurmrestd_pid()
+    alive = after is not None and Path(f"/proc/{after}").exists()
+    try:
+        answered = requests.get(f"{REST_URL}/openapi/v3", timeout=10).status_code > 0
+    except requests.RequestException:
+        answered = False
+    if not (alive and answered and before == after):
+        log = LOCALSLURM_RUN / "log" / "slurmrestd.log"
+        tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
+        pytest.fail(
+            f"slurmrestd did not survive this test (pid {before} -> {after}, alive={alive}, "
+            f"answered={answered}); log tail:\n" + "\n".join(tail)
+        )
+
+
+MODES = ("ssh", "local", "rest")
+
+
+def config_for_mode(text: str, mode: str, shared_path: Path | None = None) -> str:
+    """A slurm-config.ini text (localslurm's, with [WORKER]) switched to ``mode``:
+    ssh as is; local runs Slurm here with the cluster tree under ``shared_path``;
+    rest adds the [REST] section localslurm/rest-up wrote (staging over SSH)."""
+    if mode == "ssh":
+        return text
+    if mode == "local":
+        if shared_path is None:
+            raise ValueError("local mode needs a shared_path")
+        worker = f"[WORKER]\ntransport = local\nshared_path = {shared_path}\n"
+        return text.replace("[WORKER]\n", worker, 1)
+    overlay = (LOCALSLURM / "run" / "slurm-config-rest.ini").read_text()
+    rest = overlay[overlay.index("[REST]") :]
+    return text.replace("[WORKER]\n", "[WORKER]\ntransport = rest\n", 1) + "\n" + rest
 
 
 @pytest.fixture(scope="session")

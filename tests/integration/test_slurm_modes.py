@@ -11,11 +11,11 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import test_slurm_adapter as adapter
+from conftest import REST_URL
 
 from biomeroworker.slurm import JobState
 from biomeroworker.slurm.rest import RestApi, RestAuthError, RestSlurmClient, TokenCommand
@@ -26,19 +26,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-LOCALSLURM = Path(__file__).resolve().parents[2] / "localslurm"
 
 MODES = ["ssh", "local", "rest"]
-REST_URL = "http://127.0.0.1:6820"
-
-
-@pytest.fixture(scope="session")
-def rest_cluster(cluster: LocalCluster) -> LocalCluster:
-    """The cluster with slurmrestd running (idempotent, like localslurm/up)."""
-    proc = subprocess.run([str(LOCALSLURM / "up"), "--rest"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"localslurm/up --rest failed:\n{proc.stdout}\n{proc.stderr}")
-    return cluster
 
 
 def rest_api(user: str, token_argv: list[str] | None = None) -> RestApi:
@@ -118,6 +107,33 @@ def test_array_failure_shows_on_the_failing_element_only(ops: ModeBench) -> None
         f"{job_id}_2": (JobState.FAILED, 3),
         f"{job_id}_3": (JobState.COMPLETED, 0),
     }
+
+
+def test_script_arguments_reach_every_array_element_literally(ops: ModeBench) -> None:
+    # The conversion job's shape: an array, %A_%a logs, arguments. Over REST this once
+    # sent "argv", which corrupted slurmrestd 22.05 (the autouse check catches that).
+    args = ("list file.txt", "it's", "$(touch pwned)", "-x")
+    job_id = ops.submit(
+        "args", 'printf "%s|" "$@"', array="1-2", script_args=args,
+        output_path=f"{ops.folder}/args-%A_%a.log",
+    )  # fmt: skip
+    elements = {f"{job_id}_1", f"{job_id}_2"}
+    statuses = ops.wait([job_id], lambda s: set(s) == elements and adapter.all_terminal(s))
+    assert {s.state for s in statuses.values()} == {JobState.COMPLETED}
+    for task in (1, 2):
+        assert ops.transport.read_text(f"{ops.folder}/args-{job_id}_{task}.log") == (
+            "|".join(args) + "|"
+        )
+    assert ops.transport.run(["test", "-e", f"{ops.folder}/pwned"], check=False).exit_code == 1
+
+
+def test_jobs_are_found_again_by_their_name(ops: ModeBench) -> None:
+    name = f"biomero-test-find-{time.monotonic_ns()}"
+    plain = ops.submit("find", "true", job_name=name, extra_flags={"hold": ""})
+    array = ops.submit("finda", "true", job_name=f"{name}-a", array="1-3", extra_flags={"hold": ""})
+    assert ops.slurm.find_by_name(name) == [plain]
+    assert ops.slurm.find_by_name(f"{name}-a") == [array]
+    assert ops.slurm.find_by_name(f"{name}-none") == []
 
 
 def test_pending_array_elements_are_reported_one_by_one(ops: ModeBench) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+from conftest import config_for_mode
 
 from biomeroworker.config import load_settings
 from biomeroworker.prepare import init_cluster
@@ -22,13 +23,14 @@ from biomeroworker.runs import RunEngine
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.supervisor.loop import Supervisor
 from biomeroworker.tracking.application import Tracker
+from biomeroworker.transport.local import LocalTransport
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def env(cluster, new_database, tmp_path_factory) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def env(cluster, rest_cluster, new_database, tmp_path_factory) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("supervisor")
     with new_database("biomero_sup") as url:
         extra = (
@@ -45,8 +47,18 @@ def env(cluster, new_database, tmp_path_factory) -> Iterator[dict[str, Any]]:  #
         settings = load_settings(config_file=config)
         transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=1800))
         list(init_cluster(transport, settings))
+        # The same runs, reached in the other two modes (docs/modes.md).
+        shared = root / "cluster"
+        shared.mkdir()
+        configs = {"ssh": config}
+        for mode in ("local", "rest"):
+            configs[mode] = root / f"slurm-config-{mode}.ini"
+            configs[mode].write_text(config_for_mode(text, mode, shared))
+        local = load_settings(config_file=configs["local"])
+        list(init_cluster(LocalTransport(home=shared, command_timeout_s=1800), local))
         tracker = Tracker(url)
         yield {
+            "configs": configs,
             "config": config,
             "settings": settings,
             "transport": transport,
@@ -78,14 +90,14 @@ def _request(env, mode: str = "ok", *, input_mb: int = 0, **params: object) -> s
     return engine.request("misbehave", [source], {"mode": mode, **params}, output_dir=out)
 
 
-def _start(env, *extra: str) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+def _start(env, *extra: str, mode: str = "ssh") -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     log = open(env["root"] / f"supervisor-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     argv = [
         sys.executable,
         "-m",
         "biomeroworker",
         "--config",
-        str(env["config"]),
+        str(env["configs"][mode]),
         "supervise",
         "--lease-seconds",
         "3",
@@ -150,20 +162,26 @@ MOMENTS = {
 }
 
 
-@pytest.mark.parametrize("moment", list(MOMENTS))
-def test_kill_9_then_restart_completes_with_one_submission_and_one_import(env, moment) -> None:  # type: ignore[no-untyped-def]
+# A restart mid-job in every mode; mid-transfer restarts do not depend on how Slurm is reached.
+KILLS = [("upload", "ssh"), ("job", "ssh"), ("job", "local"), ("job", "rest"), ("download", "ssh")]
+
+
+@pytest.mark.parametrize(("moment", "mode"), KILLS, ids=[f"{m}-{t}" for m, t in KILLS])
+def test_kill_9_then_restart_completes_with_one_submission_and_one_import(
+    env, moment, mode
+) -> None:  # type: ignore[no-untyped-def]
     options, kind, key, value = MOMENTS[moment]
     run_id = _request(env, **options)
 
     def reached() -> bool:
         return (_task(env, run_id, kind) or {}).get(key) == value
 
-    first = _start(env)
+    first = _start(env, mode=mode)
     _wait(f"the {moment} to start", reached)
     first.kill()
     first.wait()
     assert _state(env, run_id) == "RUNNING"
-    _finish(env, _start(env), run_id)
+    _finish(env, _start(env, mode=mode), run_id)
     _assert_done_once(env, run_id)
 
 

@@ -1,4 +1,9 @@
-"""Workflow runs on the local Slurm: results, failures, limits, cancel, hostile values."""
+"""Workflow runs on the local Slurm: results, failures, limits, cancel, hostile values.
+
+The cases that differ by how the worker reaches Slurm (TIFF and OME-Zarr inputs end to
+end, a failing workflow, OUT_OF_MEMORY, cancel, adoption after a crash) run in all
+three modes (``mode_env``); the rest run over ssh (``env``).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,17 @@ import csv
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import MODES, config_for_mode
 
 from biomeroworker.cli import main
 from biomeroworker.config import load_settings
@@ -22,52 +30,105 @@ from biomeroworker.errors import BiomeroError
 from biomeroworker.prepare import init_cluster
 from biomeroworker.runs import RunCancelled, RunEngine, RunFailed
 from biomeroworker.tracking.application import Tracker
+from biomeroworker.transport.base import Transport
+from biomeroworker.transport.local import LocalTransport
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport
+
+if TYPE_CHECKING:
+    from conftest import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = 'it\'s "$(touch /tmp/biomero-pwned-run)" `id` ; rm -rf ~ && echo\nnext line'
 
 
+WORKFLOWS = (
+    "[WORKFLOWS]\n"
+    "misbehave = misbehave\n"
+    f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
+    "misbehave_job_mem = 100M\n"
+    "misbehave_job_time = 00:01:00\n"
+    "retrying = misbehave\n"
+    f"retrying_repo = {REPO}/tests/fixtures/misbehave\n"
+    "retrying_job_mem = 100M\n"
+    "retrying_resubmit = 1\n"
+)
+
+
+class ModeEnvs:
+    """One run environment per mode (ssh, local, rest), made when first asked for:
+    its own config, transport and tracker, the cluster prepared with `init`."""
+
+    def __init__(self, cluster: LocalCluster, root: Path) -> None:
+        self.cluster, self.root = cluster, root
+        self.made: dict[str, dict[str, Any]] = {}
+        self.samples = root / "samples"
+        subprocess.run(
+            [sys.executable, str(REPO / "workflows/nuclei-segmentation/make_samples.py"),
+             str(self.samples)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def get(self, mode: str) -> dict[str, Any]:
+        if mode not in self.made:
+            if mode == "local":
+                # Local mode uses the service account's native Python read-only; an
+                # ssh init first makes sure it is current, so root never installs into it.
+                self.get("ssh")
+            self.made[mode] = self._make(mode)
+        return self.made[mode]
+
+    def _make(self, mode: str) -> dict[str, Any]:
+        root = self.root / mode
+        root.mkdir()
+        shared = root / "cluster"
+        text = self.cluster.config_path.read_text().replace("[WORKFLOWS]\n", WORKFLOWS, 1)
+        text = text.replace(
+            "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{root}/t.sqlite\n"
+        )
+        config = root / "slurm-config.ini"
+        config.write_text(config_for_mode(text, mode, shared))
+        settings = load_settings(config_file=config)
+        transport: Transport
+        if mode == "local":
+            shared.mkdir()
+            transport = LocalTransport(home=shared, command_timeout_s=1800)
+        else:
+            transport = SSHTransport(SSHOptions(self.cluster.alias, command_timeout_s=1800))
+        list(init_cluster(transport, settings))
+        tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
+        return {
+            "mode": mode,
+            "settings": settings,
+            "transport": transport,
+            "tracker": tracker,
+            "root": root,
+            "samples": self.samples,
+            "config": config,
+        }
+
+    def close(self) -> None:
+        for made in self.made.values():
+            made["tracker"].close()
+            made["transport"].close()
+
+
 @pytest.fixture(scope="module")
-def env(cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("runs")
-    extra = (
-        "[WORKFLOWS]\n"
-        "misbehave = misbehave\n"
-        f"misbehave_repo = {REPO}/tests/fixtures/misbehave\n"
-        "misbehave_job_mem = 100M\n"
-        "misbehave_job_time = 00:01:00\n"
-        "retrying = misbehave\n"
-        f"retrying_repo = {REPO}/tests/fixtures/misbehave\n"
-        "retrying_job_mem = 100M\n"
-        "retrying_resubmit = 1\n"
-    )
-    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
-    text = text.replace(
-        "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{root}/t.sqlite\n"
-    )
-    config = root / "slurm-config.ini"
-    config.write_text(text)
-    settings = load_settings(config_file=config)
-    transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=1800))
-    list(init_cluster(transport, settings))
-    samples = root / "samples"
-    subprocess.run(
-        [sys.executable, str(REPO / "workflows/nuclei-segmentation/make_samples.py"), str(samples)],
-        check=True,
-        capture_output=True,
-    )
-    tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
-    yield {
-        "settings": settings,
-        "transport": transport,
-        "tracker": tracker,
-        "root": root,
-        "samples": samples,
-        "config": config,
-    }
-    tracker.close()
-    transport.close()
+def envs(cluster, rest_cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
+    made = ModeEnvs(cluster, tmp_path_factory.mktemp("runs"))
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def env(envs):  # type: ignore[no-untyped-def]
+    """The ssh-mode environment, for cases that do not depend on the mode."""
+    return envs.get("ssh")
+
+
+@pytest.fixture(params=MODES)
+def mode_env(request, envs):  # type: ignore[no-untyped-def]
+    """The same case in every mode: ssh, local (Slurm run here, as root), rest."""
+    return envs.get(request.param)
 
 
 def _engine(env) -> RunEngine:  # type: ignore[no-untyped-def]
@@ -82,7 +143,8 @@ def _objects_per_image(folder: Path) -> Counter[str]:
     return found
 
 
-def test_sample_workflow_finds_the_known_nuclei_counts(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sample_workflow_finds_the_known_nuclei_counts(mode_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = mode_env
     samples = env["samples"]
     counts = json.loads((samples / "counts.json").read_text())
     chosen = [
@@ -116,7 +178,8 @@ def test_sample_workflow_finds_the_known_nuclei_counts(env, tmp_path) -> None:  
     )
 
 
-def test_failing_workflow_surfaces_exit_code_and_log_tail(env, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_failing_workflow_surfaces_exit_code_and_log_tail(mode_env, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    env = mode_env
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
     run_id = engine.request("misbehave", [image], {"mode": "fail"}, output_dir=tmp_path / "out")
@@ -151,7 +214,8 @@ def test_hostile_parameter_values_reach_the_workflow_literally(env, tmp_path) ->
     assert not Path(marker).exists()
 
 
-def test_out_of_memory_surfaces_as_such(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_memory_surfaces_as_such(mode_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = mode_env
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
     run_id = engine.request("misbehave", [image], {"mode": "oom"}, output_dir=tmp_path / "out")
@@ -169,7 +233,8 @@ def test_time_limit_surfaces_as_timeout(env, tmp_path) -> None:  # type: ignore[
     assert env["tracker"].get_run(run_id)["error_type"] == "TIMEOUT"
 
 
-def test_cancel_stops_the_job_and_marks_the_run_cancelled(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_stops_the_job_and_marks_the_run_cancelled(mode_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = mode_env
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
     run_id = engine.request("misbehave", [image], {"mode": "sleep"}, output_dir=tmp_path / "out")
@@ -202,6 +267,42 @@ def test_cancel_stops_the_job_and_marks_the_run_cancelled(env, tmp_path) -> None
         time.sleep(0.5)
         state = env["transport"].run(argv).stdout.strip()
     assert state.startswith("CANCELLED")
+
+
+def _jobs_named(name: str) -> list[str]:
+    """What accounting lists under ``name`` (asked here, as root, whatever the mode)."""
+    argv = ["sacct", "-a", "-n", "-X", "-P", f"--name={name}", "-S", "now-1days", "-o", "JobID"]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return sorted(set(out.split()))
+
+
+def test_a_job_submitted_just_before_a_crash_is_adopted_not_submitted_again(
+    mode_env, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    env = mode_env
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request(
+        "misbehave", [image], {"mode": "nap", "nap_s": 2}, output_dir=tmp_path / "out"
+    )
+    engine.advance(env["tracker"].get_run(run_id))  # stage up
+    run = env["tracker"].get_run(run_id)
+    # The crash: the submit task is open and Slurm took the job, but its id was never
+    # recorded (the process died between the answer and the bookkeeping).
+    engine.open_task(run, "job")
+    lost = engine.slurm.submit(engine._job_request(env["tracker"].get_run(run_id)))
+    job = next(t for t in env["tracker"].get_run(run_id)["tasks"] if t["kind"] == "job")
+    assert job["slurm_job_id"] is None
+    # Another process picks the run up where it was left.
+    dest = _engine(env).drive(run_id)
+    assert (dest / "echo.json").is_file()
+    jobs = [t for t in env["tracker"].get_run(run_id)["tasks"] if t["kind"] == "job"]
+    assert [t["slurm_job_id"] for t in jobs] == [lost]
+    name = f"biomero-job-{run_id}"
+    deadline = time.monotonic() + 60  # accounting lists a job a moment after it ends
+    while not _jobs_named(name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _jobs_named(name) == [lost]
 
 
 def test_out_of_memory_is_resubmitted_once_with_twice_the_memory(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -249,7 +350,8 @@ def _own_data_path(env, tmp_path):  # type: ignore[no-untyped-def]
     import dataclasses
 
     settings = env["settings"]
-    data = f"cleanup-{tmp_path.name}"  # other tests leave runs in the shared one
+    # Other tests leave runs in the shared one, and other checkouts share the cluster.
+    data = f"cleanup-{secrets.token_hex(4)}"
     return data, dataclasses.replace(
         settings, slurm=dataclasses.replace(settings.slurm, slurm_data_path=data)
     )
