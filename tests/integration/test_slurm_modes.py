@@ -205,6 +205,22 @@ def test_token_signed_by_another_key_is_refused_with_a_clear_error(
         client.poll(["1"])
 
 
+def test_rest_keys_an_array_of_one_by_its_element(benches: dict[str, ModeBench]) -> None:
+    # The conversion of a single OME-Zarr: slurmrestd lists the element as "<id>_1",
+    # with both ids set, the shape sacct parsing gives an array element (issue 18).
+    rest = benches["rest"]
+    job_id = rest.submit("one", "true", array="1-1")
+    statuses = rest.wait([job_id], lambda s: bool(s) and adapter.all_terminal(s))
+    assert list(statuses) == [f"{job_id}_1"]
+    element = statuses[f"{job_id}_1"]
+    assert (element.job_id, element.array_job_id, element.array_task_id) == (
+        f"{job_id}_1",
+        job_id,
+        1,
+    )
+    assert element.state is JobState.COMPLETED
+
+
 def test_rest_asks_accounting_only_for_jobs_the_controller_does_not_know(
     benches: dict[str, ModeBench],
 ) -> None:
