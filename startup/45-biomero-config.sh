@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OMERO.web image: make sure the slurm-config.ini that the OMERO.biomero admin page edits
 # exists. It lives on the biomero-config volume, which the worker mounts read-only and
-# reads (BIOMERO_CONFIG), so the page and the worker see one file. On the first start
+# reads (BIOMERO_SLURM_CONFIG_FILE there too), so the page and the worker see one file. On the first start
 # the file is seeded with the image's /etc/slurm-config.ini; after that it is never
 # touched here: the admin page owns it.
 #

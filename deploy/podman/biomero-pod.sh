@@ -139,7 +139,7 @@ run_containers() {
     podman_ run -d --pod "$pod" --name biomeroworker --restart unless-stopped \
         -e "OMERO_WORKER_NAME=$worker" -e CONFIG_omero_master_host=127.0.0.1 \
         -e PERSISTENCE_MODULE=eventsourcing_sqlalchemy \
-        -e "BIOMERO_CONFIG=$SHARED_CONFIG" -e "BIOMERO_SLURM_CONFIG_FILE=$SHARED_CONFIG" \
+        -e "BIOMERO_SLURM_CONFIG_FILE=$SHARED_CONFIG" \
         -e "BIOMERO_SSH_SECRETS_DIR=$SECRETS_DIR" \
         "${SSH_SECRETS[@]}" \
         --secret biomero-sqlalchemy-url,type=env,target=SQLALCHEMY_URL \

@@ -495,8 +495,9 @@ def test_plugin_edits_the_config_file_the_worker_reads() -> None:
     services = compose_model()["services"]
     web, worker = services["omeroweb"], services["biomeroworker"]
     shared = web["environment"]["BIOMERO_SLURM_CONFIG_FILE"]
-    assert worker["environment"]["BIOMERO_CONFIG"] == shared
+    # biomero's authoritative-file mode: the worker reads this file alone.
     assert worker["environment"]["BIOMERO_SLURM_CONFIG_FILE"] == shared
+    assert "BIOMERO_CONFIG" not in worker["environment"]
     web_mount = next(m for m in web["volumes"] if m["source"] == "biomero-config")
     worker_mount = next(m for m in worker["volumes"] if m["source"] == "biomero-config")
     assert web_mount["target"] == worker_mount["target"] == str(Path(shared).parent)
@@ -636,7 +637,7 @@ def test_podman_runs_our_master_and_web_images_and_names_the_worker(
     shared = "BIOMERO_SLURM_CONFIG_FILE=/opt/biomero/config/slurm-config.ini"
     assert shared in option_values(web, "-e")
     assert shared in option_values(worker, "-e")
-    assert "BIOMERO_CONFIG=/opt/biomero/config/slurm-config.ini" in option_values(worker, "-e")
+    assert not [e for e in option_values(worker, "-e") if e.startswith("BIOMERO_CONFIG=")]
     assert "biomero-config:/opt/biomero/config" in option_values(web, "-v")
     assert "biomero-config:/opt/biomero/config:ro" in option_values(worker, "-v")
     # The worker starts only after OMERO.web has seeded the shared config.

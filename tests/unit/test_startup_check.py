@@ -107,3 +107,28 @@ def test_the_real_check_refuses_a_broken_config(tmp_path: Path) -> None:
 
     assert result.returncode != 0
     assert "slurm-config.ini is not valid" in result.stderr
+
+
+def test_checks_the_shared_file_alone_when_biomero_slurm_config_file_names_it(
+    base_config: Path, fake_biomero: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "volume" / "slurm-config.ini"
+    shared.parent.mkdir()
+    shared.write_text("[SSH]\nhost=cluster\n")
+
+    result = run_hook(base_config, fake_biomero, BIOMERO_SLURM_CONFIG_FILE=str(shared))
+
+    assert result.returncode == 0, result.stderr
+    # No --config: biomero itself reads BIOMERO_SLURM_CONFIG_FILE, as the worker will.
+    assert (fake_biomero.parent / "argv").read_text().split() == ["check", "--offline"]
+    assert f"checking {shared}" in result.stderr
+
+
+def test_a_missing_shared_file_says_who_creates_it(base_config: Path, fake_biomero: Path) -> None:
+    result = run_hook(
+        base_config, fake_biomero, BIOMERO_SLURM_CONFIG_FILE="/nonexistent/slurm-config.ini"
+    )
+
+    assert result.returncode != 0
+    assert "OMERO.web seeds it on its first start" in result.stderr
+    assert not (fake_biomero.parent / "argv").exists()
