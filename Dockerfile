@@ -94,8 +94,12 @@ assert v('omero-biomero') == '${OMERO_BIOMERO_VERSION}', v('omero-biomero')" \
 COPY slurm-config.ini /etc/slurm-config.ini
 COPY --chmod=755 startup/45-biomero-config.sh /startup/45-biomero-config.sh
 USER omero-web
-# No BIOMERO.importer in this stack: the plugin shows the analyzer only.
+# No BIOMERO.importer in this stack: the plugin shows the analyzer only. The plugin's
+# own settings (its admin page's JSON) live on the same volume, so they survive a
+# recreated container.
 ENV BIOMERO_SLURM_CONFIG_FILE=/opt/biomero/config/slurm-config.ini \
+    OMERO_BIOMERO_CONFIG_FILE=/opt/biomero/config/biomero-config.json \
+    OMERO_BIOMERO_GROUP_MAPPINGS_FILE=/opt/biomero/config/group-mappings.json \
     IMPORTER_ENABLED=false \
     ANALYZER_ENABLED=true
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -368,6 +368,9 @@ def test_master_and_web_images_get_the_scripts_and_the_plugin_the_tests_use() ->
     build_runs = " ".join(rest for word, rest in stage("web-build") if word == "RUN")
     assert "-r /tmp/requirements/web.txt" in build_runs
     assert "omero-biomero-setup" in web_runs
+    web_env = " ".join(rest for word, rest in stage("web") if word == "ENV")
+    for name in ("BIOMERO_SLURM_CONFIG_FILE", "OMERO_BIOMERO_CONFIG_FILE"):
+        assert re.search(rf"{name}=/opt/biomero/config/", web_env), name
     assert "v('omero-biomero') == '${OMERO_BIOMERO_VERSION}'" in web_runs
     # The compatibility tests read the same pin (tests/deploy_versions.py); where the
     # plugin is installed in the test environment, it is that version.
