@@ -104,10 +104,19 @@ def _scan(paths: Iterable[Path]) -> tuple[Manifest, list[Path]]:
     return Manifest(files, size), odd
 
 
-def remote_manifest(transport: Transport, path: str) -> Manifest | None:
-    """Count and size of the regular files below ``path``; None when it does not exist."""
+def remote_manifest(
+    transport: Transport, path: str, idle_timeout_s: float | None = None
+) -> Manifest | None:
+    """Count and size of the regular files below ``path``; None when it does not exist.
+
+    With ``idle_timeout_s`` the listing (one line per file, so never silent for long)
+    may take as long as it needs, as the transfers it checks do.
+    """
     result = transport.run(
-        ["find", path, "-type", "f", "-printf", "%s\\n"], check=False, idempotent=True
+        ["find", path, "-type", "f", "-printf", "%s\\n"],
+        check=False,
+        idempotent=True,
+        idle_timeout_s=idle_timeout_s,
     )
     if result.exit_code != 0:
         if "No such file" in result.stderr:
@@ -217,7 +226,7 @@ def stage_up(
     _check_names(sources)
     expected = expected or inputs_manifest(sources)
     started = time.monotonic()
-    if remote_manifest(transport, remote_dir) == expected:
+    if remote_manifest(transport, remote_dir, idle_timeout_s) == expected:
         log.info("stage up: %s already holds %s; adopted", remote_dir, expected)
         return StageReport(expected, time.monotonic() - started, 0, adopted=True)
     last_error: Exception | None = None
@@ -225,7 +234,7 @@ def stage_up(
         partial = f"{remote_dir}.partial-{uuid.uuid4().hex[:8]}"
         try:
             _send_tar(transport, sources, partial, progress, idle_timeout_s)
-            arrived = remote_manifest(transport, partial)
+            arrived = remote_manifest(transport, partial, idle_timeout_s)
             if arrived != expected:
                 raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
             transport.run(["rm", "-rf", remote_dir], idempotent=True)
@@ -314,7 +323,7 @@ def stage_down(
     left untouched. Only the ``.partial-*`` folder this call makes is ever removed.
     """
     started = time.monotonic()
-    expected = remote_manifest(transport, remote_dir)
+    expected = remote_manifest(transport, remote_dir, idle_timeout_s)
     if expected is None:
         raise StagingError(f"{remote_dir} does not exist on the cluster")
     if check_destination(local_dir, expected):
@@ -365,6 +374,7 @@ def copy_results(source: Path, local_dir: Path) -> StageReport:
 # -- unpacking what the cluster sends ------------------------------------------------
 
 _FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
+_COPY_BYTES = 1 << 20
 _KINDS = {
     tarfile.SYMTYPE: "a symbolic link",
     tarfile.LNKTYPE: "a hard link",
@@ -424,7 +434,7 @@ class _Unpacker:
                     raise UnsafeArchiveError(f"{name!r} runs through a file") from None
             self._folders.add(prefix)
 
-    def file(self, member: tarfile.TarInfo, parts: tuple[str, ...], data: BinaryIO) -> None:
+    def file(self, member: tarfile.TarInfo, parts: tuple[str, ...], tar: tarfile.TarFile) -> None:
         self.files += 1
         self.bytes += member.size
         if self.limit is not None and (
@@ -441,7 +451,12 @@ class _Unpacker:
         except FileExistsError:
             raise UnsafeArchiveError(f"{member.name!r} appears twice in the stream") from None
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(data, out, 1 << 20)
+            # Straight from the stream, as tarfile's own extraction copies (reading through
+            # extractfile() costs three times the CPU); its position is the member's data.
+            source = tar.fileobj
+            assert source is not None
+            source.seek(member.offset_data)
+            tarfile.copyfileobj(source, out, member.size, tarfile.ReadError, _COPY_BYTES)
             # Owner read/write always; group/other read (and x) as sent; no setuid bits.
             os.fchmod(fd, (member.mode & 0o755) | 0o600)
             with contextlib.suppress(OSError, OverflowError, ValueError):
@@ -457,15 +472,13 @@ def unpack(stream: BinaryIO, dest: Path, limit: Manifest | None = None) -> None:
     forgotten once written.
     """
     unpacker = _Unpacker(dest, limit)
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=_COPY_BYTES) as tar:
         while (member := tar.next()) is not None:
             parts = member_parts(member)
             if member.type == tarfile.DIRTYPE:
                 unpacker.folder(parts, member.name)
             else:
-                data = tar.extractfile(member)
-                assert data is not None  # a regular file always has data
-                unpacker.file(member, parts, data)
+                unpacker.file(member, parts, tar)
             tar.members.clear()  # tarfile keeps every member it read; we need none
 
 
@@ -491,23 +504,29 @@ def _receive_tar(
     reader.start()
     pipe = os.fdopen(write_fd, "wb")
     sink = _ProgressSink(pipe, progress)
+    failed: BaseException | None = None
     try:
         transport.run(
             ["tar", "-c", "-f", "-", "-C", remote_dir, "."],
             stdout=sink,  # type: ignore[arg-type]
             idle_timeout_s=idle_timeout_s,
         )
+    except BaseException as exc:  # raised below, unless the stream was refused
+        failed = exc
     finally:
         with contextlib.suppress(BrokenPipeError):  # the reader stopped early: said below
             pipe.close()
         reader.join(timeout=60)
-    if errors:
-        error = errors[0]
-        if isinstance(error, UnsafeArchiveError):
-            raise UnsafeArchiveError(
-                f"refused the results in {remote_dir}: {error}. Nothing was kept; look for "
-                f"links or special files in that folder"
-            )
+    error = errors[0] if errors else None
+    if isinstance(error, UnsafeArchiveError):
+        # A refusal wins over whatever the transfer did next: it must not be retried.
+        raise UnsafeArchiveError(
+            f"refused the results in {remote_dir}: {error}. Nothing was kept; look for "
+            f"links or special files in that folder"
+        )
+    if failed is not None:
+        raise failed
+    if error is not None:
         if isinstance(error, StagingError):
             raise error
         raise StagingError(f"could not unpack the results: {error}")

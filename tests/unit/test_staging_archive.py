@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from biomeroworker.errors import ConnectError
 from biomeroworker.localdirs import MARKER, FolderTakenError, claim, owner_of, release
 from biomeroworker.runs import log_tail
 from biomeroworker.staging import (
@@ -210,18 +211,22 @@ class HostileCluster:
     """A FAKE cluster answer: the real LocalTransport for every command, except that
     the results stream (``tar -c``) is replaced by bytes the test built."""
 
-    def __init__(self, real: LocalTransport, stream: bytes) -> None:
+    def __init__(self, real: LocalTransport, stream: bytes, *, then_drop: bool = False) -> None:
         self.real = real
         self.stream = stream
-        self.commands_run = 0
+        self.then_drop = then_drop  # the connection drops once the stream was sent
+        self.streams = 0
 
     def run(
         self, argv: Sequence[str], *, stdout: BinaryIO | None = None, **kwargs: Any
     ) -> CommandResult:
         if stdout is None:
             return self.real.run(argv, **kwargs)
+        self.streams += 1
         for start in range(0, len(self.stream), 4096):
             stdout.write(self.stream[start : start + 4096])
+        if self.then_drop:
+            raise ConnectError("HostileCluster: connection dropped")
         return CommandResult(tuple(argv), 0, "", "", 0.0)
 
     def __getattr__(self, name: str) -> Any:
@@ -248,6 +253,19 @@ def test_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
         stage_down(cluster, "run/out", results / "mine")  # type: ignore[arg-type]
     assert _snapshot(tmp_path, skip=transport.home) == before
     assert os.listdir(results) == []
+
+
+def test_a_refused_stream_is_not_retried_even_when_the_connection_drops_after_it(
+    transport: LocalTransport, tmp_path: Path
+) -> None:
+    (transport.home / "run" / "out").mkdir(parents=True)
+    (transport.home / "run" / "out" / "mask.tif").write_bytes(b"x" * 4000)
+    stream = _tar(_member("leak", tarfile.SYMTYPE, linkname="/etc/passwd"))
+    cluster = HostileCluster(transport, stream, then_drop=True)
+    with pytest.raises(UnsafeArchiveError):
+        stage_down(cluster, "run/out", tmp_path / "mine", attempts=3)  # type: ignore[arg-type]
+    assert cluster.streams == 1
+    assert os.listdir(tmp_path) == ["home"]
 
 
 # -- where results land: never over anything that was there ---------------------------
