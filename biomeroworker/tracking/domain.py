@@ -465,7 +465,7 @@ EVENT_CLASSES: tuple[type, ...] = (
     Task.TaskFailed,
 )
 KNOWN_TOPICS: frozenset[str] = frozenset(get_topic(cls) for cls in EVENT_CLASSES)
-if KNOWN_TOPICS != {cls.TOPIC for cls in EVENT_CLASSES}:  # type: ignore[attr-defined]
+if {cls.TOPIC for cls in EVENT_CLASSES} != KNOWN_TOPICS:  # type: ignore[attr-defined]
     raise ImportError(  # an eventsourcing without TOPIC would write topics biomero cannot read
         "biomeroworker.tracking needs eventsourcing >= 9.5 (event classes' TOPIC)"
     )
