@@ -43,6 +43,7 @@ def _partitions(transport: Transport, settings: Settings) -> Check:
         "slurm_default_partition": settings.slurm.slurm_default_partition,
         "slurm_conversion_partition": settings.slurm.slurm_conversion_partition,
         "gpu_partition": settings.slurm.gpu_partition,
+        "image_pull_partition": settings.slurm.image_pull_partition,
     }
     missing = [f"{key}={value}" for key, value in wanted.items() if value and value not in names]
     if missing:

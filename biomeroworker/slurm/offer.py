@@ -119,7 +119,7 @@ def check_flags(values: Sequence[FlagValue], partitions: Sequence[Partition] | N
     names = ", ".join(p.name for p in partitions) or "none"
     chosen = by_flag.get("partition")
     if chosen is not None:
-        wanted = [name.strip() for name in chosen.value.split(",")]
+        wanted = chosen.value.split(",")  # as sbatch reads it: no spaces around names
         missing = [name for name in wanted if name not in known]
         if missing:
             problems.append(

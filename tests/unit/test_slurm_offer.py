@@ -128,3 +128,8 @@ def test_a_failed_query_is_not_cached() -> None:
         cached_partitions("c", broken)
     assert cached_partitions("c", lambda: [LONG]) == [LONG]
     forget_partitions()
+
+
+def test_a_partition_list_with_spaces_is_refused_as_sbatch_would_read_it() -> None:
+    (problem,) = check_flags(_values(partition="short, long"), [SHORT, LONG])
+    assert "partition ' long' does not exist" in problem
