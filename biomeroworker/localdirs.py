@@ -62,6 +62,13 @@ def claim(folder: Path, run_id: str) -> Path:
     return folder
 
 
+def adopt(folder: Path, run_id: str) -> None:
+    """Mark an existing folder without a marker as ``run_id``'s. Only for a folder the
+    run's own tracked records show it wrote into (made before markers existed)."""
+    if owner_of(folder) is None and folder.is_dir() and not folder.is_symlink():
+        (folder / MARKER).write_text(f"{run_id}\n")
+
+
 def release(folder: Path, run_id: str) -> bool:
     """Delete ``folder`` if its marker names ``run_id``; True if it was deleted."""
     owner = owner_of(folder)

@@ -31,7 +31,7 @@ from biomeroworker.convert.zarr_to_tiff import tiff_name
 from biomeroworker.errors import BiomeroError, ConnectError, TransportError
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
-from biomeroworker.localdirs import claim, release
+from biomeroworker.localdirs import adopt, claim, release
 from biomeroworker.prepare import cluster_layout, prepared_on_cluster
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.slurm.parse import JobStatus
@@ -370,8 +370,16 @@ class RunEngine:
         return results_dir(run)
 
     def local_run(self, run: dict[str, Any]) -> Path:
-        """The run's own local folder, made (with its owner marker) when first needed."""
-        return claim(self.layout(run).local_run, run["run_id"])
+        """The run's own local folder, made (with its owner marker) when first needed.
+
+        A folder without a marker that holds what this run's tasks recorded writing
+        there (a run under way when the worker was upgraded) is this run's: it is marked.
+        """
+        folder = self.layout(run).local_run
+        recorded = [Path(p) for t in run["tasks"] for p in t["result_locations"]]
+        if any(folder in p.parents for p in recorded):
+            adopt(folder, run["run_id"])
+        return claim(folder, run["run_id"])
 
     def open_task(self, run: dict[str, Any], kind: str) -> str:
         """The run's unfinished task of ``kind`` (left by a crash), or a new one."""

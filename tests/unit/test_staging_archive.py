@@ -465,3 +465,20 @@ def test_the_export_refuses_a_run_folder_someone_else_made_and_leaves_it(
             "in/notes.txt",
         ]
         assert engine.tracker.get_run(run_id)["state"] == "FAILED"
+
+
+def test_a_run_under_way_before_markers_existed_keeps_its_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, run_id = _omero_engine(tmp_path, monkeypatch)
+    with engine.tracker:
+        run = engine.tracker.get_run(run_id)
+        folder = engine.layout(run).local_run
+        (folder / "in").mkdir(parents=True)  # exported by a worker without markers
+        FakeDataSide().export(run, folder / "in")
+        task = engine.tracker.start_task(run_id, "export")
+        engine.tracker.record_result(task, str(folder / "in" / "image1.tif"))
+        engine.tracker.complete_task(task)
+        assert engine.local_run(engine.tracker.get_run(run_id)) == folder
+        assert owner_of(folder) == run_id
+        assert (folder / "in" / "image1.tif").is_file()
