@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, column, func, inspect, select
+from sqlalchemy import Connection, Engine, column, func, inspect, select, text
 from sqlalchemy import table as sql_table
 
 from biomeroworker.tracking import tables as t
@@ -54,13 +54,15 @@ class Survey:
         return "; ".join(parts)
 
 
-def _dashboard_problems(engine: Engine, names: set[str]) -> list[str]:
+def _dashboard_problems(conn: Connection, names: set[str]) -> list[str]:
     problems = []
-    inspector = inspect(engine)
     for table in t.DASHBOARD_TABLES:
         if table.name not in names:
             continue
-        found = {c["name"] for c in inspector.get_columns(table.name)}
+        # the columns of the table as it is (a LIMIT 0 query: cheaper than reflection)
+        found = set(
+            conn.execute(select(text("*")).select_from(sql_table(table.name)).limit(0)).keys()
+        )
         known = {c.name for c in table.columns}
         if found != known:
             extra = ", ".join(sorted(found - known)) or "-"
@@ -81,8 +83,8 @@ def refusal(engine: Engine) -> str | None:
 def survey(engine: Engine, *, count_runs: bool = True) -> Survey:
     found = Survey()
     names = set(inspect(engine).get_table_names())
-    found.problems.extend(_dashboard_problems(engine, names))
     with engine.connect() as conn:
+        found.problems.extend(_dashboard_problems(conn, names))
         if UPSTREAM_MIGRATIONS in names:
             found.migrations = conn.execute(
                 select(column("version_num")).select_from(sql_table(UPSTREAM_MIGRATIONS))
@@ -106,9 +108,9 @@ def survey(engine: Engine, *, count_runs: bool = True) -> Survey:
                 f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}): "
                 "written by a newer biomero?"
             )
-        found.events = int(conn.execute(select(func.count()).select_from(_events)).scalar_one())
         if not count_runs:
             return found
+        found.events = int(conn.execute(select(func.count()).select_from(_events)).scalar_one())
         states = conn.execute(select(_events.c.state).where(_events.c.topic == INITIATED)).scalars()
         for state in states:
             try:
