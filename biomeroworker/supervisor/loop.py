@@ -115,7 +115,7 @@ class Supervisor:
         # run id -> (step, monotonic time before which it is not tried again); filled
         # from the run's recorded errors the first time this process sees the run.
         self.retry_at: dict[str, tuple[str, float]] = {}
-        self.attempts = AttemptStore(leases.engine)
+        self.attempts = AttemptStore(engine.tracker.engine)
 
     # -- admission ------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ def tracker(tmp_path: Path) -> Iterator[Tracker]:
 def supervisor(tracker: Tracker, side: Side) -> tuple[Supervisor, Leases]:
     worker = types.SimpleNamespace(poll_min_s=1.0, poll_max_s=5.0)
     engine = types.SimpleNamespace(
-        settings=types.SimpleNamespace(worker=worker),
+        settings=types.SimpleNamespace(worker=worker, sources=()),
         tracker=tracker,
         data_sides={"omero": side},
         cleanup_remote=lambda run: None,
