@@ -10,9 +10,9 @@ SHELL_SCRIPTS := localslurm/up localslurm/down localslurm/status localslurm/ctl 
 	tools/install-container-tools tools/install-omero-py tools/install-system-packages \
 	tools/install-peer-biomero \
 	tools/run-tests tools/demo tools/build-zeroc-ice tools/lock-requirements \
-	startup/45-biomero-config.sh
+	startup/45-biomero-config.sh tools/fetch-plugin-wheels
 
-.PHONY: all venv omero cluster cluster-down tools lint test unit integration demo clean
+.PHONY: all venv omero plugin-wheels cluster cluster-down tools lint test unit integration demo clean
 
 all: test
 
@@ -44,7 +44,10 @@ lint: venv tools
 omero: venv
 	tools/install-omero-py
 
-unit: venv omero
+plugin-wheels: venv
+	tools/fetch-plugin-wheels
+
+unit: venv omero plugin-wheels
 	$(PY) -m pytest -q tests/unit
 
 integration: venv omero cluster

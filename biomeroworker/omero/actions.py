@@ -16,6 +16,7 @@ from typing import Any
 
 from biomeroworker.errors import BiomeroError
 from biomeroworker.inputs import PartitionSource
+from biomeroworker.omero import upstream
 from biomeroworker.omero.exporter import selected_images
 from biomeroworker.omero.forms import (
     BATCH_SIZE,
@@ -117,11 +118,15 @@ def request_runs(
     options = read_outputs(inputs)
     choices = read_choices(inputs, catalog)
     _check_readable(conn, data_type, ids)
+    options, reused = upstream.existing_dataset(conn, inputs, options)
     if options.dataset_id:
         _check_readable(conn, "Dataset", [options.dataset_id])
     # An empty Dataset or Plate is refused now, not when the export finds nothing.
     image_ids = [int(image.getId()) for image, _ in selected_images(conn, data_type, ids)]
     notes = check_choices(catalog, choices, partitions)
+    email, mail_note = upstream.notify_address(conn, inputs)
+    ours = [n for n in (reused, mail_note) if n] + upstream.notes(inputs)
+    notes += [f"Note: {n}" for n in ours]
     selections = [(data_type, ids)]
     if batched:
         size = whole_number(BATCH_SIZE, inputs.get(BATCH_SIZE) or 0)
@@ -143,6 +148,7 @@ def request_runs(
                         "outputs": options.to_outputs(),
                         "partition": None,
                         "output_dir": None,
+                        "notify_email": email,
                     },
                     parameters=choice.parameters,
                     omero_user_id=user.user_id,

@@ -5,9 +5,11 @@ one reads slurm-config.ini and the cached workflow descriptors and nothing else:
 SSH, no network. A configuration problem does not break the form; it shows in the
 description and the workflow list is empty.
 
-Names follow BIOMERO's scripts where they exist (``Data_Type``, ``IDs``, ``<wf>``,
-``<wf>_Version``, ``<wf>_|_<param>``, the numbered output options), so users and the
-OMERO.biomero web plugin find what they know.
+Names and types follow BIOMERO's scripts where they exist (``Data_Type``, ``IDs``,
+``<wf>``, ``<wf>_Version``, ``<wf>_|_<param>``, the numbered output options), so users
+and the OMERO.biomero web plugin find what they know. Whole numbers are ``Int`` as
+upstream declares them: the plugin wraps Python ints as ``RInt``, and OMERO refuses an
+``RInt`` for a ``Long`` input. The other inputs the plugin sends are in ``upstream``.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def param_input(workflow: str, param: Parameter, grouping: str) -> Any:
     }
     if param.kind == "int":
         bounds = {k: int(v) for k, v in bounds.items()}
-        return scripts.Long(key, **common, **bounds)
+        return scripts.Int(key, **common, **bounds)
     if param.kind == "float":
         if "default" in common:
             common["default"] = float(common["default"])
@@ -178,6 +180,20 @@ def selection_inputs() -> list[Any]:
     ]
 
 
+def batch_size_input() -> Any:
+    """``Batch_Size`` as upstream's batched script declares it (the plugin sends an RInt)."""
+    import omero.scripts as scripts
+
+    return scripts.Int(
+        BATCH_SIZE,
+        optional=False,
+        grouping="01.3",
+        default=32,
+        min=1,
+        description="Images per run",
+    )
+
+
 def output_inputs() -> list[Any]:
     import omero.scripts as scripts
     from omero.rtypes import rstring
@@ -198,7 +214,7 @@ def output_inputs() -> list[Any]:
         scripts.Long(
             OUTPUT_DATASET_ID,
             optional=True,
-            grouping="02.6",
+            grouping="02.61",
             min=1,
             description="Or: the id of an existing dataset of yours for the result images",
         ),
@@ -292,22 +308,22 @@ def read_selection(inputs: Mapping[str, Any]) -> tuple[str, list[int]]:
 
 
 def read_outputs(inputs: Mapping[str, Any]) -> ImportOptions:
+    """Where results go. A ``Dataset_ID`` wins over a dataset name, as upstream (the web
+    plugin sends the name of a dataset picked by id too)."""
     name = str(inputs.get(OUTPUT_NEW_DATASET) or "").strip()
-    options = ImportOptions(
-        new_dataset=name if name and name != NO else None,
-        dataset_id=(
-            whole_number(OUTPUT_DATASET_ID, inputs[OUTPUT_DATASET_ID])
-            if inputs.get(OUTPUT_DATASET_ID)
-            else None
-        ),
+    dataset_id = (
+        whole_number(OUTPUT_DATASET_ID, inputs[OUTPUT_DATASET_ID])
+        if inputs.get(OUTPUT_DATASET_ID)
+        else None
+    )
+    return ImportOptions(
+        new_dataset=name if name and name != NO and dataset_id is None else None,
+        dataset_id=dataset_id,
         attach_to_originals=bool(inputs.get(OUTPUT_ATTACH, False)),
         csv_as_table=bool(inputs.get(OUTPUT_CSV_TABLE, True)),
         rois_from_labels=bool(inputs.get(OUTPUT_CREATE_ROIS, False)),
         roi_shape=str(inputs.get(ROI_SHAPE) or "Polygon"),
     )
-    if options.new_dataset and options.dataset_id:
-        raise BiomeroError(f"choose a new dataset name or {OUTPUT_DATASET_ID}, not both")
-    return options
 
 
 def read_choices(inputs: Mapping[str, Any], catalog: Catalog) -> list[Choice]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from biomeroworker.omero import provenance as prov
 from biomeroworker.omero.connect import OmeroError, omero_errors
+from biomeroworker.omero.labels import SHAPES, label_roi
 from biomeroworker.omero.results import (
     ExportedImage,
     ResultFile,
@@ -35,8 +36,6 @@ from biomeroworker.omero.results import (
     display_name,
     label_planes,
     labels_in,
-    mask_shapes,
-    polygon_shapes,
     read_csv,
     read_image,
     scan_results,
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 
 NS_RESULT = "biomero/workflow/result"
 NS_BULK = "openmicroscopy.org/omero/bulk_annotations"
-ROI_SHAPES = ("Polygon", "Mask")
+ROI_SHAPES = SHAPES
 RUN_ANNOTATIONS_HQL = (
     "select a.id, mv.name, mv.value from MapAnnotation a join a.mapValue mv "
     "where a.ns = :ns and a.id in (select b.id from MapAnnotation b join b.mapValue bv "
@@ -394,38 +393,8 @@ class Importer:
         return True
 
     def _roi(self, labels: Any, label: int, source_id: int) -> Any:
-        from omero.model import ImageI, MaskI, PolygonI, RoiI
-        from omero.rtypes import rdouble, rstring
-
-        roi = RoiI()
-        roi.setImage(ImageI(source_id, False))
-        roi.setName(rstring(f"{self.run['workflow']} label {label}"))
-        one_plane = labels.shape[0] == 1
-        if self.options.roi_shape == "Mask":
-            for m in mask_shapes(labels, label):
-                shape = MaskI()
-                shape.setX(rdouble(m.x))
-                shape.setY(rdouble(m.y))
-                shape.setWidth(rdouble(m.width))
-                shape.setHeight(rdouble(m.height))
-                shape.setBytes(m.bits)
-                self._place(shape, m.z, one_plane, label)
-                roi.addShape(shape)
-        else:
-            for p in polygon_shapes(labels, label):
-                shape = PolygonI()
-                shape.setPoints(rstring(p.points))
-                self._place(shape, p.z, one_plane, label)
-                roi.addShape(shape)
-        return roi
-
-    @staticmethod
-    def _place(shape: Any, z: int, one_plane: bool, label: int) -> None:
-        from omero.rtypes import rint, rstring
-
-        shape.setTextValue(rstring(str(label)))
-        if not one_plane:  # a 2D label image outlines every Z plane of its source
-            shape.setTheZ(rint(z))
+        name = f"{self.run['workflow']} label {label}"
+        return label_roi(labels, label, source_id, name=name, shape=self.options.roi_shape)
 
     def _annotate_run(self) -> None:
         targets = (

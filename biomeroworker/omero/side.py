@@ -112,6 +112,14 @@ class OmeroSide:
         with self.connect(user, group) as conn:
             return Importer(conn, run, results, source_index(run), options).import_all()
 
+    def run_ended(self, run: dict[str, Any]) -> None:
+        """The E-mail the user asked for, over the admin session (see ``notify``)."""
+        from biomeroworker.omero.notify import send_run_ended, wants_mail
+
+        admin = getattr(self.connect, "admin", None)
+        if admin is not None and wants_mail(run):
+            send_run_ended(admin(), run)
+
     def close(self) -> None:
         closer = getattr(self.connect, "close", None)
         if closer is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import omero.scripts as scripts
 from omero.constants.namespaces import NSDYNAMIC
 
-from biomeroworker.omero import actions, forms, scripting
+from biomeroworker.omero import actions, forms, scripting, upstream
 
 VERSION = "1.0.0"
 
@@ -22,6 +22,7 @@ def main() -> None:
         forms.run_description(catalog),
         *forms.selection_inputs(),
         *forms.output_inputs(),
+        *upstream.declarations(),
         *forms.wait_inputs(),
         *forms.workflow_inputs(catalog),
         namespaces=[NSDYNAMIC],

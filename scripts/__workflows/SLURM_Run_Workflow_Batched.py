@@ -5,7 +5,7 @@ from __future__ import annotations
 import omero.scripts as scripts
 from omero.constants.namespaces import NSDYNAMIC
 
-from biomeroworker.omero import actions, forms, scripting
+from biomeroworker.omero import actions, forms, scripting, upstream
 
 VERSION = "1.0.0"
 
@@ -16,15 +16,9 @@ def main() -> None:
         "Slurm Workflow (Batched)",
         forms.run_description(catalog) + "\nThe images are split into runs of Batch_Size images.",
         *forms.selection_inputs(),
-        scripts.Long(
-            forms.BATCH_SIZE,
-            optional=False,
-            grouping="01.3",
-            default=32,
-            min=1,
-            description="Images per run",
-        ),
+        forms.batch_size_input(),
         *forms.output_inputs(),
+        *upstream.declarations(),
         *forms.wait_inputs(),
         *forms.workflow_inputs(catalog),
         namespaces=[NSDYNAMIC],

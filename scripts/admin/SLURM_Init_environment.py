@@ -12,7 +12,7 @@ VERSION = "1.0.0"
 def main() -> None:
     catalog = forms.load_catalog()
     client = scripts.client(
-        "Slurm Init Environment",
+        "Slurm Init (Admin Only)",
         "Create the folders, job scripts, converter and runtimes on the Slurm cluster "
         "(like `biomero init`). Safe to repeat. OMERO administrators only.",
         version=VERSION,

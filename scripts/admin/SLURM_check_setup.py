@@ -12,7 +12,7 @@ VERSION = "1.0.0"
 def main() -> None:
     catalog = forms.load_catalog()
     client = scripts.client(
-        "Slurm Check Setup",
+        "Slurm Check Setup (Admin Only)",
         "Check slurm-config.ini, the workflows and the cluster connection "
         "(like `biomero check`). OMERO administrators only.",
         version=VERSION,

@@ -54,6 +54,7 @@ def test_each_parameter_kind_becomes_the_matching_script_type(catalog: forms.Cat
         "seg_|_label",
     }
     assert type(unwrap(inputs["seg_|_diameter"].prototype)) is int
+    assert type(inputs["seg_|_diameter"].prototype).__name__ == "RIntI"  # as upstream's Int
     assert (unwrap(inputs["seg_|_diameter"].min), unwrap(inputs["seg_|_diameter"].max)) == (1, 500)
     assert unwrap(inputs["seg_|_flow"].prototype) == 0.4
     assert unwrap(inputs["seg_|_use_gpu"].prototype) is False
@@ -119,9 +120,9 @@ def test_outputs_read_no_thank_you_as_no_new_dataset() -> None:
     assert options.to_outputs()["csv_as_table"] is True
 
 
-def test_outputs_refuse_a_new_and_an_existing_dataset_at_once() -> None:
-    with pytest.raises(BiomeroError, match="not both"):
-        forms.read_outputs({forms.OUTPUT_NEW_DATASET: "new", forms.OUTPUT_DATASET_ID: 4})
+def test_a_dataset_id_wins_over_a_dataset_name_as_upstream() -> None:
+    options = forms.read_outputs({forms.OUTPUT_NEW_DATASET: "new", forms.OUTPUT_DATASET_ID: 4})
+    assert (options.new_dataset, options.dataset_id) == (None, 4)
 
 
 def test_waiting_is_bounded() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import omero.scripts
 import pytest
-from omero.rtypes import rbool, rlist, rlong, rstring, wrap
+from omero.rtypes import rbool, rint, rlist, rlong, rstring, wrap
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -19,8 +19,11 @@ EXPECTED = {
     "_data/SLURM_Get_Results.py": "Slurm Get Results",
     "_data/SLURM_Get_Update.py": "Workflow Status",
     "_data/SLURM_Cancel_Workflow.py": "Cancel Workflow",
-    "admin/SLURM_Init_environment.py": "Slurm Init Environment",
-    "admin/SLURM_check_setup.py": "Slurm Check Setup",
+    # The OMERO.biomero plugin's ScriptCard.js recognises the admin scripts by these names.
+    "admin/SLURM_Init_environment.py": "Slurm Init (Admin Only)",
+    "admin/SLURM_check_setup.py": "Slurm Check Setup (Admin Only)",
+    # The plugin offers ROI creation only when a script with this file name exists.
+    "util/Labels2Rois.py": "Labels2Rois",
 }
 
 
@@ -96,7 +99,9 @@ GOOD = {
         ({"nuclei_|_output_prefix": rlong(5)}, "WRONG TYPE"),
         ({"nuclei_|_threshold_method": rstring("magic")}, "VALUE LIST"),
         ({"Wait_Minutes": rlong(600)}, "OUT OF BOUNDS"),
-        ({"nuclei_|_min_size": rlong(-1)}, "OUT OF BOUNDS"),
+        ({"nuclei_|_min_size": rint(-1)}, "OUT OF BOUNDS"),
+        ({"nuclei_|_min_size": rlong(5)}, "WRONG TYPE"),  # whole numbers are Int, as upstream
+        ({"OME-Zarr_version": rstring("0.3")}, "VALUE LIST"),
     ],
 )
 def test_run_workflow_rejects_bad_values(
