@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import omero.clients  # noqa: F401  (omero.model needs it loaded first)
 import pytest
 
 from biomeroworker.errors import BiomeroError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
+import omero.clients
 import omero.cmd
 import pytest
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import omero.clients  # noqa: F401  (omero.model needs it loaded first)
 import pytest
 
 from biomeroworker.omero import upstream
