@@ -40,10 +40,17 @@ from biomeroworker.tracking.application import Tracker
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
-PLUGIN_VERSION = "1.6.1"
+# The versions the web image installs are the ones tested (tools/fetch-plugin-wheels too).
+PINNED = dict(
+    line.split("=", 1)
+    for line in (REPO / "deploy" / "versions.env").read_text().splitlines()
+    if "=" in line and not line.startswith("#")
+)
+PLUGIN_VERSION = PINNED["OMERO_BIOMERO_VERSION"].strip()
+BIOMERO_VERSION = PINNED["BIOMERO_VERSION"].strip()
 WHEELS = Path(os.environ.get("BIOMERO_WHEEL_CACHE", "~/.cache/biomeroworker/wheels"))
 PLUGIN_WHEEL = WHEELS.expanduser() / f"omero_biomero-{PLUGIN_VERSION}-py3-none-any.whl"
-BIOMERO_WHEEL = WHEELS.expanduser() / "biomero-2.8.3-py3-none-any.whl"
+BIOMERO_WHEEL = WHEELS.expanduser() / f"biomero-{BIOMERO_VERSION}-py3-none-any.whl"
 GROUP = 3
 # What the cluster offers, as the cached sinfo answer gives it (the launch checks it).
 PARTITIONS = [Partition("cpu-short", True, 7200, 1, 4, True)]

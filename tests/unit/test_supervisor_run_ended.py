@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.supervisor.loop import Supervisor
 from biomeroworker.tracking.application import Tracker
 
@@ -26,23 +27,15 @@ class Side:
             raise BiomeroError("mail server down")
 
 
-class Leases:
-    holder = "test"
-
-    def __init__(self) -> None:
-        self.released: set[str] = set()
-
-    def release(self, run_ids: Any) -> None:
-        self.released |= set(run_ids)
-
-
 @pytest.fixture
 def tracker(tmp_path: Path) -> Iterator[Tracker]:
     with Tracker(f"sqlite:///{tmp_path / 'tracking.sqlite'}") as opened:
         yield opened
 
 
-def supervisor(tracker: Tracker, side: Side) -> tuple[Supervisor, Leases]:
+def supervisor(tracker: Tracker, side: Side) -> tuple[Supervisor, LeaseStore]:
+    """A real supervisor and lease store over the tracker's database; the engine is a
+    stand-in holding only what releasing runs uses."""
     worker = types.SimpleNamespace(poll_min_s=1.0, poll_max_s=5.0)
     engine = types.SimpleNamespace(
         settings=types.SimpleNamespace(worker=worker, sources=()),
@@ -50,8 +43,18 @@ def supervisor(tracker: Tracker, side: Side) -> tuple[Supervisor, Leases]:
         data_sides={"omero": side},
         cleanup_remote=lambda run: None,
     )
-    leases = Leases()
+    leases = LeaseStore(tracker.engine, "test", ttl_s=60)
     return Supervisor(engine, leases), leases  # type: ignore[arg-type]
+
+
+def hold(sup: Supervisor, leases: LeaseStore, *run_ids: str) -> None:
+    for run_id in run_ids:
+        assert leases.claim(run_id)
+    sup.held = set(run_ids)
+
+
+def held_by_anyone(leases: LeaseStore, run_ids: list[str]) -> set[str]:
+    return {r for r in run_ids if leases.holder_of(r) is not None}
 
 
 def record(tracker: Tracker, source: str = "omero") -> str:
@@ -69,10 +72,10 @@ def test_finished_runs_reach_their_data_side_once_when_they_leave(tracker: Track
     tracker.fail_run(failed, "JobFailed", "exit 1")
     tracker.cancel_run(cancelled, "by alice")
     tracker.complete_run(local, "/results")
-    sup.held = {done, failed, cancelled, active, local}
+    hold(sup, leases, done, failed, cancelled, active, local)
     sup._release_finished(current={active})
     assert sorted(side.ended) == sorted([done, failed, cancelled])
-    assert leases.released == {done, failed, cancelled, local}
+    assert held_by_anyone(leases, [done, failed, cancelled, active, local]) == {active}
     sup._release_finished(current={active})  # nothing held any more: nothing again
     assert len(side.ended) == 3
 
@@ -82,7 +85,7 @@ def test_a_run_still_active_but_no_longer_held_is_not_called_finished(tracker: T
     sup, _ = supervisor(tracker, side)
     lost = record(tracker)
     sup.held = {lost}
-    sup._release_finished(current=set())  # another supervisor took its lease
+    sup._release_finished(current=set())  # e.g. another supervisor took its lease
     assert side.ended == []
 
 
@@ -91,6 +94,6 @@ def test_a_failing_notice_does_not_stop_the_supervisor(tracker: Tracker) -> None
     sup, leases = supervisor(tracker, side)
     done = record(tracker)
     tracker.complete_run(done, "/results")
-    sup.held = {done}
+    hold(sup, leases, done)
     sup._release_finished(current=set())
-    assert side.ended == [done] and leases.released == {done}
+    assert side.ended == [done] and held_by_anyone(leases, [done]) == set()
