@@ -367,8 +367,8 @@ def test_transfers_far_longer_than_the_command_timeout_succeed(  # type: ignore[
     (src / "big").write_bytes(os.urandom(2_400_000))
     remote = _remote_dir(impatient_transport)
     slow = SlowTransport(impatient_transport, rate=220_000)  # about 11 s each way
-    up = stage_up(slow, [src], remote, idle_timeout_s=5, attempts=1)
-    down = stage_down(slow, remote, tmp_path / "back", idle_timeout_s=5, attempts=1)
+    up = stage_up(slow, [src], remote, idle_timeout_s=10, attempts=1)
+    down = stage_down(slow, remote, tmp_path / "back", idle_timeout_s=10, attempts=1)
     assert up.seconds > 10 and down.seconds > 10  # each 10x the 1 s command timeout
     assert up.attempts == down.attempts == 1
     assert _digests(tmp_path / "back") == _digests(tmp_path / "src")

@@ -146,7 +146,7 @@ def test_an_idle_timeout_lets_a_live_stream_run_past_the_command_timeout(transpo
     with pytest.raises(CommandTimeout):
         transport.run(argv, timeout_s=1, stdout=io.BytesIO())
     out = io.BytesIO()
-    transport.run(argv, timeout_s=1, idle_timeout_s=1, stdout=out)
+    transport.run(argv, timeout_s=1, idle_timeout_s=3, stdout=out)
     assert out.getvalue() == b"." * 25
 
 
