@@ -61,4 +61,4 @@ demo: venv cluster
 	MODE=$(MODE) tools/demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-peer .pytest_cache .ruff_cache
