@@ -63,6 +63,21 @@ def own_run(tracker: Tracker, ref: str, user: ScriptUser) -> dict[str, Any]:
 # -- Run Workflow ------------------------------------------------------------------------
 
 
+def screens_as_plates(conn: Any, data_type: str, ids: list[int]) -> tuple[str, list[int]]:
+    """A Screen selection (upstream's scripts take one) is the selection of its plates."""
+    if data_type != "Screen":
+        return data_type, ids
+    plates: list[int] = []
+    for screen_id in ids:
+        screen = conn.getObject("Screen", screen_id)
+        if screen is None:
+            raise BiomeroError(f"Screen {screen_id} not found, or not readable in this group")
+        plates += [int(plate.getId()) for plate in screen.listChildren()]
+    if not plates:
+        raise BiomeroError(f"Screen {ids} has no plates to run on")
+    return "Plate", sorted(set(plates), key=plates.index)
+
+
 def _check_readable(conn: Any, data_type: str, ids: list[int]) -> None:
     missing = [i for i in ids if conn.getObject(data_type, i) is None]
     if missing:
@@ -114,7 +129,7 @@ def request_runs(
     transport, cached); nothing is recorded unless every check passes.
     """
     user = user_of(conn)
-    data_type, ids = read_selection(inputs)
+    data_type, ids = screens_as_plates(conn, *read_selection(inputs))
     options = read_outputs(inputs)
     choices = read_choices(inputs, catalog)
     _check_readable(conn, data_type, ids)

@@ -25,7 +25,8 @@ from biomeroworker.workflows.descriptor import Parameter
 from biomeroworker.workflows.params import validate_params
 
 DATA_TYPE = "Data_Type"
-DATA_TYPES = ("Dataset", "Image", "Plate")
+# A Screen, which upstream's scripts and the web plugin offer, runs on its plates.
+DATA_TYPES = ("Dataset", "Image", "Plate", "Screen")
 IDS = "IDs"
 OUTPUT_ATTACH = "2) Attach to original images"
 OUTPUT_NEW_DATASET = "3a) Import into NEW Dataset"

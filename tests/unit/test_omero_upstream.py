@@ -98,3 +98,21 @@ def test_e_mail_uses_the_address_of_the_omero_profile(
     found, note = upstream.notify_address(conn, {upstream.EMAIL: True})
     assert found == expected and note is not None and says in note
     assert upstream.notify_address(conn, {upstream.EMAIL: False}) == (None, None)
+
+
+def test_a_screen_runs_on_its_plates_as_upstream(server: FakeServer) -> None:
+    from biomeroworker.errors import BiomeroError
+    from biomeroworker.omero.actions import screens_as_plates
+
+    plates = [server.add_plate("alice", GROUP, f"p{n}", []) for n in range(2)]
+    session = FakeAdmin(server).suConn("alice", "lab")
+    wrappers = [session.getObject("Plate", p) for p in plates]
+    screen = types.SimpleNamespace(listChildren=lambda: iter(wrappers))
+    real_get = session.getObject
+    session.getObject = lambda kind, oid: (
+        screen if (kind, oid) == ("Screen", 9) else real_get(kind, oid)
+    )
+    assert screens_as_plates(session, "Screen", [9]) == ("Plate", plates)
+    assert screens_as_plates(session, "Image", [4]) == ("Image", [4])
+    with pytest.raises(BiomeroError, match=r"Screen 8 not found"):
+        screens_as_plates(session, "Screen", [8])
