@@ -1110,6 +1110,7 @@ def _check_rest_flags(settings: Settings, problems: _Problems, files: str) -> No
         problems.add(settings.source_of("REST", "api_version"), "REST", "api_version", str(exc))
         return
     slurm = settings.slurm
+    # (section, origin key, flag, value); keys are shown as users write them (mem_per_cpu)
     keys = [("SLURM", f"{_SBATCH_PREFIX}{f}", f, v) for f, v in slurm.sbatch_flags.items()]
     keys += [
         ("SLURM", "gpu_gres", "gres", slurm.gpu_gres),
@@ -1120,8 +1121,9 @@ def _check_rest_flags(settings: Settings, problems: _Problems, files: str) -> No
     for section, key, flag, value in keys:
         if value is None:
             continue
+        shown = key.replace("-", "_")
         for why in flag_problems(shape, {flag: value}).values():
-            problems.add(settings.origins.get(f"{section}.{key}", files), section, key, why)
+            problems.add(settings.origins.get(f"{section}.{key}", files), section, shown, why)
 
 
 def _check_across(

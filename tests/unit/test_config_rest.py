@@ -148,6 +148,7 @@ def _flags_config(tmp_path: Path, transport: str) -> str:
             cellpose_job_gres = gpu:1
             cellpose_job_time = 01:00:00
             cellpose_job_x11 = all
+            cellpose_job_mail_type = END,SOMETIMES
             """
         )
     )
@@ -155,7 +156,10 @@ def _flags_config(tmp_path: Path, transport: str) -> str:
 
 def test_rest_mode_refuses_flags_it_cannot_submit_at_load_naming_each_key(tmp_path: Path) -> None:
     found = problems(tmp_path, _flags_config(tmp_path, "rest"))
-    assert len(found) == 3, found
+    assert len(found) == 4, found
+    assert any(
+        "[WORKFLOWS] cellpose_job_mail_type: sbatch --mail-type=END,SOMETIMES" in p for p in found
+    )
     assert any(
         "[SLURM] sbatch_licenses: sbatch --licenses has no slurmrestd mapping (API v0.0.38)" in p
         for p in found
