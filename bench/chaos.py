@@ -272,10 +272,15 @@ class Driver:
         return True
 
     def cut_ssh(self) -> bool:
-        if not self.supervisor.alive:
-            return False
-        assert self.supervisor.proc is not None
-        victims = sshd_serving(self.supervisor.proc.pid)
+        """Kill the sshd side of the supervisor's connection, waiting up to 10 s for one
+        (a supervisor just started connects only when a run needs the cluster)."""
+        victims: list[int] = []
+        deadline = time.monotonic() + 10
+        while not victims and self.supervisor.alive and time.monotonic() < deadline:
+            assert self.supervisor.proc is not None
+            victims = sshd_serving(self.supervisor.proc.pid)
+            if not victims:
+                time.sleep(0.5)
         for victim in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)

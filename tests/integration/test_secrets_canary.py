@@ -190,21 +190,46 @@ def _drive_until_failed(env, config: Path) -> tuple[str, str]:  # type: ignore[n
     return run_id, log_path.read_text()
 
 
-def test_the_jwt_never_shows(env, caplog) -> None:  # type: ignore[no-untyped-def]
-    seen = []
-    for source in ("file", "command"):
-        run_id, log = _drive_until_failed(env, env["configs"][source])
-        assert "submit job failed" in log  # the refusal was logged (without the token)
-        seen.append(log)
-        for argv in (["status", run_id], ["status", run_id, "--json"]):
-            shown = biomero("--config", str(env["configs"][source]), *argv)
-            assert run_id[:8] in shown
-            seen.append(shown)
+def _drive_in_process_until_failed(env, config: Path) -> str:  # type: ignore[no-untyped-def]
+    """The same as a supervisor in this process, so caplog hears every log line."""
+    from biomeroworker.config import load_settings
+    from biomeroworker.runs import RunEngine
+    from biomeroworker.supervisor.leases import LeaseStore
+    from biomeroworker.supervisor.loop import Supervisor
+    from biomeroworker.transport.ssh import SSHOptions, SSHTransport
+
+    settings = load_settings(config_file=config)
+    transport = SSHTransport(SSHOptions("localslurm"))
     with Tracker(env["url"]) as tracker:
-        run = tracker.get_run(run_id)
-        assert run["state"] == "FAILED" and "token_command" in run["error"]
+        engine = RunEngine(settings, transport, tracker)
+        run_id = engine.request("misbehave", [env["image"]], {})
+        sup = Supervisor(engine, LeaseStore(tracker.engine, "canary", ttl_s=30), workers=1)
+        try:
+            deadline = time.monotonic() + 120
+            while tracker.get_run(run_id)["state"] != "FAILED":
+                assert time.monotonic() < deadline
+                sup.cycle()
+                time.sleep(0.2)
+        finally:
+            sup.shutdown()
+            transport.close()
+    return run_id
+
+
+def test_the_jwt_never_shows(env, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.DEBUG)
+    # A token file slurmrestd refuses, under `biomero supervise`.
+    by_file, log = _drive_until_failed(env, env["configs"]["file"])
+    assert "submit job failed" in log  # the refusal was logged (without the token)
+    seen = [log, biomero("status", by_file, SQLALCHEMY_URL=env["url"])]
+    # A token command that prints its token and fails, in this process.
+    by_command = _drive_in_process_until_failed(env, env["configs"]["command"])
+    shown = biomero("status", by_command, "--json", SQLALCHEMY_URL=env["url"])
+    assert "token_command" in shown and "exited 1" in shown
+    seen.append(shown)
     seen += _events_and_read_models(env["plain"])
-    seen += [r.getMessage() for r in caplog.records]
+    seen.append(caplog.text)  # with the tracebacks the supervisor logs
+    assert "submit job failed" in caplog.text
     assert_no_canary(seen)
 
 
