@@ -26,7 +26,7 @@ def engine_for(args: argparse.Namespace, reporter: object | None = None) -> Iter
 
     settings = settings_from(args)
     # SQLALCHEMY_URL wins over the config's [ANALYTICS] sqlalchemy_url (store.resolve_url).
-    tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
+    tracker = Tracker.configured(settings.analytics)
     try:
         engine = RunEngine(settings, open_transport(settings), tracker)
         if reporter is not None:

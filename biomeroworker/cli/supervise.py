@@ -31,20 +31,23 @@ def run(args: argparse.Namespace) -> int:
     from biomeroworker.runs import RunEngine
     from biomeroworker.supervisor.leases import LeaseStore
     from biomeroworker.supervisor.loop import Supervisor, default_holder
-    from biomeroworker.tracking.application import Tracker
+    from biomeroworker.tracking.application import Tracker, dashboards_of
     from biomeroworker.transport import close_all, open_transport
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     redact_logs()
     settings = settings_from(args)
-    tracker = Tracker(settings_url=settings.analytics.sqlalchemy_url)
+    tracker = Tracker.configured(settings.analytics)
     sides = _data_sides()
     engine = RunEngine(settings, open_transport(settings), tracker, data_sides=sides)
     leases = LeaseStore(tracker.engine, default_holder(), ttl_s=args.lease_seconds)
 
     def reload() -> tuple[object, object]:
         fresh = settings_from(args)
-        return fresh, open_transport(fresh)
+        transport = open_transport(fresh)
+        # [ANALYTICS] enable_* act from the next event on, as the other keys do.
+        tracker.use_dashboards(dashboards_of(fresh.analytics))
+        return fresh, transport
 
     supervisor = Supervisor(
         engine, leases, workers=args.workers, status_dir=args.status_dir, reload=reload

@@ -1,5 +1,8 @@
 """`biomero tracking rebuild`: replay every event into fresh read-model tables.
 
+As biomero's "Slurm Init" reset: the dashboard tables are refilled only from the
+``[ANALYTICS] analytics_rebuild_*`` window on, when one is set.
+
 Also home of ``open_tracker``, which status and stats share.
 """
 
@@ -57,20 +60,27 @@ def open_tracker(args: argparse.Namespace, settings: Settings | None = None) -> 
 
     if settings is None:
         settings = optional_settings(args)
-    return Tracker(settings_url=None if settings is None else settings.analytics.sqlalchemy_url)
+    return Tracker.configured(None if settings is None else settings.analytics)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tracking", help="maintain the tracking database")
     actions = parser.add_subparsers(dest="tracking_command", required=True, metavar="ACTION")
     rebuild = actions.add_parser(
-        "rebuild", help="drop the read-model tables and replay every event into them"
+        "rebuild",
+        help="drop the read-model tables and replay every event into them; the dashboard "
+        "tables from [ANALYTICS] analytics_rebuild_days_ago / _start_time on, when set",
     )
     rebuild.set_defaults(func=run_rebuild)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    with open_tracker(args) as tracker:
-        replayed = tracker.rebuild()
-    print(f"replayed {replayed} events into the read models")
+    from biomeroworker.tracking.application import rebuild_since
+
+    settings = optional_settings(args)
+    since = None if settings is None else rebuild_since(settings.analytics)
+    with open_tracker(args, settings) as tracker:
+        replayed = tracker.rebuild(since)
+    window = "" if since is None else f" (dashboard tables from {since:%Y-%m-%d %H:%M} UTC on)"
+    print(f"replayed {replayed} events into the read models{window}")
     return 0

@@ -45,7 +45,7 @@ def tracker_for(catalog: Catalog) -> Iterator[Any]:
 
     if catalog.settings is None:
         raise BiomeroError("; ".join(catalog.problems) or "no configuration")
-    tracker = Tracker(settings_url=catalog.settings.analytics.sqlalchemy_url)
+    tracker = Tracker.configured(catalog.settings.analytics)
     try:
         yield tracker
     finally:

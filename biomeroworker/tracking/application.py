@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -30,7 +30,7 @@ from biomeroworker.tracking.errors import (
     UnknownRunError,
     UnknownTaskError,
 )
-from biomeroworker.tracking.projection import Projector
+from biomeroworker.tracking.projection import ALL_DASHBOARDS, Projector, dashboard_tables
 from biomeroworker.tracking.store import (
     parse_url,
     redact,
@@ -38,6 +38,9 @@ from biomeroworker.tracking.store import (
     resolve_url,
     store_errors,
 )
+
+if TYPE_CHECKING:
+    from biomeroworker.config import AnalyticsSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,38 @@ def _uuid(value: str | UUID, error: type[Exception], what: str) -> UUID:
         raise error(f"{what} {value!r} is not a valid id") from None
 
 
+def dashboards_of(analytics: AnalyticsSettings) -> frozenset[str]:
+    """The dashboard tables ``[ANALYTICS] enable_*`` leave on (as biomero's listeners)."""
+    return dashboard_tables(
+        job_accounting=analytics.enable_job_accounting,
+        job_progress=analytics.enable_job_progress,
+        workflow_analytics=analytics.enable_workflow_analytics,
+    )
+
+
+def rebuild_since(analytics: AnalyticsSettings, now: datetime | None = None) -> datetime | None:
+    """biomero's rebuild cutoff: ``analytics_rebuild_days_ago`` days before now, else
+    midnight UTC of ``analytics_rebuild_start_time``, else None (the whole history)."""
+    if analytics.analytics_rebuild_days_ago is not None:
+        now = now or datetime.now(UTC)
+        return now - timedelta(days=analytics.analytics_rebuild_days_ago)
+    day = analytics.analytics_rebuild_start_time
+    if day is not None:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return None
+
+
 class Tracker:
     """Record what happens to workflow runs; answer what users and admins ask."""
+
+    @classmethod
+    def configured(cls, analytics: AnalyticsSettings | None, **kwargs: Any) -> Tracker:
+        """The tracker [ANALYTICS] describes (store URL, dashboard switches); None: defaults."""
+        if analytics is None:
+            return cls(**kwargs)
+        return cls(
+            settings_url=analytics.sqlalchemy_url, dashboards=dashboards_of(analytics), **kwargs
+        )
 
     def __init__(
         self,
@@ -85,6 +118,7 @@ class Tracker:
         *,
         settings_url: str | None = None,
         project: bool = True,
+        dashboards: Iterable[str] = ALL_DASHBOARDS,
     ) -> None:
         self.url = resolve_url(url, settings_url=settings_url)
         remember_url_password(self.url)
@@ -101,7 +135,9 @@ class Tracker:
                 raise TrackingStoreError(
                     f"tracking database {redact(self.url)} cannot be shared: {reason}"
                 )
-            self._projector = Projector(engine, self._app.recorder, self._app.mapper)
+            self._projector = Projector(
+                engine, self._app.recorder, self._app.mapper, dashboards=dashboards
+            )
             self._projector.create_tables()
         self._engine = engine
 
@@ -109,6 +145,15 @@ class Tracker:
     def engine(self):  # type: ignore[no-untyped-def]
         """The SQLAlchemy engine of the store, for tables that live beside it (leases)."""
         return self._engine
+
+    @property
+    def dashboards(self) -> frozenset[str]:
+        """The dashboard tables this tracker writes ([ANALYTICS] enable_*)."""
+        return self._projector.dashboards
+
+    def use_dashboards(self, dashboards: Iterable[str]) -> None:
+        """Write these dashboard tables from now on (a reloaded config's switches)."""
+        self._projector.dashboards = frozenset(dashboards)
 
     def close(self) -> None:
         self._app.close()
@@ -270,10 +315,12 @@ class Tracker:
         with store_errors(self.url, "updating the read models"):
             return self._projector.catch_up()
 
-    def rebuild(self) -> int:
-        """Recreate the read models from every event; return how many were replayed."""
+    def rebuild(self, since: datetime | None = None) -> int:
+        """Recreate the read models from every event; return how many were replayed.
+        With ``since``, the dashboard tables get only what biomero's rebuild window
+        gives them (``Projector.rebuild``)."""
         with store_errors(self.url, "rebuilding the read models"):
-            return self._projector.rebuild()
+            return self._projector.rebuild(since)
 
     # --- internals ---------------------------------------------------------------
 

@@ -15,12 +15,16 @@ alike: what those views keep in memory per run and per task is kept here in
 On a database biomero was already using, events up to the takeover position
 (the newest event when this worker first met the database) are not re-applied to
 the dashboard tables: biomero's rows for them stay as biomero left them.
+
+As biomero's ``[ANALYTICS]`` switches do for its listeners, ``dashboards`` names the
+dashboard tables this projector writes (``dashboard_tables``); the others are left
+alone. ``biomero_run`` / ``biomero_task`` are always written: the worker runs from them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -59,6 +63,29 @@ ORIGIN_BIOMERO = "biomero"
 ORIGIN_WORKER = "worker"
 
 Handler = Callable[[Connection, Any, bool], None]
+
+# biomero's listener -> the dashboard tables it writes (biomero/slurm_client.py,
+# initialize_analytics_system): enable_job_progress switches JobProgress and
+# WorkflowProgress together.
+JOB_ACCOUNTING = frozenset({t.job_view.name})
+JOB_PROGRESS = frozenset({t.job_progress_view.name, t.workflow_progress_view.name})
+WORKFLOW_ANALYTICS = frozenset({t.task_execution.name})
+ALL_DASHBOARDS = JOB_ACCOUNTING | JOB_PROGRESS | WORKFLOW_ANALYTICS
+
+
+def dashboard_tables(
+    *, job_accounting: bool = True, job_progress: bool = True, workflow_analytics: bool = True
+) -> frozenset[str]:
+    """The dashboard tables written under ``[ANALYTICS] enable_*`` switches."""
+    tables: set[str] = set()
+    for on, names in (
+        (job_accounting, JOB_ACCOUNTING),
+        (job_progress, JOB_PROGRESS),
+        (workflow_analytics, WORKFLOW_ANALYTICS),
+    ):
+        if on:
+            tables |= names
+    return frozenset(tables)
 
 
 def naive_utc(moment: datetime) -> datetime:
@@ -140,8 +167,10 @@ class Projector:
         mapper: Mapper[Any],
         *,
         batch_size: int = 500,
+        dashboards: Iterable[str] = ALL_DASHBOARDS,
     ) -> None:
         self.engine = engine
+        self.dashboards = frozenset(dashboards)
         self.recorder = recorder
         self.mapper = mapper
         self.batch_size = batch_size
@@ -240,13 +269,18 @@ class Projector:
             if applied < self.batch_size:
                 return done
 
-    def rebuild(self) -> int:
+    def rebuild(self, since: datetime | None = None) -> int:
         """Refill every read model from every event, in one transaction.
 
         Our own tables are dropped and recreated; the dashboard tables are emptied and
         refilled (their DDL stays, whoever created it), as biomero's "Slurm Init" does.
+        With ``since`` (biomero's ``analytics_rebuild_*`` window), the dashboard tables
+        are refilled as biomero's listeners replay from the first event at or after
+        ``since``: only runs and tasks created from that event on get dashboard rows.
+        Our own tables always get every event.
         """
         self.create_tables()
+        window = _Window(since)
         with self.engine.begin() as conn:
             self._claim(conn)
             for table in reversed(t.OWN_TABLES):
@@ -259,18 +293,24 @@ class Projector:
             self._set(conn, TAKEOVER, 0)
             position, done = 0, 0
             while True:
-                applied, position = self._apply_next(conn, position, 0)
+                applied, position = self._apply_next(conn, position, 0, window)
                 done += applied
                 if applied < self.batch_size:
                     return done
 
-    def _apply_next(self, conn: Connection, position: int, takeover: int) -> tuple[int, int]:
+    def _apply_next(
+        self, conn: Connection, position: int, takeover: int, window: _Window | None = None
+    ) -> tuple[int, int]:
         """Apply up to a batch after ``position``; return (how many, new position)."""
         notifications = self.recorder.select_notifications(
             start=position, limit=self.batch_size, inclusive_of_start=False
         )
         for notification in notifications:
-            self.apply(conn, self._decode(notification), notification.id > takeover)
+            event = self._decode(notification)
+            dash = notification.id > takeover
+            if window is not None:
+                dash = dash and window.admits(event)
+            self.apply(conn, event, dash)
         if not notifications:
             return 0, position
         self._move(conn, notifications[-1].id)
@@ -303,6 +343,8 @@ class Projector:
         _update(conn, t.runs, {"run_id": run_id}, {"updated_at": naive_utc(when), **values})
 
     def _write_workflow_progress(self, conn: Connection, run_id: str) -> None:
+        if t.workflow_progress_view.name not in self.dashboards:
+            return
         run = self._run_row(conn, run_id)
         _upsert(
             conn,
@@ -321,6 +363,8 @@ class Projector:
         )
 
     def _write_task_execution(self, conn: Connection, task_id: str) -> None:
+        if t.task_execution.name not in self.dashboards:
+            return
         task = self._task_row(conn, task_id)
         run = self._run_row(conn, task.run_id) if task.linked else None
         _upsert(
@@ -343,6 +387,8 @@ class Projector:
         self, conn: Connection, job: int, status: str | None, progress: Any = ...
     ) -> None:
         """biomero's JobProgress: one row per job number, status and progress kept apart."""
+        if t.job_progress_view.name not in self.dashboards:
+            return
         row = conn.execute(
             select(t.job_progress_view).where(t.job_progress_view.c.slurm_job_id == job)
         ).first()
@@ -499,7 +545,12 @@ class Projector:
         if cluster is not None:
             values["cluster"] = cluster
         self._touch_run(conn, run.run_id, e.timestamp, **values)
-        if dash and task.linked and None not in (run.dash_user, run.dash_group):
+        if (
+            dash
+            and t.job_view.name in self.dashboards
+            and task.linked
+            and None not in (run.dash_user, run.dash_group)
+        ):
             # (biomero's JobAccounting fails on a NULL user: it writes no row then either)
             _upsert(
                 conn,
@@ -602,3 +653,25 @@ class Projector:
         self._touch_run(conn, task.run_id, e.timestamp)
         if dash:
             self._write_task_execution(conn, task.task_id)
+
+
+class _Window:
+    """biomero's rebuild window: its listeners replay from the first event at or after
+    the cutoff, so runs and tasks created before that event are unknown to them and
+    get no dashboard rows (events of theirs inside the window are skipped too)."""
+
+    def __init__(self, since: datetime | None) -> None:
+        self.since = None if since is None else naive_utc(since)
+        self.open = since is None
+        self.known: set[Any] = set()
+
+    def admits(self, event: Any) -> bool:
+        if self.since is None:
+            return True
+        if not self.open and naive_utc(event.timestamp) >= self.since:
+            self.open = True
+        if not self.open:
+            return False
+        if isinstance(event, WorkflowRun.WorkflowInitiated | Task.TaskCreated):
+            self.known.add(event.originator_id)
+        return event.originator_id in self.known
