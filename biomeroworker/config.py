@@ -246,7 +246,12 @@ class Key:
 
 SSH_KEYS: tuple[Key, ...] = (
     Key("host", help="alias of the cluster in ~/.ssh/config"),
-    Key("inline_ssh_env", _boolean, True, help="upstream SSH option; the worker never needs it"),
+    Key(
+        "inline_ssh_env",
+        _boolean,
+        True,
+        help="upstream SSH option; no environment is sent over SSH here, either value",
+    ),
 )
 
 SLURM_KEYS: tuple[Key, ...] = (
@@ -264,17 +269,31 @@ SLURM_KEYS: tuple[Key, ...] = (
     ),
     Key("slurm_script_path", default="slurm-scripts", help="cluster folder for job scripts"),
     Key("slurm_script_repo", help="git URL of hand-written job scripts"),
-    Key("slurm_data_bind_path", help="exported to jobs as APPTAINER_BINDPATH"),
+    Key("slurm_data_bind_path", help="bound into workflow containers with --bind"),
     Key("slurm_conversion_partition", help="partition for conversion jobs"),
     Key("slurm_default_partition", help="partition when nothing else sets one"),
     Key("sacct_start_time", _day, help="oldest day of job history to list"),
     Key("sacct_days_ago", _count, help="rolling job-history window in days"),
-    Key("env_file_submission", _boolean, False, help="upstream: pass job env as a file"),
-    Key("inject_gpu_flag", _boolean, False, help="upstream: toggle --nv at submit time"),
+    Key(
+        "env_file_submission",
+        _boolean,
+        False,
+        help="upstream: pass job env as a file; here values always reach jobs in a file",
+    ),
+    Key(
+        "inject_gpu_flag",
+        _boolean,
+        False,
+        help="upstream: a run switches the GPU on/off; refused when true (use <wf>_use_gpu)",
+    ),
     Key("gpu_partition", help="partition for workflows that use a GPU"),
     Key("gpu_gres", help="--gres for workflows that use a GPU"),
     Key("gpu_gpus", help="--gpus for workflows that use a GPU"),
-    Key("gpu_resource_flag", _one_of("gres", "gpus"), help="upstream: gres or gpus"),
+    Key(
+        "gpu_resource_flag",
+        _one_of("gres", "gpus"),
+        help="refused when set: set gpu_gres or gpu_gpus, whichever flag your cluster uses",
+    ),
     Key("slurm_image_pull_via_sbatch", _boolean, False, help="pull images in a Slurm job"),
     Key("image_pull_cpus", _positive_int, help="CPUs for image pull jobs"),
     Key("image_pull_mem", help="memory for image pull jobs, e.g. 32G"),
@@ -283,7 +302,10 @@ SLURM_KEYS: tuple[Key, ...] = (
     Key("image_pull_partition", help="partition for image pull jobs"),
     Key("apptainer_tmpdir", help="APPTAINER_TMPDIR for image pulls"),
     Key("apptainer_cachedir", help="APPTAINER_CACHEDIR for image pulls"),
-    Key("slurm_zip_cmd", help="upstream: archive command on the cluster"),
+    Key(
+        "slurm_zip_cmd",
+        help="upstream archive command; results come back as a tar stream, either value",
+    ),
 )
 
 ANALYTICS_KEYS: tuple[Key, ...] = (
@@ -394,6 +416,7 @@ _WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu", "_resubmit", "_skills_path", "_plugin_path")
 _FOLDER = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 _CONVERTER_KEY = re.compile(r"[a-z0-9]+_to_[a-z0-9]+")
+ZARR_TO_TIFF = "zarr_to_tiff"
 _GITHUB_TREE = re.compile(
     r"https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
     r"/tree/(?P<tag>[A-Za-z0-9_.+-]+)"
@@ -1063,6 +1086,15 @@ def _build_converters(
                 f"expected a container image[:tag], got {item.value!r}",
             )
             continue
+        if key != ZARR_TO_TIFF:
+            problems.add(
+                item.source,
+                item.section,
+                key,
+                f"only {ZARR_TO_TIFF} is used (images leave OMERO as OME-Zarr and workflows "
+                "read TIFF), so this converter would never run; remove the line",
+            )
+            continue
         converters[key] = item.value
         origins[f"{CONVERTERS}.{key}"] = item.source
     return converters
@@ -1160,6 +1192,24 @@ def _check_across(
             "renders each workflow's job script itself (parameters never reach a shell), "
             "at <wf>_job when set; leave slurm_script_repo empty and put per-workflow "
             "sbatch options in <wf>_job_<flag>",
+        )
+    if slurm["inject_gpu_flag"]:
+        problems.add(
+            origins.get("SLURM.inject_gpu_flag", files),
+            "SLURM",
+            "inject_gpu_flag",
+            "a run cannot switch the GPU on or off here: GPU use is set per workflow. "
+            "Remove the line (or set false) and set <wf>_use_gpu = true for the workflows "
+            "that need a GPU (their jobs get --nv and the gpu_* resources)",
+        )
+    if slurm["gpu_resource_flag"]:
+        problems.add(
+            origins.get("SLURM.gpu_resource_flag", files),
+            "SLURM",
+            "gpu_resource_flag",
+            "is not a biomero setting and has no effect here: set gpu_gres (--gres, e.g. "
+            "gpu:a100:1) or gpu_gpus (--gpus, e.g. 1), whichever your cluster uses, and "
+            "remove this line",
         )
     if not typed["ANALYTICS"]["track_workflows"]:
         problems.add(

@@ -92,7 +92,7 @@ def test_upstream_style_file_with_every_upstream_key_loads(tmp_path):
         inject_gpu_flag = false
         gpu_partition = gpu
         gpu_gres = gpu:1
-        gpu_resource_flag = gres
+        gpu_resource_flag =
         slurm_image_pull_via_sbatch = true
         image_pull_cpus = 8
         image_pull_mem = 32G
@@ -896,3 +896,58 @@ def test_settings_cannot_be_changed(tmp_path):
         settings.worker.runtime = "native"  # type: ignore[misc]
     with pytest.raises(TypeError):
         settings.workflows["cellpose"].job_flags["mem"] = "2G"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- upstream switches
+
+
+def test_inject_gpu_flag_true_is_refused_with_what_to_do_instead(tmp_path):
+    assert load(tmp_path, with_slurm("inject_gpu_flag = false")).slurm.inject_gpu_flag is False
+    found = problems(tmp_path, with_slurm("inject_gpu_flag = true"))
+    assert len(found) == 1
+    assert "[SLURM] inject_gpu_flag: a run cannot switch the GPU on or off here" in found[0]
+    assert "<wf>_use_gpu = true" in found[0]
+    env = problems(tmp_path, BASE, env={"BIOMERO_INJECT_GPU_FLAG": "yes"})
+    assert env[0].startswith("env BIOMERO_INJECT_GPU_FLAG [SLURM] inject_gpu_flag:")
+
+
+def test_gpu_resource_flag_is_refused_with_what_to_do_instead(tmp_path):
+    assert load(tmp_path, with_slurm("gpu_resource_flag =")).slurm.gpu_resource_flag is None
+    found = problems(tmp_path, with_slurm("gpu_resource_flag = gpus"))
+    assert len(found) == 1
+    assert "[SLURM] gpu_resource_flag: is not a biomero setting" in found[0]
+    assert "set gpu_gres" in found[0] and "gpu_gpus" in found[0]
+
+
+def test_a_converter_other_than_zarr_to_tiff_is_refused(tmp_path):
+    found = problems(tmp_path, BASE + "[CONVERTERS]\nzarr_to_png = some/image:1\n")
+    assert found == [
+        f"{tmp_path / '0.ini'} [CONVERTERS] zarr_to_png: only zarr_to_tiff is used (images "
+        "leave OMERO as OME-Zarr and workflows read TIFF), so this converter would never "
+        "run; remove the line"
+    ]
+
+
+def test_upstream_transport_switches_are_read_by_config_alone():
+    """inline_ssh_env, env_file_submission and slurm_zip_cmd select how upstream moves
+    environment and results; here parameters always travel in params.json and results
+    as a tar stream, so nothing outside config.py reads them (either value is fine)."""
+    readers = {
+        name: sorted(
+            str(path.relative_to(REPO_ROOT))
+            for path in (REPO_ROOT / "biomeroworker").rglob("*.py")
+            if name in path.read_text(encoding="utf-8")
+        )
+        for name in ("inline_ssh_env", "env_file_submission", "slurm_zip_cmd")
+    }
+    assert readers == {name: ["biomeroworker/config.py"] for name in readers}
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_either_value_of_the_upstream_transport_switches_loads(tmp_path, value):
+    text = with_slurm(f"env_file_submission = {value}", "slurm_zip_cmd = 7za").replace(
+        "host = testcluster", f"host = testcluster\ninline_ssh_env = {value}"
+    )
+    settings = load(tmp_path, text)
+    assert settings.ssh.inline_ssh_env is (value == "true")
+    assert settings.slurm.env_file_submission is (value == "true")

@@ -245,3 +245,41 @@ def test_without_a_converter_image_init_checks_the_clusters_python_can_convert(
     fine = _settings(cluster_home, tmp_path)
     actions = {a.what: a for a in init_cluster(LocalTransport(home=cluster_home), fine)}
     assert actions["converter python"].error == ""
+
+
+def _job_script(cluster_home: Path, tmp_path: Path, slurm: str = "", workflows: str = "") -> str:
+    settings = _settings(cluster_home, tmp_path, slurm=slurm, workflows=workflows)
+    list(init_cluster(LocalTransport(home=cluster_home), settings))
+    return (cluster_home / "scripts/misbehave/local/job.sh").read_text()
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        "env_file_submission = true\n",
+        "env_file_submission = false\n",
+        "slurm_zip_cmd = zip\n",
+        "slurm_zip_cmd = 7za\n",
+    ],
+)
+def test_upstream_transport_switches_leave_the_job_script_as_it_is(
+    cluster_home: Path, tmp_path: Path, switches: str
+) -> None:
+    """Parameter values always reach the job in <run>/params.json (upstream's
+    env_file_submission = true, without an environment at all); either value renders
+    the same script."""
+    plain = _job_script(cluster_home, tmp_path)
+    assert _job_script(cluster_home, tmp_path, slurm=switches) == plain
+    assert "params.json" in plain and "export " not in plain
+
+
+def test_gpu_use_follows_wf_use_gpu_with_inject_gpu_flag_off(
+    cluster_home: Path, tmp_path: Path
+) -> None:
+    """Upstream without inject_gpu_flag: <wf>_use_gpu decides --nv and the gpu_* resources."""
+    gpu = "gpu_partition = gpu\ngpu_gres = gpu:1\ninject_gpu_flag = false\n"
+    cpu_script = _job_script(cluster_home, tmp_path, slurm=gpu)
+    gpu_script = _job_script(cluster_home, tmp_path, slurm=gpu, workflows="misbehave_use_gpu = 1\n")
+    assert "--nv" not in cpu_script and "--gres" not in cpu_script
+    assert " run --nv " in gpu_script
+    assert "#SBATCH --gres=gpu:1" in gpu_script and "#SBATCH --partition=gpu" in gpu_script

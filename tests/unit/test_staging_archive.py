@@ -482,3 +482,20 @@ def test_a_run_under_way_before_markers_existed_keeps_its_run_folder(
         assert engine.local_run(engine.tracker.get_run(run_id)) == folder
         assert owner_of(folder) == run_id
         assert (folder / "in" / "image1.tif").is_file()
+
+
+def test_results_come_back_as_a_tar_stream_with_no_archive_program_on_the_cluster(
+    transport: LocalTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[SLURM] slurm_zip_cmd names upstream's archive program; nothing here runs one."""
+    poisoned = tmp_path / "bin"
+    poisoned.mkdir()
+    for name in ("zip", "unzip", "7z", "7za"):
+        program = poisoned / name
+        program.write_text(f"#!/bin/sh\ntouch {tmp_path}/ran-{name}\nexit 1\n")
+        program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{poisoned}:{os.environ['PATH']}")
+    remote = _remote_results(transport)
+    report = stage_down(transport, remote, tmp_path / "results")
+    assert report.manifest == Manifest(2, 8 + 5000)
+    assert not list(tmp_path.glob("ran-*"))
