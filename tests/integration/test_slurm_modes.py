@@ -18,7 +18,13 @@ import test_slurm_adapter as adapter
 from conftest import REST_URL
 
 from biomeroworker.slurm import JobState
-from biomeroworker.slurm.rest import RestApi, RestAuthError, RestSlurmClient, TokenCommand
+from biomeroworker.slurm.rest import (
+    RestApi,
+    RestAuthError,
+    RestSlurmClient,
+    RestUnavailable,
+    TokenCommand,
+)
 from biomeroworker.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -219,6 +225,23 @@ def test_rest_keys_an_array_of_one_by_its_element(benches: dict[str, ModeBench])
         1,
     )
     assert element.state is JobState.COMPLETED
+
+
+def test_rest_during_an_accounting_outage_polls_the_controller_and_never_guesses_not_found(
+    benches: dict[str, ModeBench], stopped_slurmdbd
+) -> None:  # type: ignore[no-untyped-def]
+    rest = benches["rest"]
+    name = f"biomero-test-outage-{time.monotonic_ns()}"
+    job_id = rest.submit("outage", "true", job_name=name)
+    rest.wait([job_id], adapter.all_terminal)
+    with stopped_slurmdbd():
+        assert rest.slurm.poll([job_id])[job_id].state is JobState.COMPLETED
+        assert rest.slurm.find_by_name(name) == [job_id]  # the controller still lists it
+        # Not in the controller's list, and accounting cannot be asked: a transient
+        # error (retried by the supervisor), not "no such job", which would submit again.
+        with pytest.raises(RestUnavailable, match="slurmdbd is not reachable"):
+            rest.slurm.find_by_name(f"{name}-elsewhere")
+    assert rest.slurm.find_by_name(f"{name}-elsewhere") == []
 
 
 def test_rest_asks_accounting_only_for_jobs_the_controller_does_not_know(

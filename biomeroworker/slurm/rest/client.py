@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 AUTH_ERRORS = frozenset({1007})  # SLURM_PROTOCOL_AUTHENTICATION_ERROR
 GONE_ERRORS = frozenset({2017, 2021})  # ESLURM_INVALID_JOB_ID, ESLURM_ALREADY_DONE
 NOTHING_FOUND = frozenset({9003})  # slurmdbd: an empty answer is reported as an error
+DB_DOWN = frozenset({7000})  # ESLURM_DB_CONNECTION: slurmrestd cannot reach slurmdbd
 DEFAULT_ENVIRONMENT: Mapping[str, str] = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
@@ -277,7 +278,14 @@ class RestSlurmClient:
         status, data = self.api.call(
             "GET", self._path("slurmdb/<v>/jobs"), params=query, idempotent=True
         )
-        if status != 200 or shapes.error_numbers(data) - NOTHING_FOUND:
+        numbers = shapes.error_numbers(data)
+        if numbers & DB_DOWN:
+            # Transient (the supervisor waits and asks again), and never "not found".
+            raise RestUnavailable(
+                f"looking up jobs named {name!r}: slurmdbd is not reachable from slurmrestd "
+                f"({shapes.error_text(data)})"
+            )
+        if status != 200 or numbers - NOTHING_FOUND:
             raise SlurmError(
                 f"looking up jobs named {name!r} in accounting failed: {shapes.error_text(data)}"
             )
