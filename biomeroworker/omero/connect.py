@@ -82,7 +82,7 @@ def omero_errors(doing: str) -> Iterator[None]:
     """Turn omero-py and Ice exceptions into OmeroUnavailable (retry) or OmeroError."""
     import Ice
     import omero
-    import omero.clients  # noqa: F401 (defines omero.ConcurrencyException and the others)
+    import omero.clients  # defines omero.ConcurrencyException and the others
 
     transient = (
         Ice.ConnectionRefusedException,
