@@ -293,9 +293,12 @@ class Supervisor:
         try:
             failed = self.attempts.failed(run_id, step.value, message)
             if failed >= limit:
-                self.engine.tracker.fail_run(
-                    run_id, "StepError", f"{step.value} failed {failed} times; last: {message}"
-                )
+                why = f"{step.value} failed {failed} times; last: {message}"
+                # The step's open task ends with the run (dashboards would show it running).
+                for task in run["tasks"]:
+                    if task["state"] == "STARTED":
+                        self.engine.tracker.fail_task(task["task_id"], "StepError", why)
+                self.engine.tracker.fail_run(run_id, "StepError", why)
                 self.counters.failed_runs += 1
                 log.error("run %s: failed after %d attempts of %s", run_id, failed, step.value)
                 return

@@ -232,9 +232,11 @@ def test_the_supervisor_refuses_an_output_folder_the_user_may_not_write(env, acc
 
 def test_the_supervisor_refuses_inputs_the_user_may_not_read(env, accounts) -> None:  # type: ignore[no-untyped-def]
     alice, bob = accounts
-    # alice may see that bob's file exists (its folder is open) but not read it.
-    secret = _input(env, bob, mode=0o600)
-    run_id = _request_as(env, alice, secret)
+    # bob's file is readable when alice names it (the request checks that, as alice)...
+    shared = _input(env, bob, mode=0o644)
+    run_id = _request_as(env, alice, shared)
+    # ...and private by the time the supervisor, running as root, would read it.
+    shared.chmod(0o600)
     engine = RunEngine(env["settings"], env["transport"], env["tracker"])
     with pytest.raises(RunFailed, match="PathNotAllowed"):
         engine.drive(run_id)

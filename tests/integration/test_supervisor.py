@@ -415,6 +415,7 @@ def test_a_step_that_always_raises_fails_its_run_after_n_attempts_and_others_go_
     run = tracker.get_run(poisoned)
     assert run["error_type"] == "StepError"
     assert "export failed 3 times" in run["error"] and "42" in run["error"]
+    assert [(t["kind"], t["state"]) for t in run["tasks"]] == [("export", "FAILED")]
     recorded = second.attempts.of(poisoned)
     assert recorded is not None and (recorded.step, recorded.failed) == ("export", 3)
     assert type(error).__name__ in recorded.error
