@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from biomeroworker.config import Settings
 from biomeroworker.errors import BiomeroError, CommandError
@@ -162,3 +164,31 @@ def tracking_database_check(settings: Settings) -> Check:
             "point [ANALYTICS] sqlalchemy_url at another database, or upgrade this worker",
         )
     return Check("tracking database", True, found.summary())
+
+
+SUDO_HINT = (
+    "the worker's OMERO_USER must be a full admin, or a restricted admin with the Sudo "
+    "privilege (omero user add ... --privileges Sudo): it opens each run's session as "
+    "the run's user"
+)
+
+
+def omero_check(env: Mapping[str, str] | None = None, gateway: Any = None) -> Check | None:
+    """Log in to OMERO as the worker and check it may act for users (None: not set up)."""
+    environ = os.environ if env is None else env
+    if not environ.get("OMERO_HOST"):
+        return None
+    try:
+        from biomeroworker.omero.connect import OmeroServer, SudoConnector
+    except ImportError as exc:
+        return Check("omero", False, f"OMERO_HOST is set but omero-py is missing ({exc})")
+    try:
+        connector = SudoConnector(OmeroServer.from_env(environ), gateway=gateway)
+    except BiomeroError as exc:
+        return Check("omero", False, str(exc), SUDO_HINT)
+    try:
+        return Check("omero", True, connector.check())
+    except BiomeroError as exc:
+        return Check("omero", False, str(exc), SUDO_HINT)
+    finally:
+        connector.close()

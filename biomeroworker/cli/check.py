@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biomeroworker.checks import run_checks, tracking_database_check
+    from biomeroworker.checks import SUDO_HINT, omero_check, run_checks, tracking_database_check
     from biomeroworker.config import load_settings
     from biomeroworker.errors import ConfigError
     from biomeroworker.transport import close_all, open_transport
@@ -29,11 +30,20 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"PASS  config: {', '.join(str(p) for p in settings.sources)}")
     if args.offline:
+        if os.environ.get("OMERO_HOST"):
+            print(f"NOTE  omero: not checked offline; {SUDO_HINT}")
         return 0
     failed = 0
+
+    def every_check():  # type: ignore[no-untyped-def]
+        yield from run_checks(open_transport(settings), settings)
+        omero = omero_check()  # when OMERO_HOST is set: the worker account may act for users
+        if omero is not None:
+            yield omero
+
     try:
         tracking = tracking_database_check(settings)
-        for check in [tracking, *run_checks(open_transport(settings), settings)]:
+        for check in [tracking, *every_check()]:
             print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
             if not check.ok:
                 failed += 1

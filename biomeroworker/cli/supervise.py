@@ -72,14 +72,18 @@ def _data_sides() -> dict[str, object]:
     """OMERO export/import when OMERO_HOST, OMERO_USER and OMERO_PASSWORD are set
     (an admin with the Sudo privilege: runs act as their own user); else local only."""
     import logging
+    import os
 
-    try:
-        from biomeroworker.omero.connect import configured
-    except ImportError:  # omero-py is not installed here: command-line runs only
-        return {}
-    if not configured():
+    from biomeroworker.errors import ConfigError
+
+    if not os.environ.get("OMERO_HOST"):
         logging.getLogger(__name__).info("OMERO not configured: driving local runs only")
         return {}
-    from biomeroworker.omero.side import OmeroSide
-
+    try:
+        from biomeroworker.omero.side import OmeroSide
+    except ImportError as exc:
+        raise ConfigError(
+            f"OMERO_HOST is set but omero-py cannot be imported ({exc}): install it "
+            "(tools/install-omero-py) or unset OMERO_HOST"
+        ) from exc
     return {"omero": OmeroSide.from_env()}

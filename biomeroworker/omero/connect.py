@@ -10,6 +10,11 @@ their group and nobody reads images they could not read themselves.
 Settings come from the environment: ``OMERO_HOST``, ``OMERO_PORT`` (default 4064),
 ``OMERO_USER``, ``OMERO_PASSWORD``. The password is never logged, printed or put in
 an error message.
+
+This module loads omero-py's generated Ice modules itself (``import omero.clients``):
+a bare ``import omero`` defines neither ``omero.ServerError`` nor ``omero.model.ImageI``,
+and a fresh ``biomero supervise`` must not depend on something else importing them first.
+Every module here that uses omero-py imports this one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import Glacier2
+import Ice
+import omero
+import omero.clients  # loads omero.all: ServerError, SecurityViolation, the model classes
 
 from biomeroworker.errors import BiomeroError, ConfigError, ConnectError
 from biomeroworker.redaction import remember
@@ -38,6 +48,17 @@ class OmeroError(BiomeroError):
 
 class OmeroUnavailable(ConnectError):
     """OMERO could not be reached or the session broke: the step is retried later."""
+
+
+class OmeroLoginRefused(OmeroError):
+    """OMERO refused the worker's own login (wrong OMERO_USER or OMERO_PASSWORD).
+
+    Retrying cannot help until an operator fixes the settings, so it is not retried."""
+
+
+class OmeroRefused(OmeroError):
+    """OMERO refused one write (omero.SecurityViolation): the group's permissions do not
+    allow it. The import records it for that result and goes on with the others."""
 
 
 # A factory: (user name, group id) -> a context manager yielding a connected gateway.
@@ -80,10 +101,6 @@ def configured(env: Mapping[str, str] | None = None) -> bool:
 @contextmanager
 def omero_errors(doing: str) -> Iterator[None]:
     """Turn omero-py and Ice exceptions into OmeroUnavailable (retry) or OmeroError."""
-    import Ice
-    import omero
-    import omero.clients  # defines omero.ConcurrencyException and the others
-
     transient = (
         Ice.ConnectionRefusedException,
         Ice.ConnectFailedException,
@@ -102,6 +119,9 @@ def omero_errors(doing: str) -> Iterator[None]:
         raise
     except transient as exc:
         raise OmeroUnavailable(f"{doing}: OMERO unavailable ({type(exc).__name__})") from exc
+    except omero.SecurityViolation as exc:
+        message = getattr(exc, "message", "") or "not allowed"
+        raise OmeroRefused(f"{doing}: OMERO refused it (SecurityViolation: {message})") from exc
     except omero.ServerError as exc:
         message = getattr(exc, "message", "") or type(exc).__name__
         raise OmeroError(f"{doing}: {type(exc).__name__}: {message}") from exc
@@ -147,18 +167,25 @@ class SudoConnector:
             with omero_errors(f"logging in to OMERO as {where}"):
                 conn = self._new_gateway()
                 if not conn.connect():
-                    raise OmeroUnavailable(
-                        f"cannot log in to OMERO as {where}: check OMERO_HOST, OMERO_PORT, "
-                        "OMERO_USER and OMERO_PASSWORD"
-                    )
-                if not conn.isAdmin():
+                    raise login_failure(where, conn.getLastError())
+                missing = missing_privileges(conn)
+                if missing:
                     conn.close()
                     raise OmeroError(
-                        f"OMERO_USER {self.server.user} is not an admin; it needs the Sudo "
-                        "privilege to act for the users whose runs it imports"
+                        f"OMERO_USER {self.server.user} {missing}; the worker acts for the "
+                        "users whose runs it exports and imports, so it needs to be a full "
+                        "admin or a restricted admin with the Sudo privilege"
                     )
             self._admin = conn
             return conn
+
+    def check(self) -> str:
+        """Log in once and say what the account may do (for ``biomero check``)."""
+        admin = self.admin()
+        with omero_errors("reading the worker account's privileges"):
+            privileges = sorted(str(p) for p in admin_privileges(admin))
+        where = f"{self.server.user}@{self.server.host}:{self.server.port}"
+        return f"{where} may act for users (admin privileges: {', '.join(privileges)})"
 
     def group_name(self, admin: Any, group_id: int | None) -> str | None:
         if group_id is None:
@@ -171,7 +198,8 @@ class SudoConnector:
     @contextmanager
     def __call__(self, user_name: str, group_id: int | None) -> Iterator[Any]:
         admin = self.admin()
-        with omero_errors(f"opening a session for {user_name}"):
+        with omero_errors(f"opening a session for {user_name}"), self._lock:
+            # suConn uses the admin connection's service proxies: one thread at a time.
             group = self.group_name(admin, group_id)
             conn = admin.suConn(user_name, group, ttl=self.session_ttl_ms)
         if conn is None:
@@ -193,3 +221,34 @@ class SudoConnector:
             if self._admin is not None:
                 self._admin.close()
                 self._admin = None
+
+
+def login_failure(where: str, error: Any) -> OmeroError:
+    """What BlitzGateway.connect() returning False means, from its last error.
+
+    A refused password (Glacier2.PermissionDeniedException) is permanent; everything
+    else (DNS, timeouts, a server that cannot create sessions yet) is worth a retry."""
+    if isinstance(error, Glacier2.PermissionDeniedException):
+        return OmeroLoginRefused(
+            f"OMERO refused the login of {where}: check OMERO_USER and OMERO_PASSWORD "
+            "(not retried until they are fixed and the supervisor restarted)"
+        )
+    detail = type(error).__name__ if error is not None else "no answer"
+    return OmeroUnavailable(
+        f"cannot log in to OMERO as {where}: OMERO unavailable ({detail}); check "
+        "OMERO_HOST and OMERO_PORT"
+    )
+
+
+def admin_privileges(conn: Any) -> list[str]:
+    """The admin privileges of the logged-in account (empty for a non-admin)."""
+    return [str(p) for p in conn.getCurrentAdminPrivileges()]
+
+
+def missing_privileges(conn: Any) -> str | None:
+    """None when the account may open sessions as other users, else what it lacks."""
+    if not conn.isAdmin():
+        return "is not an admin"
+    if "Sudo" not in admin_privileges(conn):
+        return "is a restricted admin without the Sudo privilege"
+    return None

@@ -1,20 +1,27 @@
 """Export a run's selected images from OMERO as OME-Zarr, in process, a few at a time.
 
-Each image is written by omero-cli-zarr's ``image_to_zarr`` through the user's session
-(no JVM, no new login per image) into a private folder, then renamed into place as
+Each image is written by omero-cli-zarr's ``image_to_zarr`` through a session of the
+run's user (no JVM) into a private folder, then renamed into place as
 ``image<id>.ome.zarr``: an image whose final folder exists is complete and is not
 exported again when the step is retried. Plates are exported image by image, so each
 result can be linked back to the image it came from. ``biomero-export.json`` beside
-the exports records each image's id, name and where it was selected from.
+the exports records each image's id, name, size and where it was selected from.
+
+Images exported at the same time never share a connection: omero-py's
+``PixelsWrapper.getTiles`` reads through its connection's one cached raw pixels store
+(``setPixelsId`` then ``getTile``), so two threads on one connection read each other's
+tiles. Each export thread opens its own session and keeps it for the images it takes.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ PLATE_IMAGES_HQL = (
 )
 
 ExportFn = Callable[[Any, argparse.Namespace], None]
+# Opens one more session of the run's user; each export thread holds its own.
+Session = Callable[[], AbstractContextManager[Any]]
 
 
 def zarr_exporter() -> ExportFn:
@@ -113,7 +122,7 @@ def export_one(image: Any, dest: Path, export_fn: ExportFn, zarr_format: str) ->
 
 
 def export_selection(
-    conn: Any,
+    session: Session,
     data_type: str,
     ids: list[int],
     dest: Path,
@@ -122,29 +131,57 @@ def export_selection(
     workers: int = 2,
     zarr_format: str = "0.4",
 ) -> list[Path]:
-    """Export every selected image to ``dest``; return the .ome.zarr folders in id order."""
+    """Export every selected image to ``dest``; return the .ome.zarr folders in id order.
+
+    ``session()`` opens a session of the run's user: one to find the images, and one
+    per export thread (never shared between threads)."""
     if zarr_format not in ZARR_FORMATS:
         raise OmeroError(f"OME-Zarr format must be one of {ZARR_FORMATS}, not {zarr_format!r}")
-    images = selected_images(conn, data_type, ids)
-    dest.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="omero-export") as pool:
-        paths = list(
-            pool.map(lambda item: export_one(item[0], dest, export_fn, zarr_format), images)
-        )
-    shutil.rmtree(dest / ".partial", ignore_errors=True)
-    write_index(
-        dest,
-        [
+    with session() as conn:
+        selected = selected_images(conn, data_type, ids)
+        entries = [
             ExportedImage(
                 int(image.getId()),
                 str(image.getName()),
-                path.name,
+                export_name(int(image.getId())),
                 container,
                 int(image.getSizeX()),
                 int(image.getSizeY()),
             )
-            for (image, container), path in zip(images, paths, strict=True)
-        ],
-    )
+            for image, container in selected
+        ]
+    dest.mkdir(parents=True, exist_ok=True)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    pending = [e.image_id for e in entries if not (dest / e.zarr).is_dir()]
+    for image_id in pending:
+        todo.put(image_id)
+
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        if todo.empty():
+            return
+        with session() as conn:
+            while True:
+                try:
+                    image_id = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    with omero_errors(f"reading Image {image_id}"):
+                        image = _one(conn, "Image", image_id)
+                    export_one(image, dest, export_fn, zarr_format)
+                except Exception as exc:  # the other images still export; raised below
+                    failures.append(exc)
+
+    threads = max(1, min(workers, len(pending)))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="omero-export") as pool:
+        for future in [pool.submit(worker) for _ in range(threads)]:
+            future.result()
+    if failures:
+        raise failures[0]
+    shutil.rmtree(dest / ".partial", ignore_errors=True)
+    write_index(dest, entries)
+    paths = [dest / e.zarr for e in entries]
     log.info("exported %d image(s) to %s", len(paths), dest)
     return paths

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +55,14 @@ def write_index(dest: Path, images: list[ExportedImage]) -> Path:
     """The id -> name record kept beside the exports, so import can link results back."""
     path = dest / EXPORT_INDEX
     data = {
-        str(i.image_id): {"name": i.name, "zarr": i.zarr, "container": i.container} for i in images
+        str(i.image_id): {
+            "name": i.name,
+            "zarr": i.zarr,
+            "container": i.container,
+            "size_x": i.size_x,
+            "size_y": i.size_y,
+        }
+        for i in images
     }
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
@@ -132,6 +140,182 @@ def scan_results(results: Path, known: set[int]) -> list[ResultFile]:
 
 # -- images ----------------------------------------------------------------------------
 
+# The largest plane read into memory at once; a bigger one is refused for that file.
+# (A few MB of compressed TIFF can declare GiBs of pixels: the size is checked from the
+# header before anything is decoded.)
+DEFAULT_MAX_PLANE_BYTES = 1 << 30
+# OMERO's pixel types for numpy's: float16 has none and is stored as float (32-bit).
+PIXEL_TYPES = {
+    "int8": "int8",
+    "uint8": "uint8",
+    "int16": "int16",
+    "uint16": "uint16",
+    "int32": "int32",
+    "uint32": "uint32",
+    "float32": "float",
+    "float64": "double",
+}
+
+
+def storage_dtype(dtype: np.dtype, low: int = 0, high: int = 0) -> np.dtype:
+    """The numpy type a result is stored as in OMERO (see PIXEL_TYPES).
+
+    Booleans become uint8, float16 becomes float32, 64-bit integers the 32-bit type
+    their values (``low``..``high``) fit."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind in "iu" and dtype.itemsize == 8:
+        if low >= 0 and high < 2**32:
+            return np.dtype(np.uint32)
+        if low >= -(2**31) and high < 2**31:
+            return np.dtype(np.int32)
+        raise ResultsError("64-bit pixel values do not fit OMERO's 32-bit integer types")
+    if dtype.name not in PIXEL_TYPES:
+        raise ResultsError(f"pixel type {dtype.name} cannot be stored in OMERO")
+    return dtype
+
+
+def omero_dtype(data: np.ndarray) -> np.ndarray:
+    """Pixels in a type OMERO stores (no 64-bit integers, no booleans, no float16)."""
+    low, high = (0, 0)
+    if data.dtype.kind in "iu" and data.dtype.itemsize == 8 and data.size:
+        low, high = int(data.min()), int(data.max())
+    target = storage_dtype(data.dtype, low, high)
+    return data if data.dtype == target else data.astype(target)
+
+
+class ImageFile:
+    """A result image read one plane at a time (T, C, Z index -> one YX array).
+
+    Use as a context manager: ``with ImageFile.open(path) as image: image.plane(0, 0, 0)``.
+    Only TIFF is read. A plane larger than ``max_plane_bytes`` is refused before it is
+    decoded."""
+
+    def __init__(self, path: Path, max_plane_bytes: int = DEFAULT_MAX_PLANE_BYTES) -> None:
+        import tifffile
+
+        self.path = path
+        self.name = path.name
+        if not path.name.lower().endswith((".tif", ".tiff")):
+            raise ResultsError(f"{path.name}: only TIFF result images can be imported")
+        try:
+            self._tif = tifffile.TiffFile(path)
+            series = self._tif.series[0]
+            self._axes = series.axes.upper()
+            self._shape = tuple(int(n) for n in series.shape)
+            self._source_dtype = np.dtype(series.dtype)
+            self._pages = len(series.pages)
+        except (OSError, ValueError, IndexError, TypeError) as exc:
+            self.close()
+            raise ResultsError(f"{path.name}: not a readable TIFF ({exc})") from exc
+        try:
+            self._layout(max_plane_bytes)
+        except ResultsError:
+            self.close()
+            raise
+        self.dtype = self._storage_type()
+
+    @classmethod
+    def open(cls, path: Path, max_plane_bytes: int = DEFAULT_MAX_PLANE_BYTES) -> ImageFile:
+        return cls(path, max_plane_bytes)
+
+    def __enter__(self) -> ImageFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()
+            self._tif = None
+
+    # -- the layout of the file -----------------------------------------------------
+
+    def _layout(self, limit: int) -> None:
+        axes, shape = self._axes, self._shape
+        samples = 1
+        if axes.endswith("YXS"):
+            samples = shape[-1]
+            axes, shape = axes[:-1], shape[:-1]
+        if not axes.endswith("YX"):
+            raise ResultsError(f"{self.name}: image has no Y and X axes last (axes {axes!r})")
+        size_y, size_x = shape[-2], shape[-1]
+        plane_bytes = size_y * size_x * samples * self._source_dtype.itemsize
+        if plane_bytes > limit:
+            raise ResultsError(
+                f"{self.name}: one plane is {plane_bytes / 2**20:.0f} MiB, over the "
+                f"{limit / 2**20:.0f} MiB limit for a result plane"
+            )
+        lead_axes, lead_shape = axes[:-2], shape[:-2]
+        for axis, size in zip(lead_axes, lead_shape, strict=True):
+            if axis not in "TCZ" and size != 1:
+                raise ResultsError(f"{self.name}: image axis {axis!r} is not supported")
+        if samples > 1 and "C" in lead_axes and lead_shape[lead_axes.index("C")] > 1:
+            raise ResultsError(f"{self.name}: both channels and samples per pixel")
+        if len(set(lead_axes)) != len(lead_axes):
+            raise ResultsError(f"{self.name}: repeated axes {lead_axes!r}")
+        pages = int(np.prod(lead_shape)) if lead_shape else 1
+        if pages != self._pages:
+            raise ResultsError(
+                f"{self.name}: {self._pages} TIFF page(s) for {pages} plane(s); only "
+                "TIFFs with one plane per page can be imported"
+            )
+        self._lead_axes, self._lead_shape, self._samples = lead_axes, lead_shape, samples
+        self.size_y, self.size_x = int(size_y), int(size_x)
+        sizes = dict(zip(lead_axes, lead_shape, strict=True))
+        self.size_t = int(sizes.get("T", 1))
+        self.size_z = int(sizes.get("Z", 1))
+        self.size_c = int(sizes.get("C", 1)) * samples
+
+    def _storage_type(self) -> np.dtype:
+        dtype = self._source_dtype
+        if dtype.kind in "iu" and dtype.itemsize == 8:
+            low, high = 0, 0
+            for t in range(self.size_t):
+                for c in range(self.size_c):
+                    for z in range(self.size_z):
+                        raw = self._raw(t, c, z)
+                        if raw.size:
+                            low, high = min(low, int(raw.min())), max(high, int(raw.max()))
+            return storage_dtype(dtype, low, high)
+        return storage_dtype(dtype)
+
+    def _raw(self, t: int, c: int, z: int) -> np.ndarray:
+        channel, sample = divmod(c, self._samples)
+        index = {"T": t, "C": channel, "Z": z}
+        where = tuple(index.get(axis, 0) for axis in self._lead_axes)
+        page = int(np.ravel_multi_index(where, self._lead_shape)) if self._lead_shape else 0
+        try:
+            data = self._tif.series[0].asarray(key=page)
+        except (OSError, ValueError, IndexError) as exc:
+            raise ResultsError(f"{self.name}: plane {page} unreadable ({exc})") from exc
+        data = np.asarray(data)
+        if self._samples > 1:
+            data = data[..., sample]
+        return data.reshape(self.size_y, self.size_x)
+
+    # -- planes ------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """TCZYX."""
+        return (self.size_t, self.size_c, self.size_z, self.size_y, self.size_x)
+
+    @property
+    def pixel_type(self) -> str:
+        """The OMERO PixelsType value the image is stored as."""
+        return PIXEL_TYPES[self.dtype.name]
+
+    def plane(self, t: int, c: int, z: int) -> np.ndarray:
+        """One YX plane, in the type OMERO stores (``dtype``)."""
+        raw = self._raw(t, c, z)
+        return raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+
 
 @dataclass(frozen=True)
 class Planes:
@@ -195,44 +379,31 @@ def display_name(result_name: str, source: ExportedImage | None) -> str:
     return result_name.replace(export_stem(source.image_id), stem, 1)
 
 
-def omero_dtype(data: np.ndarray) -> np.ndarray:
-    """Pixels in a type OMERO stores (no 64-bit integers, no booleans)."""
-    if data.dtype == np.bool_:
-        return data.astype(np.uint8)
-    if data.dtype.kind in "iu" and data.dtype.itemsize == 8:
-        low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
-        if low >= 0 and high < 2**32:
-            return data.astype(np.uint32)
-        if low >= -(2**31) and high < 2**31:
-            return data.astype(np.int32)
-        raise ResultsError("64-bit pixel values do not fit OMERO's 32-bit integer types")
-    return data
-
-
-def read_image(path: Path) -> Planes:
-    import tifffile
-
-    if not path.name.lower().endswith((".tif", ".tiff")):
-        raise ResultsError(f"{path.name}: only TIFF result images can be imported")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            data = omero_dtype(to_tczyx(series.asarray(), series.axes))
-    except (OSError, ValueError, IndexError) as exc:
-        raise ResultsError(f"{path.name}: not a readable TIFF ({exc})") from exc
+def read_image(path: Path, max_plane_bytes: int = DEFAULT_MAX_PLANE_BYTES) -> Planes:
+    """The whole image in memory (small images and tests); import reads plane by plane."""
+    with ImageFile.open(path, max_plane_bytes) as image:
+        data = np.empty(image.shape, dtype=image.dtype)
+        for t in range(image.size_t):
+            for c in range(image.size_c):
+                for z in range(image.size_z):
+                    data[t, c, z] = image.plane(t, c, z)
     return Planes(data=data, name=path.name)
+
+
+def label_plane(plane: np.ndarray, name: str) -> np.ndarray:
+    """One plane of a label image as integers."""
+    if not np.issubdtype(plane.dtype, np.integer):
+        if not np.all(np.equal(np.mod(plane, 1), 0)):
+            raise ResultsError(f"{name}: label values must be whole numbers")
+        plane = plane.astype(np.int64)
+    return plane
 
 
 def label_planes(planes: Planes) -> np.ndarray:
     """A label image as ZYX integers (first timepoint, one channel)."""
     if planes.size_c != 1:
         raise ResultsError(f"{planes.name}: a label image has one channel, not {planes.size_c}")
-    labels = planes.data[0, 0]
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ResultsError(f"{planes.name}: label values must be whole numbers")
-        labels = labels.astype(np.int64)
-    return labels
+    return np.stack([label_plane(p, planes.name) for p in planes.data[0, 0]])
 
 
 # -- ROIs from labels ----------------------------------------------------------------
@@ -311,30 +482,108 @@ def _is_float(text: str) -> bool:
         return False
 
 
-def read_csv(path: Path) -> list[Column]:
-    """The CSV as typed columns: whole numbers -> long, numbers -> double (empty = NaN),
-    anything else -> string."""
+CSV_CHUNK_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class CsvSchema:
+    """A CSV's columns, their types and sizes, found in one pass without keeping rows."""
+
+    path: Path
+    names: list[str]
+    kinds: list[Literal["long", "double", "string"]]
+    string_sizes: list[int]  # the longest value in bytes, per column
+    rows: int
+
+
+def _rows(path: Path) -> Iterator[list[str]]:
+    """The CSV's rows after the header, blank rows skipped, each checked for width."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            yield [h.strip() for h in header] if header else []
+            for number, row in enumerate(reader, start=2):
+                if any(cell.strip() for cell in row):
+                    yield [*row, str(number)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ResultsError(f"{path.name}: not a readable CSV ({exc})") from exc
-    if not rows or not any(rows[0]):
+
+
+def scan_csv(path: Path) -> CsvSchema:
+    """Column names and types (whole numbers -> long, numbers -> double, else string)."""
+    rows = _rows(path)
+    header = next(rows)
+    if not header or not any(header):
         raise ResultsError(f"{path.name}: no header row")
-    header = [h.strip() for h in rows[0]]
     if any(not h for h in header) or len(set(header)) != len(header):
         raise ResultsError(f"{path.name}: column names must be present and unique: {header}")
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    width = len(header)
+    ints = [True] * width
+    floats = [True] * width
+    filled = [0] * width
+    sizes = [1] * width
+    count = 0
+    bad: list[int] = []
+    for row in rows:
+        cells, number = row[:-1], int(row[-1])
+        if len(cells) != width:
+            bad.append(number)
+            continue
+        count += 1
+        for i, cell in enumerate(cells):
+            sizes[i] = max(sizes[i], len(cell.encode("utf-8")))
+            if cell.strip():
+                filled[i] += 1
+                ints[i] = ints[i] and _is_int(cell)
+                floats[i] = floats[i] and _is_float(cell)
+            else:
+                ints[i] = False
     if bad:
-        raise ResultsError(f"{path.name}: rows {bad[:5]} do not have {len(header)} columns")
-    return [_column(name, [r[i] for r in body]) for i, name in enumerate(header)]
+        raise ResultsError(f"{path.name}: rows {bad[:5]} do not have {width} columns")
+    kinds: list[Literal["long", "double", "string"]] = []
+    for i in range(width):
+        if filled[i] and ints[i]:
+            kinds.append("long")
+        elif filled[i] and floats[i]:
+            kinds.append("double")
+        else:
+            kinds.append("string")
+    return CsvSchema(path, header, kinds, sizes, count)
 
 
-def _column(name: str, cells: list[str]) -> Column:
-    filled = [c for c in cells if c.strip()]
-    if filled and len(filled) == len(cells) and all(_is_int(c) for c in cells):
-        return Column(name, "long", [int(c) for c in cells])
-    if filled and all(_is_float(c) for c in filled):
-        return Column(name, "double", [float(c) if c.strip() else math.nan for c in cells])
-    return Column(name, "string", list(cells))
+def csv_chunks(schema: CsvSchema, rows_per_chunk: int = CSV_CHUNK_ROWS) -> Iterator[list[Column]]:
+    """The CSV's values as typed columns, ``rows_per_chunk`` rows at a time."""
+    chunk: list[list[str]] = []
+    rows = _rows(schema.path)
+    next(rows)
+    for row in rows:
+        chunk.append(row[:-1])
+        if len(chunk) == rows_per_chunk:
+            yield _typed(schema, chunk)
+            chunk = []
+    if chunk:
+        yield _typed(schema, chunk)
+
+
+def _typed(schema: CsvSchema, rows: list[list[str]]) -> list[Column]:
+    columns = []
+    for i, (name, kind) in enumerate(zip(schema.names, schema.kinds, strict=True)):
+        cells = [r[i] for r in rows]
+        if kind == "long":
+            columns.append(Column(name, kind, [int(c) for c in cells]))
+        elif kind == "double":
+            columns.append(Column(name, kind, [float(c) if c.strip() else math.nan for c in cells]))
+        else:
+            columns.append(Column(name, kind, list(cells)))
+    return columns
+
+
+def read_csv(path: Path) -> list[Column]:
+    """The whole CSV as typed columns (import streams it with scan_csv and csv_chunks)."""
+    schema = scan_csv(path)
+    columns = [Column(n, k, []) for n, k in zip(schema.names, schema.kinds, strict=True)]
+    for chunk in csv_chunks(schema):
+        for whole, part in zip(columns, chunk, strict=True):
+            whole.values.extend(part.values)
+    return columns

@@ -9,8 +9,10 @@ The supervisor builds it from the environment::
     side = OmeroSide.from_env()        # OMERO_HOST, OMERO_PORT, OMERO_USER, OMERO_PASSWORD
     RunEngine(..., data_sides={"omero": side})
 
-Optional: ``BIOMERO_OMERO_EXPORT_WORKERS`` (images exported at once, default 2) and
-``BIOMERO_OMERO_ZARR_FORMAT`` (``0.4`` = Zarr v2, the default, or ``0.5``).
+Optional: ``BIOMERO_OMERO_EXPORT_WORKERS`` (images exported at once, each over its
+own session, default 2), ``BIOMERO_OMERO_ZARR_FORMAT`` (``0.4`` = Zarr v2, the
+default, or ``0.5``) and ``BIOMERO_OMERO_MAX_PLANE_MB`` (the largest result plane
+read into memory at once, default 1024).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from biomeroworker.errors import ConfigError
 from biomeroworker.omero.connect import Connector, OmeroError, OmeroServer, SudoConnector
 from biomeroworker.omero.exporter import ZARR_FORMATS, ExportFn, export_selection, zarr_exporter
 from biomeroworker.omero.importer import Importer, ImportOptions
-from biomeroworker.omero.results import EXPORT_INDEX, index_from_names, read_index
+from biomeroworker.omero.results import (
+    DEFAULT_MAX_PLANE_BYTES,
+    EXPORT_INDEX,
+    index_from_names,
+    read_index,
+)
 
 DEFAULT_EXPORT_WORKERS = 2
 
@@ -60,11 +67,13 @@ class OmeroSide:
         export_fn: ExportFn | None = None,
         export_workers: int = DEFAULT_EXPORT_WORKERS,
         zarr_format: str = "0.4",
+        max_plane_bytes: int = DEFAULT_MAX_PLANE_BYTES,
     ) -> None:
         self.connect = connect
         self._export_fn = export_fn
         self.export_workers = export_workers
         self.zarr_format = zarr_format
+        self.max_plane_bytes = max_plane_bytes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OmeroSide:
@@ -75,6 +84,12 @@ class OmeroSide:
                 f"environment: BIOMERO_OMERO_EXPORT_WORKERS must be a whole number >= 1, "
                 f"not {workers_text!r}"
             )
+        plane_text = environ.get("BIOMERO_OMERO_MAX_PLANE_MB", str(DEFAULT_MAX_PLANE_BYTES >> 20))
+        if not plane_text.isdigit() or int(plane_text) < 1:
+            raise ConfigError(
+                f"environment: BIOMERO_OMERO_MAX_PLANE_MB must be a whole number >= 1, "
+                f"not {plane_text!r}"
+            )
         zarr_format = environ.get("BIOMERO_OMERO_ZARR_FORMAT", "0.4")
         if zarr_format not in ZARR_FORMATS:
             raise ConfigError(
@@ -84,6 +99,7 @@ class OmeroSide:
             SudoConnector(OmeroServer.from_env(environ)),
             export_workers=int(workers_text),
             zarr_format=zarr_format,
+            max_plane_bytes=int(plane_text) << 20,
         )
 
     @property
@@ -95,22 +111,29 @@ class OmeroSide:
     def export(self, run: dict[str, Any], dest: Path) -> list[Path]:
         inputs = run["inputs"]
         user, group = user_of(run)
-        with self.connect(user, group) as conn:
-            return export_selection(
-                conn,
-                str(inputs.get("data_type")),
-                [int(i) for i in inputs.get("ids") or []],
-                dest,
-                export_fn=self.export_fn,
-                workers=self.export_workers,
-                zarr_format=self.zarr_format,
-            )
+        return export_selection(
+            lambda: self.connect(user, group),
+            str(inputs.get("data_type")),
+            [int(i) for i in inputs.get("ids") or []],
+            dest,
+            export_fn=self.export_fn,
+            workers=self.export_workers,
+            zarr_format=self.zarr_format,
+        )
 
     def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]:
         options = ImportOptions.from_outputs(run["inputs"].get("outputs") or {})
         user, group = user_of(run)
         with self.connect(user, group) as conn:
-            return Importer(conn, run, results, source_index(run), options).import_all()
+            importer = Importer(
+                conn,
+                run,
+                results,
+                source_index(run),
+                options,
+                max_plane_bytes=self.max_plane_bytes,
+            )
+            return importer.import_all()
 
     def run_ended(self, run: dict[str, Any]) -> None:
         """The E-mail the user asked for, over the admin session (see ``notify``)."""

@@ -2,7 +2,8 @@
 
 Set OMERO_HOST (OMERO_PORT), OMERO_USER / OMERO_PASSWORD (an admin with the Sudo
 privilege) and OMERO_TEST_USER (an ordinary user to act for, with a default group).
-The test creates a small image as that user, exports it with the real image_to_zarr,
+The test creates small images as that user, exports three of them at once with the
+real image_to_zarr (one session per export thread) and checks each kept its own pixels,
 imports results twice and checks one set exists, then deletes what it made.
 """
 
@@ -38,22 +39,32 @@ def side() -> Iterator[Any]:
     opened.close()
 
 
+def pixels_of(n: int) -> np.ndarray:
+    return (np.arange(32 * 40, dtype=np.uint16).reshape(32, 40) + 1000 * n).astype(np.uint16)
+
+
 @pytest.fixture
-def source(side: Any) -> Iterator[tuple[int, int]]:
-    """A fresh image of the test user: (image id, group id); deleted afterwards."""
+def sources(side: Any) -> Iterator[tuple[list[int], int]]:
+    """Three fresh images of the test user: (image ids, group id); deleted afterwards."""
     user = os.environ["OMERO_TEST_USER"]
     made: list[int] = []
     with side.connect(user, None) as conn:
         group_id = conn.getEventContext().groupId
-        planes = iter([np.arange(32 * 40, dtype=np.uint16).reshape(32, 40)])
-        image = conn.createImageFromNumpySeq(planes, "biomero test source", 1, 1, 1)
-        made.append(image.getId())
-    yield made[0], group_id
+        for n in range(3):
+            planes = iter([pixels_of(n)])
+            image = conn.createImageFromNumpySeq(planes, f"biomero test source {n}", 1, 1, 1)
+            made.append(image.getId())
+    yield made, group_id
     with side.connect(user, group_id) as conn:
         conn.deleteObjects("Image", made, deleteAnns=True, deleteChildren=True, wait=True)
 
 
-def run_for(image_id: int, group_id: int, exported: list[Path]) -> dict[str, Any]:
+@pytest.fixture
+def source(sources: tuple[list[int], int]) -> tuple[int, int]:
+    return sources[0][0], sources[1]
+
+
+def run_for(image_id: int | list[int], group_id: int, exported: list[Path]) -> dict[str, Any]:
     return {
         "run_id": str(uuid.uuid4()),
         "workflow": "nuclei",
@@ -64,7 +75,7 @@ def run_for(image_id: int, group_id: int, exported: list[Path]) -> dict[str, Any
         "inputs": {
             "source": "omero",
             "data_type": "Image",
-            "ids": [image_id],
+            "ids": image_id if isinstance(image_id, list) else [image_id],
             "outputs": {
                 "new_dataset": "biomero test results",
                 "rois_from_labels": True,
@@ -77,13 +88,19 @@ def run_for(image_id: int, group_id: int, exported: list[Path]) -> dict[str, Any
     }
 
 
-def test_export_writes_an_ome_zarr_with_the_real_image_to_zarr(
-    side: Any, source: tuple[int, int], tmp_path: Path
+def test_export_of_several_images_at_once_keeps_each_images_pixels(
+    side: Any, sources: tuple[list[int], int], tmp_path: Path
 ) -> None:
-    image_id, group_id = source
-    (path,) = side.export(run_for(image_id, group_id, []), tmp_path / "in")
-    assert path.name == f"image{image_id}.ome.zarr"
-    assert (path / "zarr.json").is_file() or (path / ".zattrs").is_file()
+    import zarr
+
+    image_ids, group_id = sources
+    side.export_workers = 3
+    paths = side.export(run_for(image_ids, group_id, []), tmp_path / "in")
+    for n, (image_id, path) in enumerate(zip(image_ids, paths, strict=True)):
+        assert path.name == f"image{image_id}.ome.zarr"
+        assert (path / "zarr.json").is_file() or (path / ".zattrs").is_file()
+        written = np.asarray(zarr.open_array(str(path / "0"), mode="r")[...])
+        assert np.array_equal(written, pixels_of(n))
 
 
 def test_importing_twice_on_a_real_server_leaves_one_set(

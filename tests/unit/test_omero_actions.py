@@ -1,6 +1,7 @@
 """What the scripts do: record requests, report status, cancel, get results (own runs only).
 
-The tracker is real (SQLite); the OMERO session is the fake one.
+The tracker is real (SQLite); the OMERO session is omero-py's BlitzGateway over the
+stand-in services of tests/omero_standins.py.
 """
 
 from __future__ import annotations
@@ -8,14 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
+from omero_standins import StandInServer
 
 from biomeroworker.errors import BiomeroError
 from biomeroworker.omero import actions, forms
-from biomeroworker.omero.testing import FakeAdmin, FakeGateway, FakeServer
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.tracking.errors import UnknownRunError
 from biomeroworker.workflows.catalog import Workflow
@@ -37,15 +39,15 @@ def tracker(tmp_path: Path) -> Iterator[Tracker]:
 
 
 @pytest.fixture
-def server() -> FakeServer:
-    s = FakeServer()
+def server() -> StandInServer:
+    s = StandInServer()
     s.add_user("alice", GROUP, "lab")
     s.add_user("bob", GROUP, "lab")
     return s
 
 
-def session(server: FakeServer, user: str = "alice") -> FakeGateway:
-    return FakeAdmin(server).suConn(user, "lab")
+def session(server: StandInServer, user: str = "alice") -> Any:
+    return server.session_as(user, "lab")
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def form(ids: list[int], **extra: object) -> dict[str, object]:
 
 
 def test_run_workflow_records_an_omero_run_for_the_script_user(
-    server: FakeServer, tracker: Tracker, catalog: forms.Catalog
+    server: StandInServer, tracker: Tracker, catalog: forms.Catalog
 ) -> None:
     image = server.add_image("alice", GROUP, "a.tif")
     inputs = form([image], **{forms.OUTPUT_NEW_DATASET: "out"})
@@ -75,7 +77,7 @@ def test_run_workflow_records_an_omero_run_for_the_script_user(
 
 
 def test_images_the_user_cannot_read_are_refused_and_nothing_is_recorded(
-    server: FakeServer, tracker: Tracker, catalog: forms.Catalog
+    server: StandInServer, tracker: Tracker, catalog: forms.Catalog
 ) -> None:
     theirs = server.add_image("bob", GROUP, "b.tif")
     with pytest.raises(BiomeroError, match=f"Image \\[{theirs}\\] not found"):
@@ -84,7 +86,7 @@ def test_images_the_user_cannot_read_are_refused_and_nothing_is_recorded(
 
 
 def test_batched_run_splits_a_dataset_into_runs_of_batch_size(
-    server: FakeServer, tracker: Tracker, catalog: forms.Catalog
+    server: StandInServer, tracker: Tracker, catalog: forms.Catalog
 ) -> None:
     images = [server.add_image("alice", GROUP, f"{n}.tif") for n in range(5)]
     dataset = server.add_dataset("alice", GROUP, "d", images)
@@ -96,7 +98,7 @@ def test_batched_run_splits_a_dataset_into_runs_of_batch_size(
 
 
 def test_wait_reports_the_outcome_once_the_supervisor_finished_the_run(
-    server: FakeServer, tracker: Tracker, catalog: forms.Catalog
+    server: StandInServer, tracker: Tracker, catalog: forms.Catalog
 ) -> None:
     image = server.add_image("alice", GROUP, "a.tif")
 
@@ -122,7 +124,7 @@ def test_waiting_gives_up_at_the_deadline_and_the_run_goes_on(tracker: Tracker) 
     assert run["state"] == "REQUESTED" and now[0] >= 60
 
 
-def _record(tracker: Tracker, server: FakeServer, user: str) -> str:
+def _record(tracker: Tracker, server: StandInServer, user: str) -> str:
     return tracker.record_run_requested(
         workflow="seg",
         version="v2",
@@ -133,20 +135,20 @@ def _record(tracker: Tracker, server: FakeServer, user: str) -> str:
     )
 
 
-def test_status_lists_only_the_users_own_runs(server: FakeServer, tracker: Tracker) -> None:
+def test_status_lists_only_the_users_own_runs(server: StandInServer, tracker: Tracker) -> None:
     mine = _record(tracker, server, "alice")
     theirs = _record(tracker, server, "bob")
     text = actions.status(tracker, actions.user_of(session(server)))
     assert mine in text and theirs not in text
 
 
-def test_nobody_can_look_at_another_users_run(server: FakeServer, tracker: Tracker) -> None:
+def test_nobody_can_look_at_another_users_run(server: StandInServer, tracker: Tracker) -> None:
     theirs = _record(tracker, server, "bob")
     with pytest.raises(UnknownRunError, match="not one of your runs"):
         actions.status(tracker, actions.user_of(session(server)), theirs)
 
 
-def test_cancel_is_refused_for_another_users_run(server: FakeServer, tracker: Tracker) -> None:
+def test_cancel_is_refused_for_another_users_run(server: StandInServer, tracker: Tracker) -> None:
     theirs = _record(tracker, server, "bob")
     cancelled: list[str] = []
     with pytest.raises(UnknownRunError):
@@ -159,7 +161,9 @@ def test_cancel_is_refused_for_another_users_run(server: FakeServer, tracker: Tr
     assert cancelled == []
 
 
-def test_cancel_of_an_own_run_goes_through_the_engine(server: FakeServer, tracker: Tracker) -> None:
+def test_cancel_of_an_own_run_goes_through_the_engine(
+    server: StandInServer, tracker: Tracker
+) -> None:
     mine = _record(tracker, server, "alice")
     seen: list[tuple[str, str]] = []
 
@@ -176,7 +180,7 @@ def test_cancel_of_an_own_run_goes_through_the_engine(server: FakeServer, tracke
 
 
 def test_get_results_imports_a_finished_runs_results_once(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     image = server.add_image("alice", GROUP, "a.tif")
     run_id = tracker.record_run_requested(
@@ -202,7 +206,7 @@ def test_get_results_imports_a_finished_runs_results_once(
 
 
 def test_get_results_of_an_unfinished_run_says_it_is_still_going(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     mine = _record(tracker, server, "alice")
     text = actions.get_results(session(server), tracker, mine, lambda run: tmp_path)

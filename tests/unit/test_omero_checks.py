@@ -1,7 +1,8 @@
 """The Run Workflow scripts apply the rules `biomero run` applies, at once: the user reads
 the problem in the script's output and nothing is recorded.
 
-The tracker is real (SQLite); the OMERO session is the fake one; the cluster's partitions
+The tracker is real (SQLite); the OMERO session is omero-py's BlitzGateway on
+the stand-in services of tests/omero_standins.py; the cluster's partitions
 come from a stand-in for the cached sinfo answer.
 """
 
@@ -12,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from omero_standins import StandInServer
 
 from biomeroworker.errors import ConnectError
 from biomeroworker.inputs import InputError
 from biomeroworker.omero import actions, forms
-from biomeroworker.omero.testing import FakeAdmin, FakeServer
 from biomeroworker.slurm.parse import Partition
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.workflows.catalog import get_workflow
@@ -38,8 +39,8 @@ def tracker(tmp_path: Path) -> Iterator[Tracker]:
 
 
 @pytest.fixture
-def server() -> FakeServer:
-    s = FakeServer()
+def server() -> StandInServer:
+    s = StandInServer()
     s.add_user("alice", GROUP, "lab")
     return s
 
@@ -64,13 +65,13 @@ def form(ids: list[int], **extra: object) -> dict[str, object]:
     return {"Data_Type": "Image", "IDs": ids, "seg": True, **extra}
 
 
-def run(server: FakeServer, tracker: Tracker, catalog: forms.Catalog, inputs, partitions):  # type: ignore[no-untyped-def]
-    conn = FakeAdmin(server).suConn("alice", "lab")
+def run(server: StandInServer, tracker: Tracker, catalog: forms.Catalog, inputs, partitions):  # type: ignore[no-untyped-def]
+    conn = server.session_as("alice", "lab")
     return actions.run_workflow(conn, tracker, catalog, inputs, partitions=partitions)
 
 
 def test_a_workflow_partition_the_cluster_lacks_is_refused_and_nothing_is_recorded(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     catalog = catalog_with(tmp_path, "seg_job_partition = gpu-huge\n")
     image = server.add_image("alice", GROUP, "a.tif")
@@ -84,7 +85,7 @@ def test_a_workflow_partition_the_cluster_lacks_is_refused_and_nothing_is_record
 
 
 def test_the_conversion_job_partition_is_checked_for_omero_runs(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     catalog = catalog_with(tmp_path, slurm_keys="slurm_conversion_partition = convert\n")
     image = server.add_image("alice", GROUP, "a.tif")
@@ -94,7 +95,7 @@ def test_the_conversion_job_partition_is_checked_for_omero_runs(
 
 
 def test_a_time_limit_above_the_partition_limit_is_refused_in_the_script(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     catalog = catalog_with(tmp_path, "seg_job_time = 1-00:00:00\n")
     image = server.add_image("alice", GROUP, "a.tif")
@@ -103,7 +104,7 @@ def test_a_time_limit_above_the_partition_limit_is_refused_in_the_script(
 
 
 def test_an_empty_dataset_is_refused_at_once(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     catalog = catalog_with(tmp_path)
     dataset = server.add_dataset("alice", GROUP, "empty", [])
@@ -112,7 +113,7 @@ def test_an_empty_dataset_is_refused_at_once(
     assert tracker.list_runs() == []
 
 
-def test_good_values_are_recorded(server: FakeServer, tracker: Tracker, tmp_path: Path) -> None:
+def test_good_values_are_recorded(server: StandInServer, tracker: Tracker, tmp_path: Path) -> None:
     catalog = catalog_with(tmp_path)
     image = server.add_image("alice", GROUP, "a.tif")
     message = run(server, tracker, catalog, form([image]), lambda: PARTITIONS)
@@ -121,7 +122,7 @@ def test_good_values_are_recorded(server: FakeServer, tracker: Tracker, tmp_path
 
 
 def test_a_cluster_that_does_not_answer_records_the_run_and_says_what_was_not_checked(
-    server: FakeServer, tracker: Tracker, tmp_path: Path
+    server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
     def down() -> list[Partition]:
         raise ConnectError("no route to host")

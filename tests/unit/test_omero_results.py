@@ -134,3 +134,64 @@ def test_imported_images_are_named_after_their_source() -> None:
     source = ExportedImage(12, "cells day 1.ome.tiff", "image12.ome.zarr")
     assert display_name("image12_labels.tif", source) == "cells day 1_labels.tif"
     assert display_name("summary.tif", None) == "summary.tif"
+
+
+# -- reading results plane by plane ------------------------------------------------------
+
+
+def test_a_z_stack_is_read_one_plane_at_a_time(tmp_path: Path) -> None:
+    import tifffile
+
+    from biomeroworker.omero.results import ImageFile
+
+    data = np.arange(3 * 2 * 4 * 5, dtype=np.uint16).reshape(3, 2, 4, 5)  # Z C Y X
+    tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    with ImageFile.open(tmp_path / "s.tif") as image:
+        assert image.shape == (1, 2, 3, 4, 5)
+        assert np.array_equal(image.plane(0, 1, 2), data[2, 1])
+
+
+def test_rgb_samples_become_channels(tmp_path: Path) -> None:
+    import tifffile
+
+    from biomeroworker.omero.results import ImageFile
+
+    rgb = np.zeros((6, 7, 3), dtype=np.uint8)
+    rgb[..., 2] = 9
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with ImageFile.open(tmp_path / "rgb.tif") as image:
+        assert image.shape == (1, 3, 1, 6, 7)
+        assert image.plane(0, 2, 0).max() == 9 and image.plane(0, 0, 0).max() == 0
+
+
+def test_a_small_compressed_file_declaring_a_huge_plane_is_refused_unread(tmp_path: Path) -> None:
+    import tifffile
+
+    from biomeroworker.omero.results import ImageFile
+
+    tifffile.imwrite(tmp_path / "bomb.tif", np.zeros((4096, 4096), np.uint8), compression="zlib")
+    assert (tmp_path / "bomb.tif").stat().st_size < 200_000
+    with pytest.raises(ResultsError, match="one plane is 16 MiB, over the 1 MiB limit"):
+        ImageFile.open(tmp_path / "bomb.tif", max_plane_bytes=1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "stored"),
+    [("float16", "float32"), ("bool", "uint8"), ("uint16", "uint16"), ("float64", "float64")],
+)
+def test_pixel_types_without_an_omero_type_are_widened(dtype: str, stored: str) -> None:
+    from biomeroworker.omero.results import storage_dtype
+
+    assert storage_dtype(np.dtype(dtype)) == np.dtype(stored)
+
+
+def test_a_csv_streams_in_chunks_with_types_from_the_whole_file(tmp_path: Path) -> None:
+    from biomeroworker.omero.results import csv_chunks, scan_csv
+
+    path = tmp_path / "t.csv"
+    path.write_text("n,x\n" + "".join(f"{i},{i}\n" for i in range(5)) + "5,5.5\n")
+    schema = scan_csv(path)
+    assert schema.kinds == ["long", "double"] and schema.rows == 6
+    chunks = list(csv_chunks(schema, rows_per_chunk=4))
+    assert [len(c[0].values) for c in chunks] == [4, 2]
+    assert chunks[0][1].values[0] == 0.0 and chunks[1][1].values[1] == 5.5

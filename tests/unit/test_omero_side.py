@@ -1,5 +1,7 @@
-"""OmeroSide against a fake OMERO (omero-py's real model classes, calls recorded).
+"""OmeroSide over omero-py's real BlitzGateway and wrappers, on stand-in Ice services.
 
+tests/omero_standins.py stands in for the server under omero-py; everything above
+(BlitzGateway, its HQL, suConn, the wrappers) is omero-py's own code.
 tests/integration/test_omero_real.py runs the same scenarios against a real server
 when OMERO_HOST and friends are set.
 """
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+from omero_standins import StandInCrash, StandInServer
 
 from biomeroworker.errors import ConnectError
 from biomeroworker.omero import provenance as prov
@@ -25,14 +28,14 @@ from biomeroworker.omero.exporter import export_args
 from biomeroworker.omero.importer import run_annotations
 from biomeroworker.omero.results import EXPORT_INDEX, read_index
 from biomeroworker.omero.side import OmeroSide
-from biomeroworker.omero.testing import FakeAdmin, FakeCrash, FakeServer
 
 GROUP, OTHER_GROUP = 3, 4
 RUN_ID = "8c0e6a2e-3f52-4d8e-9a55-1f0f6c1d2b7a"
 
 
-class FakeExport:
-    """Writes what image_to_zarr would (``<output>/<id>.ome.zarr``) and records calls."""
+class RecordingExport:
+    """Writes what image_to_zarr would (``<output>/<id>.ome.zarr``) and records calls
+    (tests/unit/test_omero_export.py runs the real image_to_zarr)."""
 
     def __init__(self, *, crash_on: int | None = None, barrier: threading.Barrier | None = None):
         self.calls: list[tuple[int, argparse.Namespace]] = []
@@ -53,7 +56,7 @@ class FakeExport:
             folder = Path(args.output) / f"{image.getId()}.ome.zarr"
             folder.mkdir()
             if self.crash_on == int(image.getId()):
-                raise FakeCrash("export died half-way")
+                raise StandInCrash("export died half-way")
             # OME-Zarr 0.5 metadata and the first level's array metadata: what the
             # export step checks (biomeroworker.inputs); the pixels do not matter here.
             ome = {"version": "0.5", "multiscales": [{"datasets": [{"path": "0"}]}]}
@@ -66,20 +69,34 @@ class FakeExport:
                 self.active -= 1
 
 
+ADMIN = OmeroServer("omero.example", 4064, "biomero-sudo", "s3cret")
+
+
 @pytest.fixture
-def server() -> FakeServer:
-    s = FakeServer()
+def server() -> StandInServer:
+    s = StandInServer()
+    s.add_user("biomero-sudo", 0, password="s3cret", privileges=("Sudo",))
     s.add_user("alice", GROUP, "lab")
     s.add_user("bob", OTHER_GROUP, "other-lab")
     return s
 
 
-def side_for(server: FakeServer, export: FakeExport | None = None, workers: int = 2) -> OmeroSide:
-    connector = SudoConnector(
-        OmeroServer("omero.example", 4064, "biomero-sudo", "s3cret"),
-        gateway=lambda _server: FakeAdmin(server),
+def gateway_for(server: StandInServer) -> Any:
+    """omero-py's BlitzGateway on the stand-in server, as SudoConnector makes it."""
+    gateway = server.gateway_class()
+    return lambda s: gateway(s.user, s.password, host=s.host, port=s.port, secure=True)
+
+
+def side_for(
+    server: StandInServer,
+    export: Any = None,
+    workers: int = 2,
+    **options: Any,
+) -> OmeroSide:
+    connector = SudoConnector(ADMIN, gateway=gateway_for(server))
+    return OmeroSide(
+        connector, export_fn=export or RecordingExport(), export_workers=workers, **options
     )
-    return OmeroSide(connector, export_fn=export or FakeExport(), export_workers=workers)
 
 
 def make_run(
@@ -143,7 +160,7 @@ def write_results(folder: Path, image_id: int) -> Path:
     return folder
 
 
-def exported(server: FakeServer, tmp_path: Path, image_ids: list[int]) -> list[Path]:
+def exported(server: StandInServer, tmp_path: Path, image_ids: list[int]) -> list[Path]:
     side = side_for(server)
     return side.export(make_run(image_ids), tmp_path / "in")
 
@@ -152,7 +169,7 @@ def exported(server: FakeServer, tmp_path: Path, image_ids: list[int]) -> list[P
 
 
 def test_export_writes_one_ome_zarr_per_image_of_a_dataset_and_an_id_name_index(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     a = server.add_image("alice", GROUP, "cells a.tif")
     b = server.add_image("alice", GROUP, "cells b.tif")
@@ -176,7 +193,9 @@ def test_export_gives_image_to_zarr_every_argument_it_reads() -> None:
     assert args.name_by == "id"  # so the folder is <id>.ome.zarr
 
 
-def test_export_of_a_plate_exports_each_of_its_images(server: FakeServer, tmp_path: Path) -> None:
+def test_export_of_a_plate_exports_each_of_its_images(
+    server: StandInServer, tmp_path: Path
+) -> None:
     images = [server.add_image("alice", GROUP, f"well {n}") for n in range(3)]
     plate = server.add_plate("alice", GROUP, "screen 1", images)
     paths = side_for(server).export(make_run([plate], data_type="Plate"), tmp_path / "in")
@@ -184,32 +203,32 @@ def test_export_of_a_plate_exports_each_of_its_images(server: FakeServer, tmp_pa
 
 
 def test_export_after_a_crash_keeps_finished_images_and_redoes_the_half_written_one(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     images = [server.add_image("alice", GROUP, f"img {n}") for n in range(3)]
-    crashing = FakeExport(crash_on=images[1])
-    with pytest.raises(FakeCrash):
+    crashing = RecordingExport(crash_on=images[1])
+    with pytest.raises(StandInCrash):
         side_for(server, crashing, workers=1).export(make_run(images), tmp_path / "in")
     done_before = sorted(p.name for p in (tmp_path / "in").glob("*.ome.zarr"))
     assert done_before == [f"image{images[0]}.ome.zarr", f"image{images[2]}.ome.zarr"]
-    again = FakeExport()
+    again = RecordingExport()
     paths = side_for(server, again, workers=1).export(make_run(images), tmp_path / "in")
     assert [c[0] for c in again.calls] == [images[1]]
     assert len(paths) == 3 and all((p / "zarr.json").is_file() for p in paths)
 
 
 def test_export_runs_several_images_at_once_but_never_more_than_the_bound(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     images = [server.add_image("alice", GROUP, f"img {n}") for n in range(4)]
-    export = FakeExport(barrier=threading.Barrier(2, timeout=10))
+    export = RecordingExport(barrier=threading.Barrier(2, timeout=10))
     side_for(server, export, workers=2).export(make_run(images), tmp_path / "in")
     assert export.most_active == 2
     assert len(export.calls) == 4
 
 
 def test_export_as_the_runs_user_cannot_read_another_users_images(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     private = server.add_image("alice", GROUP, "alice only")
     run = make_run([private], user="bob", group=OTHER_GROUP)
@@ -222,7 +241,7 @@ def test_export_as_the_runs_user_cannot_read_another_users_images(
 
 
 def imported(
-    server: FakeServer, tmp_path: Path, outputs: dict[str, Any], n_images: int = 1
+    server: StandInServer, tmp_path: Path, outputs: dict[str, Any], n_images: int = 1
 ) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
     images = [server.add_image("alice", GROUP, f"cells {n}.tif") for n in range(n_images)]
     paths = exported(server, tmp_path, images)
@@ -233,7 +252,7 @@ def imported(
 
 
 def test_import_puts_label_images_in_a_new_dataset_named_after_the_source(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     _, _images, summary = imported(server, tmp_path, {"new_dataset": "nuclei results"})
     (dataset,) = server.of_type("DatasetI")
@@ -243,10 +262,10 @@ def test_import_puts_label_images_in_a_new_dataset_named_after_the_source(
     assert server.dataset_images[summary["dataset_id"]] == [new_id]
     new = server.objects[new_id]
     assert new.getName().getValue() == "cells 0_labels.tif"
-    assert np.array_equal(server.pixels[new_id][0], LABELS)
+    assert np.array_equal(server.image_pixels(new_id)[0, 0, 0], LABELS)
 
 
-def test_import_turns_csv_into_a_typed_omero_table(server: FakeServer, tmp_path: Path) -> None:
+def test_import_turns_csv_into_a_typed_omero_table(server: StandInServer, tmp_path: Path) -> None:
     _, _, summary = imported(server, tmp_path, {"new_dataset": "r", "csv_as_table": True})
     (table,) = server.tables.values()
     assert [type(c).__name__ for c in table.columns] == [
@@ -267,7 +286,7 @@ def test_import_turns_csv_into_a_typed_omero_table(server: FakeServer, tmp_path:
 
 
 def test_import_attaches_other_files_and_csv_when_no_table_is_wanted(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     _, _, summary = imported(server, tmp_path, {"new_dataset": "r", "csv_as_table": False})
     names = sorted(f.getName().getValue() for f in server.of_type("OriginalFileI"))
@@ -276,7 +295,7 @@ def test_import_attaches_other_files_and_csv_when_no_table_is_wanted(
 
 
 def test_import_attaches_result_images_to_their_original(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     _, images, _ = imported(server, tmp_path, {"attach_to_originals": True, "csv_as_table": False})
     links = server.of_type("ImageAnnotationLinkI")
@@ -290,7 +309,7 @@ def test_import_attaches_result_images_to_their_original(
 
 
 def test_import_makes_one_roi_per_label_on_the_source_image(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     _, images, summary = imported(server, tmp_path, {"rois_from_labels": True, "roi_shape": "Mask"})
     rois = server.of_type("RoiI")
@@ -306,7 +325,7 @@ def test_import_makes_one_roi_per_label_on_the_source_image(
 
 
 def test_import_writes_provenance_with_run_workflow_version_parameters_and_jobs(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     _run, _, _ = imported(server, tmp_path, {"new_dataset": "r"})
     anns = [
@@ -328,14 +347,14 @@ def test_import_writes_provenance_with_run_workflow_version_parameters_and_jobs(
 
 
 def test_everything_imported_belongs_to_the_runs_user_and_group(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     imported(server, tmp_path, {"new_dataset": "r", "rois_from_labels": True})
-    created = [server.owner_of(o) for o in server.objects.values()]
-    assert {(m.owner, m.group_id) for m in created} == {("alice", GROUP)}
+    created = {server.owner_of(o) for o in server.objects.values()}
+    assert created == {("alice", GROUP)}
 
 
-def test_importing_twice_leaves_one_set_of_results(server: FakeServer, tmp_path: Path) -> None:
+def test_importing_twice_leaves_one_set_of_results(server: StandInServer, tmp_path: Path) -> None:
     outputs = {"new_dataset": "r", "rois_from_labels": True, "attach_to_originals": True}
     run, _images, first = imported(server, tmp_path, outputs)
     before = sorted(type(o).__name__ for o in server.objects.values())
@@ -345,9 +364,9 @@ def test_importing_twice_leaves_one_set_of_results(server: FakeServer, tmp_path:
     assert second["dataset_id"] == first["dataset_id"]
 
 
-@pytest.mark.parametrize("crash_at", ["uploadPlane", "newTable", "saveAndReturnArray"])
+@pytest.mark.parametrize("crash_at", ["setTile", "newTable", "saveAndReturnArray"])
 def test_a_crash_mid_import_then_a_rerun_ends_with_exactly_one_set(
-    server: FakeServer, tmp_path: Path, crash_at: str
+    server: StandInServer, tmp_path: Path, crash_at: str
 ) -> None:
     images = [server.add_image("alice", GROUP, "cells.tif")]
     paths = exported(server, tmp_path, images)
@@ -355,7 +374,7 @@ def test_a_crash_mid_import_then_a_rerun_ends_with_exactly_one_set(
     outputs = {"new_dataset": "r", "rois_from_labels": True, "attach_to_originals": True}
     run = make_run(images, outputs=outputs, export_paths=paths)
     server.crash_after(crash_at)
-    with pytest.raises(FakeCrash):
+    with pytest.raises(StandInCrash):
         side_for(server).import_results(run, results)
     side_for(server).import_results(run, results)
     result_images = [i for i in server.of_type("ImageI") if i.getId().getValue() not in images]
@@ -364,72 +383,27 @@ def test_a_crash_mid_import_then_a_rerun_ends_with_exactly_one_set(
     kinds = sorted(a["kind"] for a in conn_runs)
     assert kinds == ["attachment", "attachment", "dataset", "image", "rois", "run", "table"]
     assert len(server.of_type("RoiI")) == 3
-    half_made_image = crash_at in ("uploadPlane", "saveAndReturnArray")
+    half_made_image = crash_at in ("setTile", "saveAndReturnArray")
     assert any(call == "deleteObjects" for _, call, _ in server.calls) == half_made_image
 
 
-def _session(server: FakeServer) -> Any:
-    return FakeAdmin(server).suConn("alice", "lab")
+def _session(server: StandInServer) -> Any:
+    return server.session_as("alice", "lab")
 
 
 def test_import_into_a_chosen_dataset_of_another_user_is_refused(
-    server: FakeServer, tmp_path: Path
+    server: StandInServer, tmp_path: Path
 ) -> None:
     theirs = server.add_dataset("bob", OTHER_GROUP, "bob's", [])
     with pytest.raises(OmeroError, match=f"Dataset {theirs} does not exist"):
         imported(server, tmp_path, {"dataset_id": theirs})
 
 
-# -- the admin connection --------------------------------------------------------------
-
-
-def test_an_unreachable_omero_is_a_transient_connect_error(server: FakeServer) -> None:
-    connector = SudoConnector(
-        OmeroServer("omero.example", 4064, "biomero-sudo", "s3cret"),
-        gateway=lambda _s: FakeAdmin(server, reachable=False),
-    )
-    with pytest.raises(ConnectError, match="cannot log in") as info, connector("alice", GROUP):
-        pass
-    assert "s3cret" not in str(info.value)
-
-
-def test_an_admin_account_without_admin_rights_is_refused(server: FakeServer) -> None:
-    connector = SudoConnector(
-        OmeroServer("omero.example", 4064, "plain-user", "pw"),
-        gateway=lambda _s: FakeAdmin(server, admin=False),
-    )
-    with pytest.raises(OmeroError, match="needs the Sudo privilege"), connector("alice", GROUP):
-        pass
-
-
-def test_the_user_session_is_closed_after_use(server: FakeServer) -> None:
-    admin = FakeAdmin(server)
-    connector = SudoConnector(OmeroServer("h", 4064, "a", "pw"), gateway=lambda _s: admin)
-    with connector("alice", GROUP) as conn:
-        assert conn.getEventContext().userName == "alice"
-    assert admin.sessions[0].closed
-
-
-def test_the_password_never_shows_in_the_server_settings() -> None:
-    server = OmeroServer.from_env(
-        {"OMERO_HOST": "h", "OMERO_USER": "sudo", "OMERO_PASSWORD": "s3cret", "OMERO_PORT": "4064"}
-    )
-    assert "s3cret" not in repr(server)
-
-
-def test_missing_omero_settings_are_named_without_values() -> None:
-    from biomeroworker.errors import ConfigError
-
-    with pytest.raises(ConfigError) as info:
-        OmeroServer.from_env({"OMERO_HOST": "h", "OMERO_PASSWORD": "s3cret"})
-    assert info.value.problems == ["environment: OMERO_USER is not set (needed to reach OMERO)"]
-
-
 # -- through the RunEngine (the supervisor's path) ------------------------------------
 
 
 def test_the_run_engine_exports_and_imports_an_omero_run_through_omero_side(
-    server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: StandInServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from biomeroworker.config import load_settings
     from biomeroworker.runs import RunEngine, Step, next_step
@@ -469,3 +443,206 @@ def test_the_run_engine_exports_and_imports_an_omero_run_through_omero_side(
         (task,) = [t for t in tracker.get_run(run_id)["tasks"] if t["kind"] == "import"]
         summary = json.loads(task["result_locations"][0])
         assert task["state"] == "COMPLETED" and len(summary["images"]) == 1
+
+
+# -- what a real server would refuse or choke on ------------------------------------------
+
+
+def test_labels_that_do_not_fit_their_source_make_no_rois_after_a_real_export(
+    server: StandInServer, tmp_path: Path
+) -> None:
+    image = server.add_image("alice", GROUP, "small.tif", size_x=20, size_y=10)
+    paths = exported(server, tmp_path, [image])
+    results = write_results(tmp_path / "out", image)  # 64x48 labels
+    run = make_run([image], outputs={"rois_from_labels": True}, export_paths=paths)
+    summary = side_for(server).import_results(run, results)
+    assert summary["rois"] == 0
+    assert any("64x48 labels do not fit" in p for p in summary["problems"])
+
+
+def test_a_label_image_above_the_max_plane_size_is_imported_in_pyramid_tiles(
+    server: StandInServer, tmp_path: Path
+) -> None:
+    image = server.add_image("alice", GROUP, "big.tif", size_x=3300, size_y=40)
+    paths = exported(server, tmp_path, [image])
+    big = np.zeros((40, 3300), dtype=np.uint16)
+    big[5:30, 3000:3290] = 4
+    results = tmp_path / "out"
+    results.mkdir()
+    tifffile.imwrite(results / f"image{image}_labels.tif", big)
+    run = make_run([image], outputs={"new_dataset": "r"}, export_paths=paths)
+    summary = side_for(server).import_results(run, results)
+    (new_id,) = summary["images"]
+    assert np.array_equal(server.image_pixels(new_id)[0, 0, 0], big)
+    tiles = [c for c in server.calls if c[1] == "setTile"]
+    assert len(tiles) == 13  # 256x256 tiles, in order (the stand-in refuses anything else)
+    assert not [c for c in server.calls if c[1] == "uploadPlane"]
+
+
+def test_whole_plane_upload_cannot_write_a_pyramid_which_is_why_we_tile(
+    server: StandInServer,
+) -> None:
+    import omero
+
+    conn = server.session_as("alice", "lab")
+    plane = np.zeros((10, 3300), dtype=np.uint16)
+    with pytest.raises(omero.ApiUsageException, match="write tiles"):
+        conn.createImageFromNumpySeq(iter([plane]), "big", 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64"]
+)
+def test_result_pixel_types_agree_with_omero_pys_own_mapping(
+    server: StandInServer, dtype: str
+) -> None:
+    from biomeroworker.omero.results import PIXEL_TYPES, storage_dtype
+
+    conn = server.session_as("alice", "lab")
+    conn.createImageFromNumpySeq(iter([np.zeros((4, 5), dtype=dtype)]), "t", 1, 1, 1)
+    (created,) = [detail for _, call, detail in server.calls if call == "createImage"]
+    assert created[1] == PIXEL_TYPES[storage_dtype(np.dtype(dtype)).name]
+
+
+def test_float16_results_are_stored_as_float_with_their_values(
+    server: StandInServer, tmp_path: Path
+) -> None:
+    image = server.add_image("alice", GROUP, "src.tif")
+    paths = exported(server, tmp_path, [image])
+    results = tmp_path / "out"
+    results.mkdir()
+    values = (np.arange(48 * 64).reshape(48, 64) / 7).astype(np.float16)
+    tifffile.imwrite(results / f"image{image}_prob.tif", values)
+    run = make_run([image], outputs={"new_dataset": "r"}, export_paths=paths)
+    (new_id,) = side_for(server).import_results(run, results)["images"]
+    stored = server.image_pixels(new_id)[0, 0, 0]
+    assert stored.dtype == np.float32
+    assert np.array_equal(stored, values.astype(np.float32))
+
+
+def test_a_plane_over_the_read_limit_is_one_files_problem_and_the_rest_imports(
+    server: StandInServer, tmp_path: Path
+) -> None:
+    image = server.add_image("alice", GROUP, "src.tif")
+    paths = exported(server, tmp_path, [image])
+    results = write_results(tmp_path / "out", image)
+    run = make_run([image], outputs={"new_dataset": "r"}, export_paths=paths)
+    summary = side_for(server, max_plane_bytes=1024).import_results(run, results)
+    assert summary["images"] == [] and summary["tables"] == 1 and summary["attachments"] == 1
+    (problem,) = summary["problems"]
+    assert problem.startswith(f"image{image}_labels.tif: one plane is 0 MiB, over the")
+
+
+def test_a_big_csv_streams_into_the_table_in_chunks(server: StandInServer, tmp_path: Path) -> None:
+    image = server.add_image("alice", GROUP, "src.tif")
+    paths = exported(server, tmp_path, [image])
+    results = tmp_path / "out"
+    results.mkdir()
+    rows = "".join(f"{n},{n * 0.5},cell {n}\n" for n in range(25_000))
+    (results / f"image{image}_objects.csv").write_text("label,area,name\n" + rows)
+    run = make_run([image], outputs={"new_dataset": "r"}, export_paths=paths)
+    side_for(server).import_results(run, results)
+    (table,) = server.tables.values()
+    assert table.chunks == 3 and len(table.rows) == 25_000
+    assert table.rows[-1] == [24_999, 12_499.5, "cell 24999"]
+
+
+def test_a_half_imported_image_is_deleted_and_waited_for_before_it_is_made_again(
+    server: StandInServer, tmp_path: Path
+) -> None:
+    images = [server.add_image("alice", GROUP, "cells.tif")]
+    paths = exported(server, tmp_path, images)
+    results = write_results(tmp_path / "out", images[0])
+    run = make_run(images, outputs={"new_dataset": "r"}, export_paths=paths)
+    server.crash_after("setTile")
+    with pytest.raises(StandInCrash):
+        side_for(server).import_results(run, results)
+    server.delete_polls = 3  # the delete runs for a while on the server
+    summary = side_for(server).import_results(run, results)
+    assert len(summary["images"]) == 1
+    assert len([i for i in server.of_type("ImageI") if i.getId().getValue() not in images]) == 1
+
+
+def test_a_delete_still_running_after_the_wait_is_retried_and_a_refused_one_is_an_error(
+    server: StandInServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from biomeroworker.omero import importer
+
+    images = [server.add_image("alice", GROUP, "cells.tif")]
+    paths = exported(server, tmp_path, images)
+    results = write_results(tmp_path / "out", images[0])
+    run = make_run(images, outputs={"new_dataset": "r"}, export_paths=paths)
+    server.crash_after("setTile")
+    with pytest.raises(StandInCrash):
+        side_for(server).import_results(run, results)
+    monkeypatch.setattr(importer, "DELETE_POLLS", 2)
+    server.delete_polls = 5
+    with pytest.raises(ConnectError, match="still running"):
+        side_for(server).import_results(run, results)
+    server.delete_polls, server.refuse_deletes = 1, True
+    summary = side_for(server).import_results(run, results)
+    assert summary["images"] == []
+    assert any("OMERO refused to delete Image" in p for p in summary["problems"])
+
+
+# -- the four kinds of OMERO group ---------------------------------------------------------
+
+PERMISSIONS = {"read-only": "rwr---", "read-annotate": "rwra--", "read-write": "rwrw--"}
+
+
+def colleagues(kind: str) -> StandInServer:
+    s = StandInServer()
+    s.add_user("biomero-sudo", 0, password="s3cret", privileges=("Sudo",))
+    s.add_user("alice", GROUP, "lab", permissions=PERMISSIONS.get(kind, "rw----"))
+    s.add_user("bob", GROUP)
+    return s
+
+
+def test_in_a_private_group_a_colleagues_image_cannot_even_be_read(tmp_path: Path) -> None:
+    server = colleagues("private")
+    theirs = server.add_image("bob", GROUP, "bob's.tif")
+    with pytest.raises(OmeroError, match="does not exist or you may not read it"):
+        side_for(server).export(make_run([theirs]), tmp_path / "in")
+
+
+@pytest.mark.parametrize(
+    ("kind", "annotates", "links"),
+    [
+        ("read-only", False, False),
+        ("read-annotate", True, False),
+        ("read-write", True, True),
+    ],
+)
+def test_results_on_a_colleagues_data_follow_the_groups_permissions(
+    tmp_path: Path, kind: str, annotates: bool, links: bool
+) -> None:
+    server = colleagues(kind)
+    theirs = server.add_image("bob", GROUP, "bob's.tif")
+    their_dataset = server.add_dataset("bob", GROUP, "bob's results", [])
+    paths = exported(server, tmp_path, [theirs])
+    results = write_results(tmp_path / "out", theirs)
+    outputs = {"dataset_id": their_dataset, "attach_to_originals": True, "rois_from_labels": True}
+    run = make_run([theirs], outputs=outputs, export_paths=paths)
+    summary = side_for(server).import_results(run, results)
+
+    assert summary["rois"] == (3 if annotates else 0)
+    on_their_image = [
+        link
+        for link in server.of_type("ImageAnnotationLinkI")
+        if link.getParent().getId().getValue() == theirs
+        and type(link.getChild()).__name__ == "FileAnnotationI"
+    ]
+    assert bool(on_their_image) == annotates
+    (new_image,) = summary["images"]
+    in_their_dataset = new_image in server.dataset_images[their_dataset]
+    assert in_their_dataset == links
+    refused = [p for p in summary["problems"] if "SecurityViolation" in p]
+    assert bool(refused) == (not links)
+    if not links:  # what the group refused is in a dataset of alice's own instead
+        (own,) = [d for d in server.of_type("DatasetI", owner="alice")]
+        assert own.getName().getValue() == f"nuclei results (run {RUN_ID[:8]})"
+        assert new_image in server.dataset_images[own.getId().getValue()]
+    assert {server.owner_of(o) for o in server.objects.values() if o.getId().getValue() > theirs
+            and server.owner_of(o)[0] != "bob"} == {("alice", GROUP)}  # fmt: skip
+    again = side_for(server).import_results(run, results)
+    assert again["images"] == [] and again["rois"] == 0
