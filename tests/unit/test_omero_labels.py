@@ -7,17 +7,17 @@ from typing import Any
 import numpy as np
 import omero.clients  # noqa: F401  (omero.model needs it loaded first)
 import pytest
+from omero_standins import StandInServer
 
 from biomeroworker.errors import BiomeroError
 from biomeroworker.omero import labels
-from biomeroworker.omero.testing import FakeAdmin, FakeServer
 
 GROUP = 3
 
 
 @pytest.fixture
-def server() -> FakeServer:
-    s = FakeServer()
+def server() -> StandInServer:
+    s = StandInServer()
     s.add_user("alice", GROUP, "lab")
     return s
 
@@ -29,12 +29,12 @@ def label_image(session: Any, name: str, dataset: Any = None) -> int:
     return int(session.createImageFromNumpySeq(iter([plane]), name, dataset=dataset).getId())
 
 
-def reader(server: FakeServer) -> Any:
-    """Planes as the fake server stored them (the real reader uses getPrimaryPixels)."""
-    return lambda image: np.stack(server.pixels[int(image.getId())])
+def reader(server: StandInServer) -> Any:
+    """Planes as the stand-in server stored them (the real reader uses getPrimaryPixels)."""
+    return lambda image: server.image_pixels(int(image.getId()))[0, 0]
 
 
-def rois(server: FakeServer) -> list[Any]:
+def rois(server: StandInServer) -> list[Any]:
     return server.of_type("RoiI")
 
 
@@ -54,8 +54,8 @@ def test_a_label_image_goes_with_the_image_whose_name_it_starts_with(
     assert labels.source_for(name, candidates) == expected
 
 
-def test_labels_in_a_dataset_become_rois_on_their_sources(server: FakeServer) -> None:
-    session = FakeAdmin(server).suConn("alice", "lab")
+def test_labels_in_a_dataset_become_rois_on_their_sources(server: StandInServer) -> None:
+    session = server.session_as("alice", "lab")
     source = server.add_image("alice", GROUP, "cells.tif")
     dataset_id = server.add_dataset("alice", GROUP, "d", [source])
     label = label_image(session, "cells_labels.tif", session.getObject("Dataset", dataset_id))
@@ -70,8 +70,8 @@ def test_labels_in_a_dataset_become_rois_on_their_sources(server: FakeServer) ->
     assert names == ["cells_labels label 1", "cells_labels label 2"]
 
 
-def test_explicit_targets_masks_and_deleting_the_label_image(server: FakeServer) -> None:
-    session = FakeAdmin(server).suConn("alice", "lab")
+def test_explicit_targets_masks_and_deleting_the_label_image(server: StandInServer) -> None:
+    session = server.session_as("alice", "lab")
     source = server.add_image("alice", GROUP, "whatever.tif")
     label = label_image(session, "segmentation.tif")
     inputs = {"Data_Type": "Image", "IDs": [label], "Target_Image_IDs": [source]}
@@ -84,8 +84,8 @@ def test_explicit_targets_masks_and_deleting_the_label_image(server: FakeServer)
     assert session.getObject("Image", label) is None
 
 
-def test_a_label_image_of_another_size_makes_no_rois(server: FakeServer) -> None:
-    session = FakeAdmin(server).suConn("alice", "lab")
+def test_a_label_image_of_another_size_makes_no_rois(server: StandInServer) -> None:
+    session = server.session_as("alice", "lab")
     source = server.add_image("alice", GROUP, "cells.tif", size_x=10, size_y=10)
     label = label_image(session, "cells_labels.tif")
     lines = labels.labels_to_rois(session, [labels.Pair(label, source)], read=reader(server))
@@ -101,15 +101,15 @@ def test_a_label_image_of_another_size_makes_no_rois(server: FakeServer) -> None
     ],
 )
 def test_unclear_answers_are_refused(
-    server: FakeServer, inputs: dict[str, Any], problem: str
+    server: StandInServer, inputs: dict[str, Any], problem: str
 ) -> None:
-    session = FakeAdmin(server).suConn("alice", "lab")
+    session = server.session_as("alice", "lab")
     with pytest.raises(BiomeroError, match=problem):
         labels.pairs_from_inputs(session, inputs)
 
 
-def test_a_label_image_without_a_match_is_reported(server: FakeServer) -> None:
-    session = FakeAdmin(server).suConn("alice", "lab")
+def test_a_label_image_without_a_match_is_reported(server: StandInServer) -> None:
+    session = server.session_as("alice", "lab")
     dataset_id = server.add_dataset("alice", GROUP, "d", [])
     label_image(session, "orphan_labels.tif", session.getObject("Dataset", dataset_id))
     pairs, problems = labels.pairs_in_datasets(session, [dataset_id])

@@ -30,11 +30,11 @@ from typing import Any
 import omero.scripts
 import pytest
 from omero.rtypes import rlong, rstring, unwrap
+from omero_standins import StandInServer
 
 from biomeroworker.config import find_config_files, load_settings
 from biomeroworker.errors import ConfigError
 from biomeroworker.omero import actions, forms
-from biomeroworker.omero.testing import FakeAdmin, FakeServer
 from biomeroworker.slurm.parse import Partition
 from biomeroworker.tracking.application import Tracker
 
@@ -362,15 +362,15 @@ def launch(plugin: Any, web: WebConnection, params: dict[str, Any]) -> tuple[Pat
     return launched
 
 
-def our_session(server: FakeServer) -> Any:
-    session = FakeAdmin(server).suConn("alice", "lab")
+def our_session(server: StandInServer) -> Any:
+    session = server.session_as("alice", "lab")
     session.getUser = lambda: types.SimpleNamespace(getEmail=lambda: "alice@example.org")
     return session
 
 
 @pytest.fixture
-def server() -> FakeServer:
-    s = FakeServer()
+def server() -> StandInServer:
+    s = StandInServer()
     s.add_user("alice", GROUP, "lab")
     return s
 

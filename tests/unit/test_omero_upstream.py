@@ -6,10 +6,10 @@ import types
 
 import omero.clients  # noqa: F401  (omero.model needs it loaded first)
 import pytest
+from omero_standins import StandInServer
 
 from biomeroworker.omero import upstream
 from biomeroworker.omero.importer import ImportOptions
-from biomeroworker.omero.testing import FakeAdmin, FakeServer
 
 GROUP = 3
 
@@ -56,26 +56,28 @@ def test_a_choice_not_carried_out_is_named_with_what_happens_instead(
 
 
 @pytest.fixture
-def server() -> FakeServer:
-    s = FakeServer()
+def server() -> StandInServer:
+    s = StandInServer()
     s.add_user("alice", GROUP, "lab")
     s.add_user("bob", GROUP, "lab")
     return s
 
 
-def test_without_3b_an_existing_dataset_of_that_name_takes_the_results(server: FakeServer) -> None:
+def test_without_3b_an_existing_dataset_of_that_name_takes_the_results(
+    server: StandInServer,
+) -> None:
     older = server.add_dataset("alice", GROUP, "results", [])
     server.add_dataset("alice", GROUP, "results", [])
     server.add_dataset("bob", GROUP, "results", [])
-    session = FakeAdmin(server).suConn("alice", "lab")
+    session = server.session_as("alice", "lab")
     options, note = upstream.existing_dataset(session, {}, ImportOptions(new_dataset="results"))
     assert (options.new_dataset, options.dataset_id) == (None, older)
     assert note and f"(Dataset {older})" in note
 
 
-def test_with_3b_or_a_new_name_a_new_dataset_is_made(server: FakeServer) -> None:
+def test_with_3b_or_a_new_name_a_new_dataset_is_made(server: StandInServer) -> None:
     server.add_dataset("alice", GROUP, "results", [])
-    session = FakeAdmin(server).suConn("alice", "lab")
+    session = server.session_as("alice", "lab")
     asked = ImportOptions(new_dataset="results")
     dup = {upstream.OUTPUT_DUPLICATES: True}
     assert upstream.existing_dataset(session, dup, asked) == (asked, None)
@@ -100,12 +102,12 @@ def test_e_mail_uses_the_address_of_the_omero_profile(
     assert upstream.notify_address(conn, {upstream.EMAIL: False}) == (None, None)
 
 
-def test_a_screen_runs_on_its_plates_as_upstream(server: FakeServer) -> None:
+def test_a_screen_runs_on_its_plates_as_upstream(server: StandInServer) -> None:
     from biomeroworker.errors import BiomeroError
     from biomeroworker.omero.actions import screens_as_plates
 
     plates = [server.add_plate("alice", GROUP, f"p{n}", []) for n in range(2)]
-    session = FakeAdmin(server).suConn("alice", "lab")
+    session = server.session_as("alice", "lab")
     wrappers = [session.getObject("Plate", p) for p in plates]
     screen = types.SimpleNamespace(listChildren=lambda: iter(wrappers))
     real_get = session.getObject
