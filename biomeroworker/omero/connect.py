@@ -32,7 +32,13 @@ import Ice
 import omero
 import omero.clients  # loads omero.all: ServerError, SecurityViolation, the model classes
 
-from biomeroworker.errors import BiomeroError, ConfigError, ConnectError
+from biomeroworker.errors import ConfigError
+from biomeroworker.omero.errors import (
+    OmeroError,
+    OmeroLoginRefused,
+    OmeroRefused,
+    OmeroUnavailable,
+)
 from biomeroworker.redaction import remember
 
 log = logging.getLogger(__name__)
@@ -40,25 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 4064
 # A sudo session lives this long at most (ms); an export or import of one run must fit.
 SESSION_TTL_MS = 6 * 3600 * 1000
-
-
-class OmeroError(BiomeroError):
-    """OMERO refused something (permissions, missing objects, bad data): not retried."""
-
-
-class OmeroUnavailable(ConnectError):
-    """OMERO could not be reached or the session broke: the step is retried later."""
-
-
-class OmeroLoginRefused(OmeroError):
-    """OMERO refused the worker's own login (wrong OMERO_USER or OMERO_PASSWORD).
-
-    Retrying cannot help until an operator fixes the settings, so it is not retried."""
-
-
-class OmeroRefused(OmeroError):
-    """OMERO refused one write (omero.SecurityViolation): the group's permissions do not
-    allow it. The import records it for that result and goes on with the others."""
 
 
 # A factory: (user name, group id) -> a context manager yielding a connected gateway.

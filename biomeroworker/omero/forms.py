@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biomeroworker.errors import BiomeroError
-from biomeroworker.omero.importer import ROI_SHAPES, ImportOptions
+from biomeroworker.omero.options import ROI_SHAPES, ImportOptions
 from biomeroworker.workflows.catalog import Workflow
 from biomeroworker.workflows.descriptor import Parameter
 from biomeroworker.workflows.params import validate_params

@@ -95,6 +95,18 @@ def test_every_omero_module_imports_alone_in_a_fresh_interpreter() -> None:
         assert done.returncode == 0, (module, done.stderr)
 
 
+def test_the_forms_and_result_handling_import_without_omero_py() -> None:
+    """The non-OMERO test phase (and the fuzz tests) import these before omero-py exists."""
+    done = fresh_python("""
+        import sys
+        for name in ("omero", "Ice", "Glacier2"):
+            sys.modules[name] = None  # any import of them fails
+        import biomeroworker.omero.forms, biomeroworker.omero.options
+        import biomeroworker.omero.results, biomeroworker.omero.labels
+    """)
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_real_login_to_a_closed_port_is_omero_unavailable_in_a_fresh_interpreter() -> None:
     done = fresh_python(f"""
         from biomeroworker.omero.connect import OmeroServer, OmeroUnavailable, SudoConnector
