@@ -339,7 +339,13 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("native_python", default="python3", help="cluster Python for native workflows"),
     Key("max_runs_total", _count, 0, help="runs active at once, 0 = unlimited"),
     Key("max_runs_per_user", _count, 0, help="runs per user at once, 0 = unlimited"),
-    Key("poll_min_s", _seconds, 5.0, help="shortest wait between Slurm polls"),
+    Key(
+        "poll_min_s",
+        _seconds,
+        1.0,
+        help="wait between Slurm polls after something changed (then it grows by half "
+        "each quiet poll up to poll_max_s)",
+    ),
     Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
     Key(
         "workflow_mirror",
@@ -531,7 +537,7 @@ class WorkerSettings:
     native_python: str = "python3"
     max_runs_total: int = 0
     max_runs_per_user: int = 0
-    poll_min_s: float = 5.0
+    poll_min_s: float = 1.0
     poll_max_s: float = 60.0
     job_unseen_limit_s: float = 900.0
     workflow_mirror: str | None = None

@@ -820,7 +820,7 @@ class RunEngine:
 
     def drive(self, run_id: str) -> Path:
         """Run every remaining step here (for `biomero run --wait`); return the results folder."""
-        fast = min(self.settings.worker.poll_min_s, 1.0)
+        fast = self.settings.worker.poll_min_s
         interval = fast
         while True:
             run = self.tracker.get_run(run_id)

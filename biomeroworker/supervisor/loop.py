@@ -108,7 +108,7 @@ class Supervisor:
         self.held: set[str] = set()
         self.stopping = threading.Event()
         w = engine.settings.worker
-        self.fast_s = min(w.poll_min_s, 1.0)
+        self.fast_s = w.poll_min_s
         self.slow_s = w.poll_max_s
         self.interval_s = self.fast_s
         self.counters = Counters()
@@ -195,7 +195,7 @@ class Supervisor:
         self.config_problem = ""
         self.engine.reconfigure(settings, transport)
         w = settings.worker
-        self.fast_s, self.slow_s = min(w.poll_min_s, 1.0), w.poll_max_s
+        self.fast_s, self.slow_s = w.poll_min_s, w.poll_max_s
         log.info("slurm-config.ini changed: now using %s", " + ".join(map(str, settings.sources)))
 
     def _write_status(self) -> None:

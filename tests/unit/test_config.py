@@ -951,3 +951,34 @@ def test_either_value_of_the_upstream_transport_switches_loads(tmp_path, value):
     settings = load(tmp_path, text)
     assert settings.ssh.inline_ssh_env is (value == "true")
     assert settings.slurm.env_file_submission is (value == "true")
+
+
+UPSTREAM_VALUES = {
+    "gpu_partition": "gpu",
+    "gpu_gres": "gpu:1",
+    "gpu_gpus": "1",
+    "slurm_default_partition": "cpu-short",
+    "sacct_start_time": "2024-01-01",
+    "sacct_days_ago": "3",
+    "env_file_submission": "true",
+    "inject_gpu_flag": "false",
+    "slurm_image_pull_via_sbatch": "true",
+    "image_pull_cpus": "2",
+    "image_pull_mem": "4G",
+    "image_pull_time": "01:00:00",
+    "apptainer_tmpdir": "/scratch/tmp",
+    "apptainer_cachedir": "/scratch/cache",
+    "slurm_zip_cmd": "zip",
+    "analytics_rebuild_start_time": "2024-06-01",
+    "analytics_rebuild_days_ago": "30",
+    "sqlalchemy_url": "postgresql://u:p@db:5432/biomero",
+    "token": "e30.e30.sig",
+}
+
+
+@pytest.mark.parametrize(("name", "section", "key"), config.UPSTREAM_ENV)
+def test_every_upstream_variable_sets_the_key_it_names(tmp_path, name, section, key):
+    settings = load(tmp_path, BASE, env={name: UPSTREAM_VALUES[key]})
+    assert settings.source_of(section, key) == f"env {name}"
+    value = getattr(getattr(settings, section.lower()), key)
+    assert config._show(value) == UPSTREAM_VALUES[key]

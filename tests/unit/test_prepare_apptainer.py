@@ -283,3 +283,14 @@ def test_gpu_use_follows_wf_use_gpu_with_inject_gpu_flag_off(
     assert "--nv" not in cpu_script and "--gres" not in cpu_script
     assert " run --nv " in gpu_script
     assert "#SBATCH --gres=gpu:1" in gpu_script and "#SBATCH --partition=gpu" in gpu_script
+
+
+def test_pull_jobs_go_to_image_pull_partition(cluster_home: Path, tmp_path: Path) -> None:
+    settings = _settings(
+        cluster_home,
+        tmp_path,
+        slurm="slurm_image_pull_via_sbatch = true\nimage_pull_partition = cpu-short\n",
+    )
+    list(init_cluster(LocalTransport(home=cluster_home), settings))
+    calls = (cluster_home / "sbatch.calls").read_text().split("\n")
+    assert "--partition=cpu-short" in calls

@@ -86,6 +86,7 @@ def test_with_every_switch_on_every_table_is_written(tmp_path: Path) -> None:
     with Tracker.configured(settings.analytics) as tracker:
         finished_run(tracker)
         url = tracker.url
+    assert url == f"sqlite:///{tmp_path / 't.sqlite'}"  # [ANALYTICS] sqlalchemy_url
     assert filled(url) == DASHBOARDS | OWN
 
 
