@@ -245,5 +245,24 @@ def test_check_fails_and_says_which_privilege_is_needed(server: StandInServer) -
     assert "restricted admin with the Sudo privilege" in check.hint
 
 
+def test_check_offline_states_what_the_omero_account_needs(tmp_path: Path) -> None:
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(
+        "[SSH]\nhost = nowhere\n[SLURM]\nslurm_data_path = d\nslurm_images_path = i\n"
+        "slurm_converters_path = c\nslurm_script_path = s\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "biomeroworker", "--config", str(config), "check", "--offline"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), **ENV},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "NOTE  omero: not checked offline" in done.stdout
+    assert "restricted admin with the Sudo privilege" in done.stdout
+
+
 def test_check_says_nothing_when_omero_is_not_configured() -> None:
     assert omero_check({}) is None
