@@ -13,7 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _describe(wf) -> dict:  # type: ignore[no-untyped-def]
+    # <wf>_skills_path / <wf>_plugin_path: written by biomero-workflow-skills for its own
+    # tools; shown here (the worker does not act on them).
+    extra = {
+        key: getattr(wf.settings, key)
+        for key in ("skills_path", "plugin_path")
+        if getattr(wf.settings, key)
+    }
     return {
+        **extra,
         "name": wf.name,
         "version": wf.version,
         "title": wf.descriptor.name,
@@ -63,4 +71,7 @@ def run(args: argparse.Namespace) -> int:
             allowed = ", ".join(map(str, p["choices"])) if p["choices"] else ""
             table.add_row(p["id"], str(p["type"]), repr(p["default"]), allowed)
         console.print(table)
+        for key in ("skills_path", "plugin_path"):
+            if key in row:
+                console.print(f"{row['name']}_{key} = {row[key]}")
     return 1 if any("error" in r for r in rows) else 0

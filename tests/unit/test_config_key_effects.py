@@ -233,3 +233,25 @@ def test_transfers_get_transfer_idle_timeout_s(
     with pytest.raises(Seen):
         made.stage_up(made.tracker.get_run(run_id))
     assert seen["idle_timeout_s"] == 42
+
+
+def test_skills_and_plugin_paths_are_shown_by_biomero_workflows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kept for biomero-workflow-skills, which wrote them: `biomero workflows` shows them."""
+    import argparse
+    import json
+
+    from biomeroworker.cli import workflows
+
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(
+        FOLDERS + f"[WORKFLOWS]\nmisbehave = misbehave\nmisbehave_repo = {REPO}/tests/fixtures/"
+        "misbehave\nmisbehave_skills_path = skills/misbehave\nmisbehave_plugin_path = plugins/mb\n"
+        "[WORKER]\ntransport = local\n"
+    )
+    workflows.run(argparse.Namespace(config=str(config), json=True))
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["skills_path"], row["plugin_path"]) == ("skills/misbehave", "plugins/mb")
+    workflows.run(argparse.Namespace(config=str(config), json=False))
+    assert "misbehave_skills_path = skills/misbehave" in capsys.readouterr().out

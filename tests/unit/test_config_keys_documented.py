@@ -152,12 +152,12 @@ EFFECTS: dict[tuple[str, str], tuple[str, ...]] = {
         "unit/test_config.py::test_workflow_flags_win_over_global_sbatch_flags",
         "unit/test_config.py::test_job_flag_underscores_become_dashes",
     ),
-    # Written by biomero-workflow-skills for its own tools: kept and shown, by design.
+    # Written by biomero-workflow-skills for its own tools: shown by `biomero workflows`.
     ("WORKFLOWS", "<wf>_skills_path"): (
-        "unit/test_config.py::test_workflow_skills_and_plugin_paths_are_accepted_and_kept",
+        "unit/test_config_key_effects.py::test_skills_and_plugin_paths_are_shown_by_biomero_workflows",
     ),
     ("WORKFLOWS", "<wf>_plugin_path"): (
-        "unit/test_config.py::test_workflow_skills_and_plugin_paths_are_accepted_and_kept",
+        "unit/test_config_key_effects.py::test_skills_and_plugin_paths_are_shown_by_biomero_workflows",
     ),
     # [CONVERTERS]
     ("CONVERTERS", "zarr_to_tiff"): (
