@@ -646,3 +646,20 @@ def test_results_on_a_colleagues_data_follow_the_groups_permissions(
             and server.owner_of(o)[0] != "bob"} == {("alice", GROUP)}  # fmt: skip
     again = side_for(server).import_results(run, results)
     assert again["images"] == [] and again["rois"] == 0
+
+
+def test_the_optional_omero_settings_reach_the_side_and_bad_values_are_refused() -> None:
+    from biomeroworker.errors import ConfigError
+
+    env = {"OMERO_HOST": "h", "OMERO_USER": "sudo", "OMERO_PASSWORD": "pw"}
+    side = OmeroSide.from_env(
+        {
+            **env,
+            "BIOMERO_OMERO_MAX_PLANE_MB": "3",
+            "BIOMERO_OMERO_EXPORT_WORKERS": "4",
+            "BIOMERO_OMERO_ZARR_FORMAT": "0.5",
+        }
+    )
+    assert (side.max_plane_bytes, side.export_workers, side.zarr_format) == (3 << 20, 4, "0.5")
+    with pytest.raises(ConfigError, match="BIOMERO_OMERO_MAX_PLANE_MB must be a whole number"):
+        OmeroSide.from_env({**env, "BIOMERO_OMERO_MAX_PLANE_MB": "lots"})
