@@ -55,6 +55,11 @@ class StreamStalled(TransportError):
         )
 
 
+class AccountingUnavailable(TransportError):
+    """Slurm's accounting (slurmdbd) could not answer a question only it can answer:
+    a service that is away, so waiting is right; never read as "no such job"."""
+
+
 class CommandError(TransportError):
     """A command ran and exited non-zero."""
 

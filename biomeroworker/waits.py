@@ -84,6 +84,8 @@ def view_of(polled: Mapping[str, JobStatus], job_id: str, *, array: bool, expect
             continue
         if array:
             belongs = status.array_task_id is not None and status.array_job_id == job_id
+            # An array of one has been seen listed under its plain id: that is its element.
+            belongs |= expected == 1 and status.array_task_id is None and key == job_id
         else:
             belongs = status.array_task_id is None and job_id in (
                 key,

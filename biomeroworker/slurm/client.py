@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from biomeroworker.errors import CommandError, SlurmError
+from biomeroworker.errors import AccountingUnavailable, CommandError, SlurmError
 from biomeroworker.slurm.commands import (
     DEFAULT_HISTORY,
     SubmitRequest,
@@ -124,7 +124,13 @@ class SlurmClient:
         found = self.transport.run(find_by_name_argv(name), idempotent=True).stdout.split()
         if not found:
             argv = find_by_name_sacct_argv(name, self.history_since)
-            rows = self.transport.run(argv, idempotent=True).stdout
+            result = self.transport.run(argv, check=False, idempotent=True)
+            if not result.ok:
+                # slurmdbd down: a transient outage, never "not found" (that would submit twice)
+                raise AccountingUnavailable(
+                    f"cannot look for job {name!r} in Slurm's accounting: {_tail(result.stderr)}"
+                )
+            rows = result.stdout
             found = [line.split("|")[1].split("_")[0] for line in rows.splitlines() if "|" in line]
         unique = sorted({j for j in found if j.isdigit()}, key=int)
         return unique

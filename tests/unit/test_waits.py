@@ -372,3 +372,16 @@ def test_a_resubmitted_job_is_watched_under_its_new_id_only(world, clock: Clock)
     assert next_step(tracker.get_run(run_id)) is Step.WAIT_JOB
     assert tracker.get_run(run_id)["tasks"][-1]["job_state"] is None
     assert JobState.UNKNOWN.name not in {t["job_state"] for t in tracker.get_run(run_id)["tasks"]}
+
+
+def test_an_array_of_one_listed_under_its_plain_id_is_still_its_element() -> None:
+    """Seen once in ssh mode (issue 21's notes): one poll keyed an array of one as "355"."""
+    line = "355|355|COMPLETED|0:0|00:00:04|2026-11-29T20:27:08|2026-11-29T20:27:12||vm|cpu=1|None\n"
+    view = view_of(
+        answer(["355"], parse_sacct(line), listed_by="sacct"), "355", array=True, expected=1
+    )
+    assert (view.final, view.summary().state) == (True, JobState.COMPLETED)
+    three = view_of(
+        answer(["355"], parse_sacct(line), listed_by="sacct"), "355", array=True, expected=3
+    )
+    assert three.missing == 3  # a plain line never stands in for an array of several
