@@ -255,3 +255,18 @@ def test_skills_and_plugin_paths_are_shown_by_biomero_workflows(
     assert (row["skills_path"], row["plugin_path"]) == ("skills/misbehave", "plugins/mb")
     workflows.run(argparse.Namespace(config=str(config), json=False))
     assert "misbehave_skills_path = skills/misbehave" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("lines", "since"),
+    [
+        ("", "now-7days"),
+        ("sacct_start_time = 2024-01-01\n", "2024-01-01"),
+        ("sacct_start_time = 2024-01-01\nsacct_days_ago = 30\n", "now-30days"),
+    ],
+)
+def test_the_sacct_window_keys_reach_the_slurm_client(
+    tmp_path: Path, lines: str, since: str
+) -> None:
+    s = settings(tmp_path, FOLDERS + lines + "[WORKER]\ntransport = local\n")
+    assert slurm_client(s, LocalTransport(home=tmp_path)).history_since == since  # type: ignore[union-attr]

@@ -77,9 +77,11 @@ EFFECTS: dict[tuple[str, str], tuple[str, ...]] = {
         "unit/test_config.py::test_gpu_gres_and_gpu_gpus_together_are_rejected",
     ),
     ("SLURM", "sacct_start_time"): (
+        "unit/test_config_key_effects.py::test_the_sacct_window_keys_reach_the_slurm_client",
         "unit/test_slurm_commands.py::test_the_sacct_window_keys_set_how_far_back_a_lost_job_is_searched",
     ),
     ("SLURM", "sacct_days_ago"): (
+        "unit/test_config_key_effects.py::test_the_sacct_window_keys_reach_the_slurm_client",
         "unit/test_slurm_commands.py::test_the_sacct_window_keys_set_how_far_back_a_lost_job_is_searched",
     ),
     ("SLURM", "slurm_image_pull_via_sbatch"): (
