@@ -343,6 +343,8 @@ class Supervisor:
                 self._run_ended(run)
         self.leases.release(gone)
         self.held = (self.held - gone) | current
+        for run_id in gone:
+            self.retry_at.pop(run_id, None)
 
     def _run_ended(self, run: dict[str, Any]) -> None:
         hook = getattr(self.engine.data_sides.get(source(run)), "run_ended", None)
