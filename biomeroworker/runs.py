@@ -217,6 +217,10 @@ def input_files(run: dict[str, Any]) -> list[Path]:
 
 
 def zarr_inputs(run: dict[str, Any]) -> list[str]:
+    """The OME-Zarr inputs to convert to TIFF; none when the workflow reads OME-Zarr
+    itself (upstream's Use_ZARR_Format)."""
+    if run["inputs"].get("reads_zarr"):
+        return []
     return [p.name for p in input_files(run) if is_zarr(p)]
 
 

@@ -164,6 +164,8 @@ def request_runs(
                         "partition": None,
                         "output_dir": None,
                         "notify_email": email,
+                        # Use_ZARR_Format: the workflow reads the OME-Zarr export as is.
+                        "reads_zarr": bool(inputs.get(upstream.USE_ZARR)),
                     },
                     parameters=choice.parameters,
                     omero_user_id=user.user_id,

@@ -159,10 +159,10 @@ def notes(inputs: Mapping[str, Any]) -> list[str]:
     """One line for every choice this worker does not carry out as asked, saying what
     happens instead. Choices left at their default give no line."""
     found = []
-    if inputs.get(USE_ZARR):
+    if inputs.get(USE_ZARR) and _text(inputs, ZARR_VERSION):
         found.append(
-            f"{USE_ZARR}: {NOT_HERE}; the workflow gets TIFF converted from the exported "
-            f"OME-Zarr, as without it ({ZARR_VERSION} applies only with it, as upstream)"
+            f"{ZARR_VERSION} {_text(inputs, ZARR_VERSION)!r}: {NOT_HERE}; the OME-Zarr "
+            "version is the worker's (BIOMERO_OMERO_ZARR_FORMAT)"
         )
     if inputs.get(OUTPUT_ZIP_TO_PARENT):
         found.append(

@@ -460,7 +460,7 @@ def test_every_choice_we_do_not_carry_out_is_named_in_the_message(  # type: igno
             our_session(server), tracker, forms.load_catalog(), given, partitions=PARTITIONS.copy
         )
     for name in (
-        "Use_ZARR_Format",
+        "OME-Zarr_version '0.5'",
         "1) Zip attachment to parent",
         "3a) Import into NEW Screen / Screen_ID",
         "3c) Rename the imported images",
@@ -470,6 +470,10 @@ def test_every_choice_we_do_not_carry_out_is_named_in_the_message(  # type: igno
         "6e) Clear existing ROIs on original images / 6f) Clear existing ROI name filter",
     ):
         assert f"Note: {name}" in message, name
+    assert "Note: Use_ZARR_Format" not in message  # carried out: no conversion job
+    with Tracker(f"sqlite:///{tmp_path / 'tracking.sqlite'}") as tracker:
+        (run,) = tracker.list_runs()
+    assert run["inputs"]["reads_zarr"] is True
 
 
 def test_our_script_declares_every_input_biomero_names(plugin, configured) -> None:  # type: ignore[no-untyped-def]

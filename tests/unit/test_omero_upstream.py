@@ -35,7 +35,7 @@ def test_defaults_and_plugin_defaults_give_no_notes() -> None:
 @pytest.mark.parametrize(
     ("given", "named"),
     [
-        ({upstream.USE_ZARR: True}, "Use_ZARR_Format: not supported by this worker"),
+        ({upstream.USE_ZARR: True, upstream.ZARR_VERSION: "0.5"}, "OME-Zarr_version '0.5': not"),
         ({upstream.OUTPUT_ZIP_TO_PARENT: True}, "1) Zip attachment to parent: not supported"),
         ({upstream.OUTPUT_NEW_SCREEN: "s"}, "3a) Import into NEW Screen / Screen_ID: not"),
         ({upstream.OUTPUT_SCREEN_ID: 4}, "3a) Import into NEW Screen / Screen_ID: not"),

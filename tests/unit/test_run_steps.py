@@ -90,3 +90,11 @@ def test_omero_inputs_are_what_the_export_wrote() -> None:
     run["tasks"][0]["result_locations"] = ["/w/in/1.ome.zarr", "/w/in/2.ome.zarr"]
     assert [p.name for p in input_files(run)] == ["1.ome.zarr", "2.ome.zarr"]
     assert next_step(run) is Step.STAGE_UP
+
+
+def test_a_workflow_that_reads_ome_zarr_skips_the_conversion() -> None:
+    """Upstream's Use_ZARR_Format: the OME-Zarr export goes to the workflow as it is."""
+    run = _run([("stage_up", DONE, None)])
+    assert next_step(run) is Step.SUBMIT_CONVERT
+    run["inputs"]["reads_zarr"] = True
+    assert next_step(run) is Step.SUBMIT_JOB
