@@ -522,6 +522,10 @@ class RunEngine:
             request = self._convert_request(run) if kind == "convert" else self._job_request(run)
             try:
                 job_id = self.slurm.submit(request)
+            except ConnectError:
+                # The answer was lost, perhaps not the job: the task stays open and the
+                # next attempt looks for the job by its run-unique name before submitting.
+                raise
             except BiomeroError as exc:
                 raise self._fail(task, "SubmitError", str(exc)) from exc
         self.tracker.record_job_submitted(task, job_id, CLUSTER)

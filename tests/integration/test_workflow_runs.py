@@ -307,6 +307,35 @@ def test_a_job_submitted_just_before_a_crash_is_adopted_not_submitted_again(
     assert _jobs_named(f"biomero-job-{run_id}") == [lost]
 
 
+def test_a_connection_dropped_while_sbatch_ran_leaves_the_run_to_adopt_its_job(
+    env, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Found by bench/chaos.py: the SSH connection cut while sbatch ran failed the run.
+    Slurm may have taken the job, so the run stays open and the next attempt adopts it."""
+    from biomeroworker.errors import ConnectError
+
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"mode": "ok"}, output_dir=tmp_path / "out")
+    engine.advance(env["tracker"].get_run(run_id))  # stage up
+    submitted = []
+    real_submit = engine.slurm.submit
+
+    def answer_lost(request):  # type: ignore[no-untyped-def]
+        submitted.append(real_submit(request))
+        raise ConnectError("ssh localslurm: connection dropped while running sbatch")
+
+    engine.slurm.submit = answer_lost  # type: ignore[method-assign]
+    with pytest.raises(ConnectError):
+        engine.advance(env["tracker"].get_run(run_id))
+    assert env["tracker"].get_run(run_id)["state"] == "RUNNING"
+    dest = _engine(env).drive(run_id)
+    assert (dest / "echo.json").is_file()
+    jobs = [t for t in env["tracker"].get_run(run_id)["tasks"] if t["kind"] == "job"]
+    assert [t["slurm_job_id"] for t in jobs] == submitted
+    assert _jobs_named(f"biomero-job-{run_id}") == submitted
+
+
 def test_out_of_memory_is_resubmitted_once_with_twice_the_memory(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
