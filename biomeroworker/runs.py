@@ -28,7 +28,7 @@ import platformdirs
 from biomeroworker.config import Settings
 from biomeroworker.convert.zarr_to_tiff import convert as convert_zarr
 from biomeroworker.convert.zarr_to_tiff import tiff_name
-from biomeroworker.errors import BiomeroError, ConnectError, TransportError
+from biomeroworker.errors import BiomeroError, CommandTimeout, ConnectError, TransportError
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
 from biomeroworker.localdirs import adopt, claim, release
@@ -522,7 +522,7 @@ class RunEngine:
             request = self._convert_request(run) if kind == "convert" else self._job_request(run)
             try:
                 job_id = self.slurm.submit(request)
-            except ConnectError:
+            except (ConnectError, CommandTimeout):
                 # The answer was lost, perhaps not the job: the task stays open and the
                 # next attempt looks for the job by its run-unique name before submitting.
                 raise
