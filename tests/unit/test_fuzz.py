@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -119,11 +120,13 @@ env_names = st.one_of(
 env_values = config_values.filter(lambda v: "\x00" not in v)
 
 
+_SCRATCH = Path(tempfile.mkdtemp(prefix="biomero-fuzz-"))
+
+
 def _load(text: str, env: dict[str, str]) -> Any:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "slurm-config.ini"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        return load_settings([path], env=env)
+    path = _SCRATCH / "slurm-config.ini"  # one file, rewritten: no folder per example
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    return load_settings([path], env=env)
 
 
 # -- config loader ---------------------------------------------------------------------
@@ -332,11 +335,11 @@ def test_fuzz_tiff_header_rule_answers_for_any_bytes(head: bytes, size: int) -> 
 @example("zarr.json", json.dumps({"attributes": {"ome": {"multiscales": [{"datasets": [{}]}]}}}))
 @example(".zattrs", json.dumps({"multiscales": [{"datasets": [{"path": "/etc"}]}]}))
 def test_fuzz_ome_zarr_metadata_gives_an_image_or_input_error(name: str, text: str) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        image = Path(folder) / "image.zarr"
-        image.mkdir()
-        (image / name).write_text(text, encoding="utf-8", errors="surrogatepass")
-        if name == ".zattrs":
-            (image / ".zgroup").write_text('{"zarr_format": 2}')
-        with contextlib.suppress(BiomeroError):
-            check_images([image])
+    image = _SCRATCH / "image.zarr"
+    shutil.rmtree(image, ignore_errors=True)
+    image.mkdir()
+    (image / name).write_text(text, encoding="utf-8", errors="surrogatepass")
+    if name == ".zattrs":
+        (image / ".zgroup").write_text('{"zarr_format": 2}')
+    with contextlib.suppress(BiomeroError):
+        check_images([image])

@@ -133,3 +133,50 @@ def test_a_cluster_that_does_not_answer_records_the_run_and_says_what_was_not_ch
     assert message.startswith("warning: partitions and time limits not checked")
     assert "no route to host" in message
     assert len(tracker.list_runs()) == 1
+
+
+class _ScriptClient:
+    """Stands in for omero.scripts.client: the form's answers in, the Message out."""
+
+    def __init__(self, inputs: dict[str, object]) -> None:
+        self.inputs = inputs
+        self.outputs: dict[str, object] = {}
+        self.closed = False
+
+    def getInputs(self, unwrap: bool = False) -> dict[str, object]:  # noqa: N802
+        return self.inputs
+
+    def setOutput(self, key: str, value: object) -> None:  # noqa: N802
+        self.outputs[key] = value
+
+    def closeSession(self) -> None:  # noqa: N802
+        self.closed = True
+
+
+def test_the_script_output_says_what_is_wrong_at_once(
+    server: FakeServer,
+    tracker: Tracker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import omero.gateway
+    from omero.rtypes import unwrap
+
+    from biomeroworker.omero import scripting
+
+    catalog = catalog_with(tmp_path, "seg_job_partition = gpu-huge\n")
+    image = server.add_image("alice", GROUP, "a.tif")
+    session = FakeAdmin(server).suConn("alice", "lab")
+    monkeypatch.setattr(omero.gateway, "BlitzGateway", lambda client_obj: session)
+    client = _ScriptClient(form([image]))
+
+    def action(conn, inputs):  # type: ignore[no-untyped-def]
+        return actions.run_workflow(conn, tracker, catalog, inputs, partitions=lambda: PARTITIONS)
+
+    scripting.serve(client, action)
+    message = unwrap(client.outputs["Message"])
+    assert message.startswith("ERROR: nothing was recorded; fix these first:")
+    assert "seg_job_partition: partition 'gpu-huge' does not exist" in message
+    assert message in capsys.readouterr().out and client.closed
+    assert tracker.list_runs() == []
