@@ -62,9 +62,10 @@ def _sbatch_values(transport: Transport, settings: Settings, workflow: str | Non
     """A workflow's sbatch values (or the conversion job's, for None) against the
     partitions the cluster lists: the same rules a run request meets."""
     from biomeroworker.inputs import cluster_key, conversion_flag_values, job_flag_values
-    from biomeroworker.slurm.offer import cached_partitions, check_flags
+    from biomeroworker.slurm.offer import cached_partitions, check_flags, read_offer
 
-    offered = cached_partitions(cluster_key(settings), SlurmClient(transport).partitions)
+    client = SlurmClient(transport)
+    offered = cached_partitions(cluster_key(settings), lambda: read_offer(client))
     if workflow is None:
         name, values = "conversion job", conversion_flag_values(settings)
     else:

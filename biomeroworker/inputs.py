@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from biomeroworker.errors import BiomeroError, SlurmError, TransportError
-from biomeroworker.slurm.offer import FlagValue, cached_partitions, check_flags
+from biomeroworker.slurm.offer import (
+    ClusterOffer,
+    FlagValue,
+    cached_partitions,
+    check_flags,
+    read_offer,
+)
 
 if TYPE_CHECKING:
     from biomeroworker.config import Settings
@@ -398,12 +404,13 @@ def cluster_key(settings: Settings) -> str:
     )
 
 
-PartitionSource = Callable[[], "list[Partition]"]
+# What the cluster offers: a ClusterOffer (or, from tests, a list of partitions).
+PartitionSource = Callable[[], "ClusterOffer | Sequence[Partition]"]
 
 
 def partitions_of(settings: Settings, slurm: Any) -> PartitionSource:
-    """The cached partitions of the cluster ``slurm`` (a Slurm client) talks to."""
-    return lambda: cached_partitions(cluster_key(settings), slurm.partitions)
+    """What the cluster ``slurm`` (a Slurm client) talks to offers: one query, cached."""
+    return lambda: cached_partitions(cluster_key(settings), lambda: read_offer(slurm))
 
 
 @dataclass(frozen=True)
@@ -460,7 +467,7 @@ def check_request(
     if converts:
         jobs.append(conversion_flag_values(settings))
     unchecked = ""
-    offered: list[Partition] | None
+    offered: ClusterOffer | Sequence[Partition] | None
     try:
         offered = partitions()
     except (TransportError, SlurmError) as exc:

@@ -80,18 +80,18 @@ def engine_cancel(catalog: Catalog, tracker: Any) -> Callable[[str, str], list[s
     return cancel
 
 
-def cluster_partitions(settings: Any) -> Callable[[], list[Any]]:
+def cluster_partitions(settings: Any) -> Callable[[], Any]:
     """What the cluster offers, asked once (cached) over the configured transport; the
     connection is closed again, a script process holds none while it waits."""
     from biomeroworker.inputs import cluster_key
-    from biomeroworker.slurm.offer import cached_partitions
+    from biomeroworker.slurm.offer import cached_partitions, read_offer
 
-    def fetch() -> list[Any]:
+    def fetch() -> Any:
         from biomeroworker.slurm.rest.modes import slurm_client
         from biomeroworker.transport import close_all, open_transport
 
         try:
-            return list(slurm_client(settings, open_transport(settings)).partitions())
+            return read_offer(slurm_client(settings, open_transport(settings)))
         finally:
             close_all()
 

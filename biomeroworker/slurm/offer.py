@@ -1,10 +1,12 @@
 """What the cluster offers (its partitions, from one cached query) and whether a run's
 sbatch values fit it.
 
-Checked here, cheaply, from what ``sinfo`` (or slurmrestd) reports per partition: the
+Checked here, cheaply, from what one ``sinfo`` (or slurmrestd) reports per partition: the
 partition exists, the time limit is written the way sbatch reads it and is not above the
-partition's MaxTime, memory and GPU values are written the way sbatch reads them, and a
-CPU count is not above what the partition has. With ``EnforcePartLimits=NO`` (Slurm's
+partition's MaxTime, memory and GPU values are written the way sbatch reads them, a CPU
+count is not above what the partition has and, where ``sinfo`` tells (not over REST),
+``mem`` is not above its largest node's memory and a GRES or GPU request names a GRES its
+nodes have, in a count one node holds. With ``EnforcePartLimits=NO`` (Slurm's
 default) sbatch accepts a job above MaxTime and it then pends forever, so the time check
 is the one that saves users most.
 """
@@ -15,9 +17,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from biomeroworker.slurm.parse import Partition
+from biomeroworker.errors import SlurmError
+from biomeroworker.slurm.parse import Partition, parse_sinfo
 
 PARTITIONS_TTL_S = 60.0
 
@@ -36,6 +40,92 @@ _GPUS = re.compile(r"(?:[A-Za-z0-9_.-]+:)?[0-9]+")
 _WHOLE = re.compile(r"[0-9]+")
 _NODES = re.compile(r"[0-9]+(?:-[0-9]+)?")
 _CPU_FLAGS = ("cpus-per-task", "ntasks", "ntasks-per-node", "cpus-per-gpu")
+
+
+@dataclass(frozen=True)
+class NodeOffer:
+    """What the largest node of a partition has: memory (MB) and GRES name -> count."""
+
+    memory_mb: int | None = None
+    gres: Mapping[str, int] = field(default_factory=dict)
+    gres_types: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterOffer:
+    """The partitions, and per partition what its nodes offer (empty when unknown)."""
+
+    partitions: tuple[Partition, ...]
+    nodes: Mapping[str, NodeOffer] = field(default_factory=dict)
+
+
+# partition, availability, time limit, nodes, CPUs A/I/O/T, memory per node (MB), GRES
+OFFER_FORMAT = "%P|%a|%l|%D|%C|%m|%G"
+
+
+def offer_argv() -> list[str]:
+    return ["sinfo", "--noheader", f"--format={OFFER_FORMAT}"]
+
+
+def _gres_items(text: str) -> list[tuple[str, str | None, int]]:
+    """``gpu:a100:4(S:0-1),mps:100`` -> [("gpu", "a100", 4), ("mps", None, 100)];
+    a GRES without a count counts 1 (sbatch reads ``--gres=gpu`` so)."""
+    items = []
+    for raw in text.split(","):
+        item = raw.split("(", 1)[0].strip()
+        if not item or item == "null":
+            continue
+        name, *rest = item.split(":")
+        count = int(rest.pop()) if rest and rest[-1].isdigit() else 1
+        items.append((name, rest[0] if rest else None, count))
+    return items
+
+
+def parse_offer(stdout: str) -> ClusterOffer:
+    """Read ``offer_argv()`` output; sinfo prints a partition once per kind of node."""
+    merged: dict[str, Partition] = {}
+    nodes: dict[str, NodeOffer] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 7:
+            raise SlurmError(f"sinfo: expected 7 fields, got {len(fields)}: {line[:200]!r}")
+        (part,) = parse_sinfo("|".join(fields[:5]))
+        seen = merged.get(part.name)
+        if seen is not None:
+            part = Partition(
+                part.name,
+                part.available or seen.available,
+                part.time_limit_s,
+                part.nodes + seen.nodes,
+                part.cpus + seen.cpus,
+                part.default or seen.default,
+            )
+        merged[part.name] = part
+        node = nodes.get(part.name, NodeOffer())
+        memory = fields[5].strip().rstrip("+")
+        gres, types = dict(node.gres), {k: set(v) for k, v in node.gres_types.items()}
+        for name, kind, count in _gres_items(fields[6]):
+            gres[name] = max(gres.get(name, 0), count)
+            types.setdefault(name, set()).update({kind} if kind else set())
+        nodes[part.name] = NodeOffer(
+            max(node.memory_mb or 0, int(memory)) if memory.isdigit() else node.memory_mb,
+            gres,
+            {k: frozenset(v) for k, v in types.items()},
+        )
+    return ClusterOffer(tuple(merged.values()), nodes)
+
+
+def read_offer(slurm: Any) -> ClusterOffer:
+    """One query: the extended ``sinfo`` through a SlurmClient's transport, or, for a
+    client without one (slurmrestd), its partitions alone."""
+    transport = getattr(slurm, "transport", None)
+    if transport is None:
+        return ClusterOffer(tuple(slurm.partitions()))
+    timeout = getattr(slurm, "command_timeout_s", 60.0)
+    result = transport.run(offer_argv(), timeout_s=timeout, idempotent=True)
+    return parse_offer(result.stdout)
 
 
 def sbatch_time_s(text: str) -> int | None:
@@ -102,12 +192,17 @@ class FlagValue:
     origin: str
 
 
-def check_flags(values: Sequence[FlagValue], partitions: Sequence[Partition] | None) -> list[str]:
-    """One line per problem with ``values``; ``partitions`` None checks the format only.
+def check_flags(
+    values: Sequence[FlagValue], offered: ClusterOffer | Sequence[Partition] | None
+) -> list[str]:
+    """One line per problem with ``values``; ``offered`` None checks the format only.
 
     Without a partition value the cluster's default partition is the one checked.
     """
     problems = []
+    if offered is not None and not isinstance(offered, ClusterOffer):
+        offered = ClusterOffer(tuple(offered))
+    partitions = offered.partitions if offered is not None else None
     by_flag = {v.flag: v for v in values}
     for item in values:
         bad = _format_problem(item.flag, item.value)
@@ -131,6 +226,9 @@ def check_flags(values: Sequence[FlagValue], partitions: Sequence[Partition] | N
         targets = [p for p in partitions if p.default]
     for partition in targets:
         problems += _fits(partition, by_flag, chosen)
+        node = offered.nodes.get(partition.name) if offered is not None else None
+        if node is not None:
+            problems += _fits_nodes(partition.name, node, by_flag, chosen)
     return problems
 
 
@@ -159,13 +257,48 @@ def _fits(
     return problems
 
 
+def _fits_nodes(
+    name: str, node: NodeOffer, by_flag: Mapping[str, FlagValue], chosen: FlagValue | None
+) -> list[str]:
+    problems = []
+    where = f"partition {name}" + ("" if chosen else " (the cluster's default)")
+    mem = by_flag.get("mem")
+    if mem is not None and node.memory_mb and _format_problem("mem", mem.value) is None:
+        wanted = sbatch_memory_mb(mem.value)
+        if wanted > node.memory_mb:
+            problems.append(
+                f"{mem.origin}: mem {mem.value} is more than the {node.memory_mb} MB "
+                f"the largest node of {where} has"
+            )
+    offered = ", ".join(f"{k}:{v}" for k, v in sorted(node.gres.items())) or "none"
+    gres = by_flag.get("gres")
+    if gres is not None and _format_problem("gres", gres.value) is None:
+        for gname, kind, count in _gres_items(gres.value):
+            types = node.gres_types.get(gname, frozenset())
+            if gname not in node.gres:
+                problems.append(f"{gres.origin}: {where} has no {gname} (GRES: {offered})")
+            elif kind and types and kind not in types:
+                listed = ", ".join(sorted(types))
+                problems.append(f"{gres.origin}: {where} has no {gname} of type {kind} ({listed})")
+            elif count > node.gres[gname]:
+                problems.append(
+                    f"{gres.origin}: {gname}:{count} is more than the {node.gres[gname]} a "
+                    f"node of {where} has"
+                )
+    for flag in ("gpus", "gpus-per-node", "gpus-per-task"):
+        item = by_flag.get(flag)
+        if item is not None and _GPUS.fullmatch(item.value) and "gpu" not in node.gres:
+            problems.append(f"{item.origin}: {where} has no GPUs (GRES: {offered})")
+    return problems
+
+
 # ---------------------------------------------------------------- the cached query
 
 
 @dataclass
 class _Entry:
     at: float
-    partitions: list[Partition]
+    offer: Any
 
 
 _CACHE: dict[str, _Entry] = {}
@@ -174,23 +307,21 @@ _LOCK = threading.Lock()
 
 def cached_partitions(
     key: str,
-    fetch: Callable[[], list[Partition]],
+    fetch: Callable[[], Any],
     *,
     ttl_s: float = PARTITIONS_TTL_S,
     clock: Callable[[], float] = time.monotonic,
-) -> list[Partition]:
-    """The partitions of the cluster ``key`` names: one query per ``ttl_s`` per process.
-
-    A query that fails is not cached (its error propagates).
-    """
+) -> Any:
+    """What ``fetch`` says the cluster ``key`` names offers (a ClusterOffer, or a list of
+    partitions): one query per ``ttl_s`` per process. A failed query is not cached."""
     with _LOCK:
         entry = _CACHE.get(key)
         now = clock()
         if entry is not None and now - entry.at < ttl_s:
-            return list(entry.partitions)
-        partitions = fetch()
-        _CACHE[key] = _Entry(now, list(partitions))
-        return list(partitions)
+            return entry.offer
+        offer = fetch()
+        _CACHE[key] = _Entry(now, offer)
+        return offer
 
 
 def forget_partitions() -> None:

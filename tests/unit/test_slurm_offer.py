@@ -9,6 +9,7 @@ from biomeroworker.slurm.offer import (
     cached_partitions,
     check_flags,
     forget_partitions,
+    parse_offer,
     sbatch_memory_mb,
     sbatch_time_s,
 )
@@ -133,3 +134,58 @@ def test_a_failed_query_is_not_cached() -> None:
 def test_a_partition_list_with_spaces_is_refused_as_sbatch_would_read_it() -> None:
     (problem,) = check_flags(_values(partition="short, long"), [SHORT, LONG])
     assert "partition ' long' does not exist" in problem
+
+
+# -- what the nodes offer: memory and GRES (one extended sinfo) ---------------------
+
+# Real sinfo output of a cluster with two kinds of node in "gpu" (sinfo prints the
+# partition once per kind) and none in "cpu".
+SINFO_OFFER = (
+    "cpu*|up|2:00:00|4|0/32/0/32|64000|(null)\n"
+    "gpu|up|1-00:00:00|2|0/16/0/16|128000+|gpu:a100:4(S:0-1)\n"
+    "gpu|up|1-00:00:00|1|0/8/0/8|96000|gpu:v100:2,mps:100\n"
+)
+
+
+def test_sinfo_offer_merges_a_partition_printed_once_per_kind_of_node() -> None:
+    offer = parse_offer(SINFO_OFFER)
+    gpu = {p.name: p for p in offer.partitions}["gpu"]
+    assert (gpu.nodes, gpu.cpus, gpu.time_limit_s) == (3, 24, 86400)
+    node = offer.nodes["gpu"]
+    assert node.memory_mb == 128000 and node.gres == {"gpu": 4, "mps": 100}
+    assert node.gres_types["gpu"] == {"a100", "v100"}
+    assert offer.nodes["cpu"].gres == {}
+
+
+def _offer_problems(**flags: str) -> list[str]:
+    return check_flags(_values(**flags), parse_offer(SINFO_OFFER))
+
+
+def test_memory_above_the_largest_node_is_refused() -> None:
+    (problem,) = _offer_problems(partition="cpu", mem="100G")
+    assert problem == (
+        "key mem: mem 100G is more than the 64000 MB the largest node of partition cpu has"
+    )
+    assert _offer_problems(partition="gpu", mem="100G") == []
+
+
+def test_a_gpu_request_on_a_partition_without_gpus_is_refused_with_what_it_has() -> None:
+    (problem,) = _offer_problems(partition="cpu", gres="gpu:1")
+    assert problem == "key gres: partition cpu has no gpu (GRES: none)"
+    (problem,) = _offer_problems(gpus="1")  # the default partition is cpu
+    assert problem == "key gpus: partition cpu (the cluster's default) has no GPUs (GRES: none)"
+
+
+def test_a_gpu_type_or_count_the_nodes_lack_is_refused() -> None:
+    assert _offer_problems(partition="gpu", gres="gpu:a100:4") == []
+    (problem,) = _offer_problems(partition="gpu", gres="gpu:h100:1")
+    assert problem == "key gres: partition gpu has no gpu of type h100 (a100, v100)"
+    (problem,) = _offer_problems(partition="gpu", gres="gpu:8")
+    assert problem == "key gres: gpu:8 is more than the 4 a node of partition gpu has"
+
+
+def test_unreadable_offer_output_is_a_slurm_error() -> None:
+    from biomeroworker.errors import SlurmError
+
+    with pytest.raises(SlurmError):
+        parse_offer("cpu|up|2:00:00\n")
