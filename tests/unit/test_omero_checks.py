@@ -154,7 +154,7 @@ class _ScriptClient:
 
 
 def test_the_script_output_says_what_is_wrong_at_once(
-    server: FakeServer,
+    server: StandInServer,
     tracker: Tracker,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -167,7 +167,7 @@ def test_the_script_output_says_what_is_wrong_at_once(
 
     catalog = catalog_with(tmp_path, "seg_job_partition = gpu-huge\n")
     image = server.add_image("alice", GROUP, "a.tif")
-    session = FakeAdmin(server).suConn("alice", "lab")
+    session = server.session_as("alice", "lab")
     monkeypatch.setattr(omero.gateway, "BlitzGateway", lambda client_obj: session)
     client = _ScriptClient(form([image]))
 
