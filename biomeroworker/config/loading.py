@@ -1,18 +1,5 @@
-"""slurm-config.ini plus environment -> typed, validated, frozen Settings.
-
-Reads the keys BIOMERO users already write ([SSH], [SLURM], [MODELS]/[WORKFLOWS],
-[CONVERTERS], [ANALYTICS]) plus our own [WORKER] section. Files are layered key by
-key, then environment variables override single keys. Validation collects every
-problem and raises one ConfigError with a line per problem, each naming where the
-value came from (file or environment variable), the section and the key.
-
-Files are read the way biomero and the OMERO.biomero web plugin read them (Python's
-``ConfigParser`` with interpolation), so one file means the same thing to all three:
-``%%`` is a literal ``%`` (``sbatch_output = omero-%%j.log``), and a lone ``%`` or a
-``%(name)s`` reference is refused with a message saying how to write it. A ``#`` or ``;``
-after whitespace starts a comment, also after a value. An empty value means "not set".
-Environment variables are taken literally.
-"""
+"""Finding, reading, layering and checking slurm-config.ini files and environment
+overrides into Settings; every problem is reported together, by file, section and key."""
 
 from __future__ import annotations
 
@@ -21,18 +8,46 @@ import configparser
 import difflib
 import logging
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from datetime import date
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
+from biomeroworker.config.keys import (
+    _BRANCH_NAMES,
+    _CONVERTER_KEY,
+    _FLAG_NAME,
+    _FOLDER,
+    _GITHUB_TREE,
+    _SBATCH_PREFIX,
+    _SECTION_HINTS,
+    _WORKFLOW_NAME,
+    _WORKFLOW_SUFFIXES,
+    CONVERTERS,
+    FIXED_SECTIONS,
+    KNOWN_SECTIONS,
+    OPAQUE_SECTIONS,
+    SECTION_ALIASES,
+    WORKFLOWS,
+    ZARR_TO_TIFF,
+    Key,
+)
+from biomeroworker.config.settings import (
+    AnalyticsSettings,
+    RestSettings,
+    Settings,
+    SlurmSettings,
+    SSHSettings,
+    WorkerSettings,
+    WorkflowSettings,
+    _frozen,
+)
+from biomeroworker.config.values import _URL_PASSWORD, _boolean, _count, _did_you_mean, redact_url
 from biomeroworker.errors import ConfigError
-from biomeroworker.redaction import redact, remember
+from biomeroworker.redaction import remember
 
 log = logging.getLogger(__name__)
+
 
 SYSTEM_CONFIG = Path("/etc/slurm-config.ini")
 # Where upstream BIOMERO looks for the admin's override when none is named.
@@ -45,7 +60,6 @@ CONFIG_ENV = "BIOMERO_CONFIG"
 # file"): when set, it is the only file read, as upstream does.
 UPSTREAM_CONFIG_ENV = "BIOMERO_SLURM_CONFIG_FILE"
 ENV_PREFIX = "BIOMERO__"
-DEFAULT_SOURCE = "default"
 
 # Variables upstream BIOMERO reads, lowest priority first. Our own
 # BIOMERO__<SECTION>__<KEY> form is applied after these and wins.
@@ -76,596 +90,6 @@ UPSTREAM_ENV: tuple[tuple[str, str, str], ...] = (
 )
 
 
-# ---------------------------------------------------------------- value parsers
-# Each takes the stripped text and returns the typed value or raises ValueError
-# whose message says what was expected.
-
-_BOOLEANS = {
-    "true": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
-
-
-def _text(text: str) -> str:
-    return text
-
-
-def _boolean(text: str) -> bool:
-    try:
-        return _BOOLEANS[text.lower()]
-    except KeyError:
-        raise ValueError("expected true or false (also yes/no, on/off, 1/0)") from None
-
-
-def _count(text: str) -> int:
-    """A whole number >= 0."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number >= 0") from None
-    if number < 0:
-        raise ValueError("expected a whole number >= 0")
-    return number
-
-
-_USER_NAME = re.compile(r"[A-Za-z0-9._@-]+")
-
-
-def _user_names(text: str) -> tuple[str, ...]:
-    """Account names separated by commas or spaces."""
-    names = tuple(name for name in re.split(r"[,\s]+", text) if name)
-    bad = [name for name in names if not _USER_NAME.fullmatch(name)]
-    if bad:
-        raise ValueError(f"expected account names separated by commas, not {bad[0]!r}")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number > 0") from None
-    if number <= 0:
-        raise ValueError("expected a whole number > 0")
-    return number
-
-
-def _seconds(text: str) -> float:
-    """A duration in seconds > 0."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError("expected a number of seconds > 0") from None
-    if not number > 0 or number == float("inf"):
-        raise ValueError("expected a number of seconds > 0")
-    return number
-
-
-def _seconds_or_zero(text: str) -> float:
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError("expected a number of seconds >= 0 (0 turns it off)") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError("expected a number of seconds >= 0 (0 turns it off)")
-    return number
-
-
-def _absolute_path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError("expected an absolute path")
-    return text
-
-
-_API_VERSION = re.compile(r"v0\.0\.(3[6-9]|4[0-4])")
-
-
-def _api_version(text: str) -> str:
-    if not _API_VERSION.fullmatch(text):
-        raise ValueError("expected a slurmrestd API version v0.0.36 ... v0.0.44, e.g. v0.0.38")
-    return text
-
-
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+/?")
-
-
-def _http_url(text: str) -> str:
-    if not _HTTP_URL.fullmatch(text):
-        raise ValueError("expected http(s)://host:port of slurmrestd, e.g. http://127.0.0.1:6820")
-    return text.rstrip("/")
-
-
-def _mirror_url(text: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
-        raise ValueError("expected an http(s) URL, e.g. https://mirror.example.org/biomero")
-    return text.rstrip("/")
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ValueError("expected a date YYYY-MM-DD") from None
-
-
-def _one_of(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.lower()
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}")
-        return value
-
-    return parse
-
-
-_DB_URL = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z0-9_]+)?://\S*")
-
-
-def _database_url(text: str) -> str:
-    if not _DB_URL.fullmatch(text):
-        raise ValueError(
-            "expected a SQLAlchemy URL such as postgresql+psycopg2://user:password@host:5432/db"
-        )
-    return text
-
-
-# Password part of dialect+driver://user:password@host/...; the password runs to
-# the first "@" (which must be written %40 inside a password).
-_URL_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/@?#]*:)(?P<password>[^@]*)(?P<tail>@.*)$")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (and any JWT or remembered secret
-    masked: ``redaction.redact``); anything else unchanged."""
-    match = _URL_PASSWORD.match(url)
-    if match:
-        url = f"{match['head']}***{match['tail']}"
-    return redact(url)
-
-
-# ---------------------------------------------------------------- key tables
-
-
-@dataclass(frozen=True)
-class Key:
-    """One fixed key of a section: how to parse it and what it defaults to."""
-
-    name: str
-    parse: Callable[[str], Any] = _text
-    default: Any = None
-    required: bool = False
-    secret: bool = False
-    help: str = ""
-
-
-SSH_KEYS: tuple[Key, ...] = (
-    Key("host", help="alias of the cluster in ~/.ssh/config"),
-    Key(
-        "inline_ssh_env",
-        _boolean,
-        True,
-        help="upstream SSH option; no environment is sent over SSH here, either value",
-    ),
-)
-
-SLURM_KEYS: tuple[Key, ...] = (
-    # Defaults as biomero 2.8.3's, so upstream files that omit a folder mean the same here.
-    Key("slurm_data_path", default="my-scratch/data", help="cluster folder for run data"),
-    Key(
-        "slurm_images_path",
-        default="my-scratch/singularity_images/workflows",
-        help="cluster folder for workflow images",
-    ),
-    Key(
-        "slurm_converters_path",
-        default="my-scratch/singularity_images/converters",
-        help="cluster folder for converter images",
-    ),
-    Key("slurm_script_path", default="slurm-scripts", help="cluster folder for job scripts"),
-    Key("slurm_script_repo", help="git URL of hand-written job scripts"),
-    Key("slurm_data_bind_path", help="bound into workflow containers with --bind"),
-    Key("slurm_conversion_partition", help="partition for conversion jobs"),
-    Key("slurm_default_partition", help="partition when nothing else sets one"),
-    Key("sacct_start_time", _day, help="oldest day of job history to list"),
-    Key("sacct_days_ago", _count, help="rolling job-history window in days"),
-    Key(
-        "env_file_submission",
-        _boolean,
-        False,
-        help="upstream: pass job env as a file; here values always reach jobs in a file",
-    ),
-    Key(
-        "inject_gpu_flag",
-        _boolean,
-        False,
-        help="upstream: a run switches the GPU on/off; refused when true (use <wf>_use_gpu)",
-    ),
-    Key("gpu_partition", help="partition for workflows that use a GPU"),
-    Key("gpu_gres", help="--gres for workflows that use a GPU"),
-    Key("gpu_gpus", help="--gpus for workflows that use a GPU"),
-    Key(
-        "gpu_resource_flag",
-        _one_of("gres", "gpus"),
-        help="refused when set: set gpu_gres or gpu_gpus, whichever flag your cluster uses",
-    ),
-    Key("slurm_image_pull_via_sbatch", _boolean, False, help="pull images in a Slurm job"),
-    Key("image_pull_cpus", _positive_int, help="CPUs for image pull jobs"),
-    Key("image_pull_mem", help="memory for image pull jobs, e.g. 32G"),
-    Key("image_pull_time", help="time limit for image pull jobs"),
-    Key("image_pull_concurrency", _positive_int, help="image pulls running at once"),
-    Key("image_pull_partition", help="partition for image pull jobs"),
-    Key("apptainer_tmpdir", help="APPTAINER_TMPDIR for image pulls"),
-    Key("apptainer_cachedir", help="APPTAINER_CACHEDIR for image pulls"),
-    Key(
-        "slurm_zip_cmd",
-        help="upstream archive command; results come back as a tar stream, either value",
-    ),
-)
-
-ANALYTICS_KEYS: tuple[Key, ...] = (
-    Key("track_workflows", _boolean, True, help="record workflow events"),
-    Key("enable_job_accounting", _boolean, True, help="keep the job accounting view"),
-    Key("enable_job_progress", _boolean, True, help="keep the job progress view"),
-    Key("enable_workflow_analytics", _boolean, True, help="keep the task execution view"),
-    Key("sqlalchemy_url", _database_url, secret=True, help="event store database"),
-    Key("analytics_rebuild_start_time", _day, help="replay events from this day"),
-    Key("analytics_rebuild_days_ago", _count, help="replay events of the last N days"),
-)
-
-# Our own settings. Adding one: a Key here and a field in WorkerSettings.
-WORKER_KEYS: tuple[Key, ...] = (
-    Key("transport", _one_of("ssh", "local", "rest"), "ssh", help="how commands reach the cluster"),
-    Key(
-        "shared_path",
-        _absolute_path,
-        help="local/shared mode: where the cluster's relative paths live on this host",
-    ),
-    Key("connect_timeout_s", _seconds, 15.0, help="SSH connect timeout"),
-    Key("command_timeout_s", _seconds, 120.0, help="default remote command timeout"),
-    Key(
-        "transfer_idle_timeout_s",
-        _seconds,
-        300.0,
-        help="a data transfer fails after this long without a byte moving (no total limit)",
-    ),
-    Key("keepalive_s", _seconds_or_zero, 30.0, help="SSH keep-alive interval, 0 = off"),
-    Key("runtime", _one_of("apptainer", "singularity", "native"), "apptainer"),
-    Key("native_python", default="python3", help="cluster Python for native workflows"),
-    Key("max_runs_total", _count, 0, help="runs active at once, 0 = unlimited"),
-    Key("max_runs_per_user", _count, 0, help="runs per user at once, 0 = unlimited"),
-    Key(
-        "poll_min_s",
-        _seconds,
-        1.0,
-        help="wait between Slurm polls after something changed (then it grows by half "
-        "each quiet poll up to poll_max_s)",
-    ),
-    Key("poll_max_s", _seconds, 60.0, help="longest wait between Slurm polls"),
-    Key(
-        "workflow_mirror",
-        _mirror_url,
-        help="where `biomero init` downloads pinned workflows instead of GitHub: "
-        "<mirror>/<owner>/<repo>/<tag>/descriptor.json",
-    ),
-    Key(
-        "job_unseen_limit_s",
-        _seconds,
-        900.0,
-        help="a job Slurm's accounting has not listed for this long fails its run",
-    ),
-    Key(
-        "step_attempts",
-        _positive_int,
-        3,
-        help="a step that raises an unexpected error is tried this often, then its run fails",
-    ),
-    Key(
-        "step_retry_s",
-        _seconds,
-        30.0,
-        help="wait before retrying such a step; doubles with each failed attempt",
-    ),
-    Key(
-        "convert_on",
-        _one_of("cluster", "worker"),
-        "cluster",
-        help="where OME-Zarr inputs become TIFF: a Slurm job array, or here before upload",
-    ),
-    Key(
-        "admins",
-        _user_names,
-        (),
-        help="accounts that may see and cancel every run (besides root); read only from a "
-        "config file owned by root and writable by root alone",
-    ),
-)
-
-# [WORKER] transport = rest: Slurm operations through slurmrestd (docs/modes.md).
-REST_KEYS: tuple[Key, ...] = (
-    Key("url", _http_url, help="slurmrestd base URL, e.g. http://127.0.0.1:6820"),
-    Key("user", help="cluster user sent as X-SLURM-USER-NAME"),
-    Key("api_version", _api_version, "v0.0.38", help="OpenAPI version slurmrestd serves"),
-    Key("token", secret=True, help="a JWT (also $SLURM_JWT); no refresh"),
-    Key("token_file", _absolute_path, help="file holding the JWT; re-read when it changes"),
-    Key("token_command", help="command printing a fresh JWT; run when the token nears exp"),
-    Key("token_refresh_s", _seconds, 60.0, help="renew this long before the token expires"),
-    Key("request_timeout_s", _seconds, 30.0, help="HTTP timeout per request"),
-    Key("verify_tls", _boolean, True, help="check the server certificate for https"),
-    Key("staging", _one_of("ssh", "shared"), "ssh", help="how data reaches the cluster"),
-    Key("home", _absolute_path, help="the user's cluster home; relative paths start there"),
-)
-
-FIXED_SECTIONS: dict[str, tuple[Key, ...]] = {
-    "SSH": SSH_KEYS,
-    "SLURM": SLURM_KEYS,
-    "ANALYTICS": ANALYTICS_KEYS,
-    "WORKER": WORKER_KEYS,
-    "REST": REST_KEYS,
-}
-WORKFLOWS = "WORKFLOWS"
-CONVERTERS = "CONVERTERS"
-# Written by the OMERO.biomero admin page for its own use ([UI]; [changelog], a comment
-# per save); the worker ignores them.
-OPAQUE_SECTIONS = ("UI", "CHANGELOG")
-SECTION_ALIASES = {"MODELS": WORKFLOWS}
-KNOWN_SECTIONS = (*FIXED_SECTIONS, WORKFLOWS, "MODELS", CONVERTERS, *OPAQUE_SECTIONS)
-
-_SBATCH_PREFIX = "sbatch_"
-_FLAG_NAME = re.compile(r"[a-z0-9_-]+")
-_WORKFLOW_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_WORKFLOW_SUFFIXES = ("_repo", "_job", "_use_gpu", "_resubmit", "_skills_path", "_plugin_path")
-_FOLDER = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
-_CONVERTER_KEY = re.compile(r"[a-z0-9]+_to_[a-z0-9]+")
-ZARR_TO_TIFF = "zarr_to_tiff"
-_GITHUB_TREE = re.compile(
-    r"https://github\.com/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
-    r"/tree/(?P<tag>[A-Za-z0-9_.+-]+)"
-)
-_BRANCH_NAMES = frozenset({"main", "master", "develop", "dev", "head", "latest", "trunk"})
-_SECTION_HINTS = {
-    "SSH": "user, port and key belong in ~/.ssh/config under the host alias",
-}
-
-
-# ---------------------------------------------------------------- settings
-
-
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping))
-
-
-@dataclass(frozen=True)
-class SSHSettings:
-    host: str | None
-    inline_ssh_env: bool = True
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """[SLURM]. Relative paths are relative to the remote user's home; kept as text."""
-
-    slurm_data_path: str
-    slurm_images_path: str
-    slurm_converters_path: str
-    slurm_script_path: str
-    slurm_script_repo: str | None = None
-    slurm_data_bind_path: str | None = None
-    slurm_conversion_partition: str | None = None
-    slurm_default_partition: str | None = None
-    sacct_start_time: date | None = None
-    sacct_days_ago: int | None = None
-    env_file_submission: bool = False
-    inject_gpu_flag: bool = False
-    gpu_partition: str | None = None
-    gpu_gres: str | None = None
-    gpu_gpus: str | None = None
-    gpu_resource_flag: str | None = None
-    slurm_image_pull_via_sbatch: bool = False
-    image_pull_cpus: int | None = None
-    image_pull_mem: str | None = None
-    image_pull_time: str | None = None
-    image_pull_concurrency: int | None = None
-    image_pull_partition: str | None = None
-    apptainer_tmpdir: str | None = None
-    apptainer_cachedir: str | None = None
-    slurm_zip_cmd: str | None = None
-    # sbatch flag name (dashes, no leading --) -> value, added to every job
-    sbatch_flags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WorkflowSettings:
-    name: str
-    folder: str
-    repo: str  # a GitHub tree URL pinned to a tag, or an absolute local directory
-    job: str | None = None
-    job_flags: Mapping[str, str] = field(default_factory=dict)
-    use_gpu: bool = False
-    # Written by biomero-workflow-skills for its own tools; kept and shown, not used here.
-    skills_path: str | None = None
-    plugin_path: str | None = None
-    # After TIMEOUT or OUT_OF_MEMORY, submit again with twice the time or memory, at
-    # most this many times (0: never).
-    resubmit: int = 0
-
-    @property
-    def is_local(self) -> bool:
-        return not self.repo.startswith("https://")
-
-    @property
-    def tag(self) -> str | None:
-        """The pinned git tag (the image tag too); None for a local workflow."""
-        match = _GITHUB_TREE.fullmatch(self.repo.rstrip("/"))
-        return match["tag"] if match else None
-
-
-@dataclass(frozen=True, repr=False)
-class AnalyticsSettings:
-    track_workflows: bool = True
-    enable_job_accounting: bool = True
-    enable_job_progress: bool = True
-    enable_workflow_analytics: bool = True
-    sqlalchemy_url: str | None = None
-    analytics_rebuild_start_time: date | None = None
-    analytics_rebuild_days_ago: int | None = None
-
-    def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "sqlalchemy_url" and value is not None:
-                value = redact_url(value)
-            parts.append(f"{f.name}={value!r}")
-        return f"AnalyticsSettings({', '.join(parts)})"
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    transport: str = "ssh"
-    shared_path: str | None = None
-    connect_timeout_s: float = 15.0
-    command_timeout_s: float = 120.0
-    transfer_idle_timeout_s: float = 300.0
-    keepalive_s: float = 30.0
-    runtime: str = "apptainer"
-    native_python: str = "python3"
-    max_runs_total: int = 0
-    max_runs_per_user: int = 0
-    poll_min_s: float = 1.0
-    poll_max_s: float = 60.0
-    job_unseen_limit_s: float = 900.0
-    workflow_mirror: str | None = None
-    step_attempts: int = 3
-    step_retry_s: float = 30.0
-    convert_on: str = "cluster"
-    admins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RestSettings:
-    """[REST]: slurmrestd with JWT. One token source is used: token_command, else
-    token_file, else token (or $SLURM_JWT)."""
-
-    url: str | None = None
-    user: str | None = None
-    api_version: str = "v0.0.38"
-    token: str | None = field(default=None, repr=False)
-    token_file: str | None = None
-    token_command: str | None = None
-    token_refresh_s: float = 60.0
-    request_timeout_s: float = 30.0
-    verify_tls: bool = True
-    staging: str = "ssh"
-    home: str | None = None
-
-
-@dataclass(frozen=True)
-class Settings:
-    ssh: SSHSettings
-    slurm: SlurmSettings
-    workflows: Mapping[str, WorkflowSettings]
-    converters: Mapping[str, str]
-    analytics: AnalyticsSettings
-    worker: WorkerSettings
-    sources: tuple[Path, ...] = ()
-    # "SECTION.key" -> file path or "env NAME"; absent means the default applied
-    origins: Mapping[str, str] = field(default_factory=dict, repr=False)
-    rest: RestSettings = field(default_factory=RestSettings)
-
-    def source_of(self, section: str, key: str) -> str:
-        return self.origins.get(f"{section.upper()}.{key.lower()}", DEFAULT_SOURCE)
-
-    def workflow(self, name: str) -> WorkflowSettings:
-        try:
-            return self.workflows[name]
-        except KeyError:
-            hint = _did_you_mean(name, self.workflows)
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise ConfigError(
-                f"[WORKFLOWS] {name}: no such workflow{hint}; configured: {known}"
-            ) from None
-
-    def sbatch_flags_for(self, workflow: str, *, use_gpu: bool | None = None) -> dict[str, str]:
-        """sbatch flags for one workflow run, lowest priority first:
-        global ``sbatch_<flag>``, then the GPU defaults when the run uses a GPU,
-        then the workflow's own ``<wf>_job_<flag>``; ``slurm_default_partition``
-        fills in only when nothing set a partition. ``use_gpu`` overrides
-        ``<wf>_use_gpu`` for this run."""
-        wf = self.workflow(workflow)
-        flags = dict(self.slurm.sbatch_flags)
-        if wf.use_gpu if use_gpu is None else use_gpu:
-            if self.slurm.gpu_partition:
-                flags["partition"] = self.slurm.gpu_partition
-            if not {"gres", "gpus"} & wf.job_flags.keys():
-                if self.slurm.gpu_gres:
-                    flags["gres"] = self.slurm.gpu_gres
-                if self.slurm.gpu_gpus:
-                    flags["gpus"] = self.slurm.gpu_gpus
-        flags.update(wf.job_flags)
-        if "partition" not in flags and self.slurm.slurm_default_partition:
-            flags["partition"] = self.slurm.slurm_default_partition
-        return dict(sorted(flags.items()))
-
-    def sbatch_flags_for_conversion(self) -> dict[str, str]:
-        flags = dict(self.slurm.sbatch_flags)
-        if self.slurm.slurm_conversion_partition:
-            flags["partition"] = self.slurm.slurm_conversion_partition
-        elif "partition" not in flags and self.slurm.slurm_default_partition:
-            flags["partition"] = self.slurm.slurm_default_partition
-        return dict(sorted(flags.items()))
-
-    def describe(self) -> list[tuple[str, str, str]]:
-        """(key, value, source) for every setting, secrets redacted."""
-        rows: list[tuple[str, str, str]] = []
-
-        def add(section: str, key: str, value: Any, secret: bool = False) -> None:
-            shown = _show(value)
-            if secret and value is not None:
-                shown = redact_url(shown)
-            rows.append((f"{section}.{key}", shown, self.source_of(section, key)))
-
-        for section, keys in FIXED_SECTIONS.items():
-            group = getattr(self, section.lower())
-            for spec in keys:
-                add(section, spec.name, getattr(group, spec.name), spec.secret)
-            if section == "SLURM":
-                for flag, value in sorted(self.slurm.sbatch_flags.items()):
-                    add(section, f"{_SBATCH_PREFIX}{flag}", value)
-        for name, wf in sorted(self.workflows.items()):
-            add(WORKFLOWS, name, wf.folder)
-            add(WORKFLOWS, f"{name}_repo", wf.repo)
-            add(WORKFLOWS, f"{name}_job", wf.job)
-            add(WORKFLOWS, f"{name}_use_gpu", wf.use_gpu)
-            add(WORKFLOWS, f"{name}_resubmit", wf.resubmit)
-            if wf.skills_path:
-                add(WORKFLOWS, f"{name}_skills_path", wf.skills_path)
-            if wf.plugin_path:
-                add(WORKFLOWS, f"{name}_plugin_path", wf.plugin_path)
-            for flag, value in sorted(wf.job_flags.items()):
-                add(WORKFLOWS, f"{name}_job_{flag}", value)
-        for key, image in sorted(self.converters.items()):
-            add(CONVERTERS, key, image)
-        return rows
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
-
-
 # ---------------------------------------------------------------- raw layer
 
 
@@ -692,11 +116,6 @@ class _Problems:
         if key is not None:
             where += f" {key}"
         self.lines.append(f"{where}: {message}")
-
-
-def _did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
-    return f" (did you mean {match[0]}?)" if match else ""
 
 
 def _canonical_section(name: str) -> str:
