@@ -95,12 +95,17 @@ class Requested:
 
 
 def check_choices(
-    catalog: Catalog, choices: list[Any], partitions: PartitionSource | None
+    catalog: Catalog,
+    choices: list[Any],
+    partitions: PartitionSource | None,
+    *,
+    converts: bool = True,
 ) -> list[str]:
     """The rules `biomero run` applies (biomeroworker.inputs.check_request), for the
     picked workflows of an OMERO run: partition, time limit and other sbatch values
-    against the cluster, conversion job included (exports are OME-Zarr). Raises
-    InputError with every problem; returns notes (a cluster that did not answer)."""
+    against the cluster, and the conversion job's when the run converts (exports are
+    OME-Zarr; Use_ZARR_Format skips the conversion). Raises InputError with every
+    problem; returns notes (a cluster that did not answer)."""
     from biomeroworker.inputs import check_request
 
     if catalog.settings is None:
@@ -108,7 +113,7 @@ def check_choices(
     source = partitions or cluster_partitions(catalog.settings)
     notes = []
     for choice in choices:
-        checked = check_request(catalog.settings, choice.workflow.name, source, converts=True)
+        checked = check_request(catalog.settings, choice.workflow.name, source, converts=converts)
         if checked.unchecked and f"warning: {checked.unchecked}" not in notes:
             notes.append(f"warning: {checked.unchecked}")
     return notes
@@ -138,7 +143,8 @@ def request_runs(
         _check_readable(conn, "Dataset", [options.dataset_id])
     # An empty Dataset or Plate is refused now, not when the export finds nothing.
     image_ids = [int(image.getId()) for image, _ in selected_images(conn, data_type, ids)]
-    notes = check_choices(catalog, choices, partitions)
+    reads_zarr = bool(inputs.get(upstream.USE_ZARR))
+    notes = check_choices(catalog, choices, partitions, converts=not reads_zarr)
     email, mail_note = upstream.notify_address(conn, inputs)
     ours = [n for n in (reused, mail_note) if n] + upstream.notes(inputs)
     notes += [f"Note: {n}" for n in ours]
@@ -165,7 +171,7 @@ def request_runs(
                         "output_dir": None,
                         "notify_email": email,
                         # Use_ZARR_Format: the workflow reads the OME-Zarr export as is.
-                        "reads_zarr": bool(inputs.get(upstream.USE_ZARR)),
+                        "reads_zarr": reads_zarr,
                     },
                     parameters=choice.parameters,
                     omero_user_id=user.user_id,

@@ -94,6 +94,18 @@ def test_the_conversion_job_partition_is_checked_for_omero_runs(
     assert tracker.list_runs() == []
 
 
+def test_a_run_that_reads_the_ome_zarr_as_is_needs_no_conversion_partition(
+    server: StandInServer, tracker: Tracker, tmp_path: Path
+) -> None:
+    from biomeroworker.omero import upstream
+
+    catalog = catalog_with(tmp_path, slurm_keys="slurm_conversion_partition = convert\n")
+    image = server.add_image("alice", GROUP, "a.tif")
+    inputs = form([image], **{upstream.USE_ZARR: True})
+    run(server, tracker, catalog, inputs, lambda: PARTITIONS)
+    assert len(tracker.list_runs()) == 1
+
+
 def test_a_time_limit_above_the_partition_limit_is_refused_in_the_script(
     server: StandInServer, tracker: Tracker, tmp_path: Path
 ) -> None:
