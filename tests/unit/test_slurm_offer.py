@@ -189,3 +189,35 @@ def test_unreadable_offer_output_is_a_slurm_error() -> None:
 
     with pytest.raises(SlurmError):
         parse_offer("cpu|up|2:00:00\n")
+
+
+def test_one_extended_sinfo_over_ssh_and_the_partitions_alone_over_rest() -> None:
+    from biomeroworker.slurm.offer import ClusterOffer, offer_argv, read_offer
+
+    class Result:
+        stdout = SINFO_OFFER
+
+    class Transport:
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+
+        def run(self, argv: list[str], **_: object) -> Result:
+            self.calls.append(argv)
+            return Result()
+
+    class SSHClient:
+        command_timeout_s = 5.0
+
+        def __init__(self) -> None:
+            self.transport = Transport()
+
+    client = SSHClient()
+    offer = read_offer(client)
+    assert client.transport.calls == [offer_argv()]
+    assert offer.nodes["gpu"].gres["gpu"] == 4
+
+    class RestClient:  # slurmrestd: no transport, no node details
+        def partitions(self) -> list[Partition]:
+            return [SHORT]
+
+    assert read_offer(RestClient()) == ClusterOffer((SHORT,))
