@@ -46,6 +46,20 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     descriptor["inputs"] = [SERVER_INPUT, *descriptor["inputs"], SERVER_INPUT]
     (tag_dir / "descriptor.json").write_text(json.dumps(descriptor))
     shutil.copy(REPO / "tests/fixtures/misbehave/wrapper.py", tag_dir / "wrapper.py")
+    # The same workflow described in biomero-schema (biomero-0.1), as biomero 2.8 reads it.
+    schema_dir = root / "acme" / "W_Misbehave-Schema" / TAG
+    schema_dir.mkdir(parents=True)
+    lower = {"String": "string", "Number": "integer"}
+    schema = {
+        **descriptor,
+        "schema-version": "biomero-0.1",
+        "inputs": [
+            {**i, "type": lower[i["type"]]} for i in descriptor["inputs"] if i is not SERVER_INPUT
+        ]
+        + [{"id": "images", "type": "image", "set-by-server": True}],
+    }
+    (schema_dir / "descriptor.json").write_text(json.dumps(schema))
+    shutil.copy(REPO / "tests/fixtures/misbehave/wrapper.py", schema_dir / "wrapper.py")
     asked: list[str] = []
 
     class Handler(_QuietHandler):
@@ -65,8 +79,20 @@ def test_init_downloads_pinned_workflows_once_and_a_run_uses_them(  # type: igno
 ) -> None:
     url, asked = mirror
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty cache
-    extra = f"[WORKFLOWS]\nremote = remote\nremote_repo = {URL}\nremote_job_mem = 100M\n"
+    extra = (
+        f"[WORKFLOWS]\nremote = remote\nremote_repo = {URL}\nremote_job_mem = 100M\n"
+        f"schema = schema\nschema_repo = {URL.replace('Remote', 'Schema')}\n"
+        "schema_job_mem = 100M\n"
+    )
     text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+    # A converter image as NL-BIOMERO configures one: the native runtime runs no
+    # containers, so init says so and our converter runs for real instead.
+    text = text.replace(
+        "[WORKFLOWS]\n",
+        "[CONVERTERS]\nzarr_to_tiff = cellularimagingcf/convert_zarr_to_tiff:2.0.0\n"
+        "\n[WORKFLOWS]\n",
+        1,
+    )
     text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
     text = text.replace(
         "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{tmp_path}/t.sqlite\n"
@@ -81,8 +107,11 @@ def test_init_downloads_pinned_workflows_once_and_a_run_uses_them(  # type: igno
     out = capsys.readouterr().out
     assert f"done     remote {TAG} descriptor: from {url}" in out
     assert f"done     remote {TAG} files: wrapper.py" in out
+    assert f"done     schema {TAG} descriptor: from {url}" in out
+    assert "needs a container runtime" in out  # the converter image, said aloud
     assert sorted(asked) == sorted(
-        f"/acme/W_Misbehave-Remote/{TAG}/{name}"
+        f"/acme/W_Misbehave-{kind}/{TAG}/{name}"
+        for kind in ("Remote", "Schema")
         for name in ("descriptor.json", "wrapper.py", "requirements.txt")
     )
 
@@ -106,10 +135,22 @@ def test_init_downloads_pinned_workflows_once_and_a_run_uses_them(  # type: igno
         )
         dest = engine.drive(run_id)
         run = tracker.get_run(run_id)
+        # The biomero-schema workflow on an OME-Zarr input: converted by our converter.
+        schema_id = engine.request(
+            "schema",
+            [samples / "zarr-0.5/nuclei_s0_yx.ome.zarr"],
+            {"mode": "ok", "out_mb": 0},
+            output_dir=tmp_path / "out-schema",
+        )
+        schema_dest = engine.drive(schema_id)
+        schema_run = tracker.get_run(schema_id)
     transport.close()
     assert run["state"] == "COMPLETED" and run["version"] == TAG
     echoed = json.loads((dest / "echo.json").read_text())
     assert "from the mirror" in json.dumps(echoed)
+    assert schema_run["state"] == "COMPLETED"
+    assert {t["kind"] for t in schema_run["tasks"]} >= {"convert", "job"}
+    assert (schema_dest / "echo.json").is_file()
 
 
 def test_init_reports_a_workflow_it_cannot_fetch_and_prepares_the_others(  # type: ignore[no-untyped-def]
