@@ -583,6 +583,27 @@ def _check_rest_flags(settings: Settings, problems: _Problems, files: str) -> No
             problems.add(settings.origins.get(f"{section}.{key}", files), section, shown, why)
 
 
+# Upstream keys refused when set, each with what to do instead.
+_REFUSED_WHEN_SET: dict[tuple[str, str], str] = {
+    ("SLURM", "slurm_script_repo"): (
+        "hand-written job scripts from a repository are not supported: the worker "
+        "renders each workflow's job script itself (parameters never reach a shell), "
+        "at <wf>_job when set; leave slurm_script_repo empty and put per-workflow "
+        "sbatch options in <wf>_job_<flag>"
+    ),
+    ("SLURM", "inject_gpu_flag"): (
+        "a run cannot switch the GPU on or off here: GPU use is set per workflow. "
+        "Remove the line (or set false) and set <wf>_use_gpu = true for the workflows "
+        "that need a GPU (their jobs get --nv and the gpu_* resources)"
+    ),
+    ("SLURM", "gpu_resource_flag"): (
+        "is not a biomero setting and has no effect here: set gpu_gres (--gres, e.g. "
+        "gpu:a100:1) or gpu_gpus (--gpus, e.g. 1), whichever your cluster uses, and "
+        "remove this line"
+    ),
+}
+
+
 def _check_across(
     typed: Mapping[str, Mapping[str, Any]],
     problems: _Problems,
@@ -608,34 +629,9 @@ def _check_across(
     if transport == "rest":
         _check_rest(rest, problems, origins, files)
     slurm = typed["SLURM"]
-    if slurm["slurm_script_repo"]:
-        problems.add(
-            origins.get("SLURM.slurm_script_repo", files),
-            "SLURM",
-            "slurm_script_repo",
-            "hand-written job scripts from a repository are not supported: the worker "
-            "renders each workflow's job script itself (parameters never reach a shell), "
-            "at <wf>_job when set; leave slurm_script_repo empty and put per-workflow "
-            "sbatch options in <wf>_job_<flag>",
-        )
-    if slurm["inject_gpu_flag"]:
-        problems.add(
-            origins.get("SLURM.inject_gpu_flag", files),
-            "SLURM",
-            "inject_gpu_flag",
-            "a run cannot switch the GPU on or off here: GPU use is set per workflow. "
-            "Remove the line (or set false) and set <wf>_use_gpu = true for the workflows "
-            "that need a GPU (their jobs get --nv and the gpu_* resources)",
-        )
-    if slurm["gpu_resource_flag"]:
-        problems.add(
-            origins.get("SLURM.gpu_resource_flag", files),
-            "SLURM",
-            "gpu_resource_flag",
-            "is not a biomero setting and has no effect here: set gpu_gres (--gres, e.g. "
-            "gpu:a100:1) or gpu_gpus (--gpus, e.g. 1), whichever your cluster uses, and "
-            "remove this line",
-        )
+    for (section, key), why in _REFUSED_WHEN_SET.items():
+        if typed[section][key]:
+            problems.add(origins.get(f"{section}.{key}", files), section, key, why)
     if not typed["ANALYTICS"]["track_workflows"]:
         problems.add(
             origins.get("ANALYTICS.track_workflows", files),
