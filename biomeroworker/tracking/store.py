@@ -25,8 +25,15 @@ ENV_URL = "SQLALCHEMY_URL"
 
 
 def default_sqlite_url() -> str:
+    """The SQLite file used when no database is configured, in the user's data folder."""
     folder = Path(platformdirs.user_data_dir("biomero"))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingStoreError(
+            f"no tracking database is configured and the default one cannot be made in "
+            f"{folder} ({exc.strerror}); set SQLALCHEMY_URL or [ANALYTICS] sqlalchemy_url"
+        ) from None
     return f"sqlite:///{folder / 'tracking.sqlite'}"
 
 

@@ -87,3 +87,16 @@ def test_an_unreachable_database_is_a_clear_error_that_never_shows_the_password(
     assert "refused" in message.lower()
     shown = "".join(traceback.format_exception(caught.value)) + caplog.text
     assert "s3cr3t-pw" not in shown
+
+
+def test_without_a_writable_home_the_default_store_says_what_to_configure(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from biomeroworker.tracking.errors import TrackingStoreError
+    from biomeroworker.tracking.store import default_sqlite_url
+
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocked))
+    with pytest.raises(TrackingStoreError, match="set SQLALCHEMY_URL"):
+        default_sqlite_url()
