@@ -10,7 +10,15 @@ from biomeroworker.slurm.scale import scale_memory, scale_time_limit, time_limit
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("10", 600), ("00:10:00", 600), ("1:30:00", 5400), ("2-00:00:00", 172800), ("05:30", 330)],
+    [
+        ("10", 600),
+        ("00:10:00", 600),
+        ("1:30:00", 5400),
+        ("2-00:00:00", 172800),
+        ("05:30", 330),
+        ("1-12:30", 131400),  # days-hours:minutes, not minutes:seconds
+        ("1-12", 129600),  # days-hours
+    ],
 )
 def test_time_limits_read_as_sbatch_reads_them(text: str, seconds: int) -> None:
     assert time_limit_s(text) == seconds
@@ -35,3 +43,9 @@ def test_memory_doubles(text: str, expected: str) -> None:
 def test_unreadable_memory_is_an_error(bad: str) -> None:
     with pytest.raises(SlurmError):
         scale_memory(bad, 2)
+
+
+@pytest.mark.parametrize("text", ["INFINITE", "UNLIMITED", "soon"])
+def test_an_unlimited_or_unreadable_limit_cannot_be_scaled(text: str) -> None:
+    with pytest.raises(SlurmError, match="time limit"):
+        scale_time_limit(text, 2)
