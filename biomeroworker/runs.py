@@ -50,7 +50,7 @@ from biomeroworker.userpaths import (
     writable_by,
 )
 from biomeroworker.waits import JobView, view_of
-from biomeroworker.workflows.catalog import get_workflow
+from biomeroworker.workflows.catalog import LOCAL_VERSION, get_workflow
 from biomeroworker.workflows.params import validate_params
 
 log = logging.getLogger(__name__)
@@ -335,8 +335,8 @@ class RunEngine:
         """Check and record a run: nothing is staged or submitted yet, and the cluster is
         asked only for its partitions (one cached sinfo)."""
         wf = get_workflow(self.settings, workflow, version)
-        other = wf.version != get_workflow(self.settings, workflow).version
         # Another version than the configured one: an earlier init must have prepared it.
+        other = wf.version != (self.settings.workflows[wf.name].tag or LOCAL_VERSION)
         if other and not prepared_on_cluster(self.transport, self.settings, wf):
             raise BiomeroError(
                 f"workflow {wf.name} version {wf.version} is not prepared on the cluster "
