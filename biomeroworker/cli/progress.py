@@ -56,10 +56,11 @@ class RichReporter:
 
     def step(self, name: str, detail: str = "") -> None:
         # A new step means the earlier ones ended: freeze their clocks (a transfer's
-        # total is an estimate, so its bar need not have reached the end).
-        for task_name, task in self.tasks.items():
-            if task_name != name:
-                self.progress.stop_task(task)
+        # total is an estimate, so its bar need not have reached the end). Only once:
+        # rich's stop_task moves a stopped clock's end to now.
+        for task_name, task_id in self.tasks.items():
+            if task_name != name and self.progress.tasks[task_id].stop_time is None:
+                self.progress.stop_task(task_id)
         self.console.log(f"{name}: {detail}" if detail else name)
 
     def bytes_moved(self, name: str, done: int, total: int) -> None:

@@ -60,6 +60,27 @@ def test_a_steps_clock_stops_when_the_next_step_starts() -> None:
     assert task.elapsed == frozen
 
 
+def test_a_stopped_steps_clock_stays_stopped_through_later_steps() -> None:
+    """The demo showed `stage up … 0:00:09` for a 0.5 s upload: each later step moved the
+    frozen clock's end to its own start."""
+    from biomeroworker.cli.progress import RichReporter
+
+    now = [100.0]
+    reporter = RichReporter()
+    reporter.progress.get_time = lambda: now[0]
+    reporter.bytes_moved("stage up", 600, 1000)
+    now[0] = 100.5
+    reporter.step("submit convert")
+    now[0] = 105.0
+    reporter.job("convert", "RUNNING", 0, 2)
+    now[0] = 109.0
+    reporter.step("submit job")
+    reporter.step("stage down")
+    stage_up, convert = reporter.progress.tasks
+    assert stage_up.elapsed == 0.5
+    assert convert.elapsed == 4.0
+
+
 def test_progress_log_lines_carry_no_source_position() -> None:
     from biomeroworker.cli.progress import RichReporter
 
