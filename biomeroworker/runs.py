@@ -49,7 +49,7 @@ from biomeroworker.userpaths import (
     readable_by,
     writable_by,
 )
-from biomeroworker.waits import JobView, view_of
+from biomeroworker.waits import JobView, indexed, view_of
 from biomeroworker.workflows.catalog import LOCAL_VERSION, get_workflow
 from biomeroworker.workflows.params import validate_params
 
@@ -839,7 +839,7 @@ class RunEngine:
                 raise BiomeroError(f"run {run_id} is {run['state'].lower()}")
             started = time.monotonic()
             if step.waits:
-                polled = self.slurm.poll([self.active_job(run) or ""])
+                polled = indexed(self.slurm.poll([self.active_job(run) or ""]))
                 news = self.poll_news(run, polled)
                 self.advance(run, polled)
                 if next_step(self.tracker.get_run(run_id)) is step:

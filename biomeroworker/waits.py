@@ -72,16 +72,44 @@ class JobView:
         return f"element(s) {shown} of job array {self.job_id}"
 
 
+class Polled(dict[str, JobStatus]):
+    """One poll's answer, indexed once by the job each listed entry can belong to.
+
+    A supervisor cycle looks up every waiting run's job in the same answer; with the
+    index each lookup costs the entries of that job, not the whole answer (which made a
+    cycle runs x jobs). Built after the poll and not changed afterwards.
+    """
+
+    def __init__(self, answer: Mapping[str, JobStatus]) -> None:
+        super().__init__(answer)
+        self.by_job: dict[str, list[tuple[str, JobStatus]]] = {}
+        for key, status in self.items():
+            if status.state is JobState.UNKNOWN:
+                continue
+            if status.array_task_id is not None:
+                ids = {status.array_job_id}
+            else:
+                ids = {key, status.job_id, status.job_id_raw}
+            for job_id in ids:
+                if job_id is not None:
+                    self.by_job.setdefault(job_id, []).append((key, status))
+
+
+def indexed(polled: Mapping[str, JobStatus]) -> Polled:
+    """``polled`` with its index (itself when it has one)."""
+    return polled if isinstance(polled, Polled) else Polled(polled)
+
+
 def view_of(polled: Mapping[str, JobStatus], job_id: str, *, array: bool, expected: int) -> JobView:
     """The entries of ``polled`` that belong to ``job_id``.
 
     For an array: its elements (array job id and task id set). For a plain job: the
     entry whose id or raw id is ``job_id``. UNKNOWN placeholders never count as seen.
+    Pass a ``Polled`` when looking up many jobs in one answer: a plain mapping is
+    indexed again on every call.
     """
     mine: dict[str, JobStatus] = {}
-    for key, status in polled.items():
-        if status.state is JobState.UNKNOWN:
-            continue
+    for key, status in indexed(polled).by_job.get(job_id, ()):
         if array:
             belongs = status.array_task_id is not None and status.array_job_id == job_id
             # An array of one has been seen listed under its plain id: that is its element.

@@ -219,11 +219,12 @@ def answer(
     not list this job" from "nobody could be asked".
     """
     wanted = list(requested)
+    wanted_set = set(wanted)  # a list here made every poll entries x ids
     result: dict[str, JobStatus] = {}
     answered: set[str] = set()
     for key, status in found.items():
         names = {status.job_id, status.job_id_raw, status.array_job_id}
-        hits = names.intersection(wanted)
+        hits = names & wanted_set
         if hits:
             result[key] = status
             answered.update(hits)

@@ -47,6 +47,7 @@ from biomeroworker.supervisor.attempts import AttemptStore
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.tracking.errors import TrackingStoreError
 from biomeroworker.transport.base import Transport
+from biomeroworker.waits import indexed
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,8 @@ class Supervisor:
     def _poll(self, waiting: list[tuple[dict[str, Any], str]]) -> bool:
         """One status command for every waiting job of every run."""
         try:
-            polled = self.engine.slurm.poll(sorted({job for _, job in waiting}))
+            # Indexed once: every waiting run looks its job up in this one answer.
+            polled = indexed(self.engine.slurm.poll(sorted({job for _, job in waiting})))
         except TransportError as exc:
             self.counters.transient_errors += 1
             log.warning("poll failed (will retry): %s", exc)
