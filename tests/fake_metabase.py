@@ -11,7 +11,9 @@ As thin as the provisioning needs, and as strict as the real API on what it chec
   session in ``X-Metabase-Session`` (401 otherwise);
 - ``POST /api/database`` needs ``name``, ``engine`` and a ``details`` map (400 otherwise);
 - ``PUT /api/setting/<key>`` needs ``{"value": ...}``; ``embedding-secret-key`` must be 64
-  hexadecimal characters; enabling embedding with no key generates one, as Metabase does.
+  hexadecimal characters; enabling embedding with no key generates one, as Metabase does;
+- the first request other than the health check sets ``site-url`` from its ``Origin``
+  (else ``Host``) header while none is set, as Metabase's maybe-set-site-url does.
 
 Every request is recorded in ``requests`` as (method, path) so tests can say which calls
 changed something.
@@ -48,7 +50,11 @@ class FakeMetabase:
         self.sessions: set[str] = set()
         self.databases: list[dict[str, Any]] = []
         self.switch = "enable-embedding-static" if static_switch else "enable-embedding"
-        self.settings: dict[str, Any] = {"embedding-secret-key": None, self.switch: False}
+        self.settings: dict[str, Any] = {
+            "embedding-secret-key": None,
+            self.switch: False,
+            "site-url": None,
+        }
         self.requests: list[tuple[str, str]] = []
         # What POST /api/database answers instead of adding (a failed connection test).
         self.database_refusal: str | None = None
@@ -73,12 +79,16 @@ class FakeMetabase:
         return [r for r in self.requests if r[0] != "GET" and r != ("POST", "/api/session")]
 
     # --- the API --------------------------------------------------------------------
-    def handle(self, method: str, path: str, session: str | None, body: Any) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         self.requests.append((method, path))
         if (method, path) == ("GET", "/api/health"):
             return (200, {"status": "ok"}) if self.ready else (503, {"status": "initializing"})
         if not self.ready:
             return 503, {"status": "initializing"}
+        if self.settings["site-url"] is None:
+            origin = headers.get("Origin") or f"http://{headers.get('Host')}"
+            self.settings["site-url"] = origin
+        session = headers.get("X-Metabase-Session")
         if (method, path) not in PUBLIC and session not in self.sessions:
             return 401, "Unauthenticated"
         if (method, path) == ("GET", "/api/session/properties"):
@@ -188,9 +198,7 @@ class FakeMetabase:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode(errors="replace")
-                status, answer = fake.handle(
-                    self.command, self.path, self.headers.get("X-Metabase-Session"), body
-                )
+                status, answer = fake.handle(self.command, self.path, dict(self.headers), body)
                 data = b"" if status == 204 else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -18,6 +18,11 @@ Run by the one-shot compose service ``metabase-setup`` (profile ``dashboards``) 
    none) and static embedding switched on, so the dashboards OMERO.biomero signs with
    that key open.
 
+Every request carries ``Origin: METABASE_SITE_URL`` when that is set: Metabase records
+its "site URL" from the first API request it gets while it has none (the ``Origin``,
+else ``X-Forwarded-Host``, else ``Host`` header; maybe-set-site-url in its middleware),
+and without it that would be the internal ``http://metabase:3000`` this step uses.
+
 Nothing an admin made is changed or deleted: an existing database entry is left as it
 is, and an embedding key that differs from ``METABASE_SECRET_KEY`` is reported, not
 replaced. Passwords, the key, the setup token and session ids never reach the output
@@ -56,7 +61,9 @@ from biomeroworker.redaction import redact, redact_logs, remember
 log = logging.getLogger("biomeroworker.deploy.metabase")
 
 DEFAULT_URL = "http://metabase:3000"
-DEFAULT_DATABASE_NAME = "BIOMERO"
+# The data source name NL-BIOMERO's dashboards refer to, and Metabase's site name.
+DATABASE_NAME = "BIOMERO"
+SITE_NAME = "BIOMERO"
 DEFAULT_WAIT_S = 300.0
 POLL_S = 2.0
 REQUEST_TIMEOUT_S = 30.0
@@ -138,6 +145,7 @@ class Target:
     admin_password: str
     database: TrackingDatabase
     embedding_key: str | None
+    site_url: str | None
     site_name: str
     wait_s: float
 
@@ -162,9 +170,7 @@ class Target:
                 "METABASE_SECRET_KEY must be 64 hexadecimal characters (Metabase refuses "
                 "any other embedding key); make one with `openssl rand -hex 32`"
             )
-        database = TrackingDatabase.from_url(
-            env["SQLALCHEMY_URL"], env.get("METABASE_DATABASE_NAME") or DEFAULT_DATABASE_NAME
-        )
+        database = TrackingDatabase.from_url(env["SQLALCHEMY_URL"], DATABASE_NAME)
         remember(database.password)
         try:
             wait_s = float(env.get("METABASE_WAIT_S") or DEFAULT_WAIT_S)
@@ -176,7 +182,8 @@ class Target:
             admin_password=password,
             database=database,
             embedding_key=key,
-            site_name=env.get("METABASE_SITE_NAME") or "BIOMERO",
+            site_url=(env.get("METABASE_SITE_URL") or "").rstrip("/") or None,
+            site_name=SITE_NAME,
             wait_s=wait_s,
         )
 
@@ -184,9 +191,11 @@ class Target:
 class Client:
     """Metabase's REST API: JSON in and out, errors as MetabaseError with secrets masked."""
 
-    def __init__(self, url: str, http: requests.Session | None = None) -> None:
+    def __init__(self, url: str, *, origin: str | None = None) -> None:
         self.url = url
-        self.http = http or requests.Session()
+        self.http = requests.Session()
+        if origin:
+            self.http.headers["Origin"] = origin
         self.session_id: str | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -199,7 +208,14 @@ class Client:
             raise MetabaseError(f"{method} {path}: {redact(str(exc))}") from None
         if not response.ok:
             raise MetabaseError(f"{method} {path}: HTTP {response.status_code}: {_why(response)}")
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise MetabaseError(
+                f"{method} {path}: not Metabase's answer (not JSON): {_why(response)}"
+            ) from None
 
     def log_in(self, session_id: str) -> None:
         remember(session_id)
@@ -247,7 +263,7 @@ def provision(target: Target, client: Client | None = None, **wait: Any) -> list
     Raises MetabaseError for a step that could not be done. ``wait`` passes ``clock``
     and ``sleep`` to ``wait_until_up``.
     """
-    client = client or Client(target.url)
+    client = client or Client(target.url, origin=target.site_url)
     wait_until_up(client, target.wait_s, **wait)
     changed = [_sign_in(client, target)]
     changed.append(_add_database(client, target.database))
@@ -273,7 +289,7 @@ def _sign_in(client: Client, target: Target) -> str:
                 "METABASE_ADMIN_EMAIL and METABASE_ADMIN_PASSWORD must be an admin's login "
                 "there (Metabase keeps the first admin it was given)"
             ) from None
-        client.log_in(answer["id"])
+        client.log_in(_session_id(answer))
         log.info("Metabase was set up before; logged in as %s", target.admin_email)
         return ""
     token = properties.get("setup-token")
@@ -294,9 +310,15 @@ def _sign_in(client: Client, target: Target) -> str:
             "prefs": {"site_name": target.site_name},
         },
     )
-    client.log_in(answer["id"])
+    client.log_in(_session_id(answer))
     log.info("created Metabase's first admin, %s", target.admin_email)
     return f"admin {target.admin_email} created"
+
+
+def _session_id(answer: Any) -> str:
+    if not isinstance(answer, dict) or not answer.get("id"):
+        raise MetabaseError("Metabase answered a login without a session id")
+    return str(answer["id"])
 
 
 def _add_database(client: Client, database: TrackingDatabase) -> str:

@@ -519,6 +519,45 @@ def test_dashboards_profile_runs_a_pinned_metabase_next_to_the_tracking_database
     assert "biomero-database" in services["metabase"]["depends_on"]
 
 
+def test_metabase_setup_provisions_from_the_worker_image_with_the_workers_database() -> None:
+    assert "metabase-setup" not in compose_model()["services"]
+    result = compose("--profile", "dashboards", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    setup, worker = services["metabase-setup"], services["biomeroworker"]
+
+    assert setup["image"] == worker["image"]
+    assert setup["build"]["context"] == worker["build"]["context"]
+    assert setup["entrypoint"] == [
+        "/opt/omero/server/venv3/bin/python",
+        "-m",
+        "biomeroworker.deploy.metabase",
+    ]
+    assert ("ENV", "VIRTUAL_ENV=/opt/omero/server/venv3") in stage("worker")
+    env = setup["environment"]
+    assert env["SQLALCHEMY_URL"] == worker["environment"]["SQLALCHEMY_URL"]
+    assert env["METABASE_URL"] == "http://metabase:3000"
+    assert {"METABASE_ADMIN_EMAIL", "METABASE_ADMIN_PASSWORD", "METABASE_SECRET_KEY"} <= set(env)
+    assert setup["depends_on"]["metabase"]["condition"] == "service_started"
+    assert setup["restart"] == "no"
+    assert "omero" in setup["networks"]
+
+
+def test_web_gets_dashboard_settings_the_plugin_can_sign_even_without_dashboards() -> None:
+    # omero_biomero/biomero_views.py (1.6.1) computes int(<dashboard id>) for both ids
+    # and jwt.encode(..., METABASE_SECRET_KEY, "HS256") on every load of the BIOMERO
+    # page: an empty or missing value is an HTTP 500 (PyJWT: "HMAC key must not be
+    # empty"; below 32 bytes it warns on every load).
+    web = compose_model()["services"]["omeroweb"]["environment"]
+    for name in (
+        "METABASE_WORKFLOWS_DB_PAGE_DASHBOARD_ID",
+        "METABASE_IMPORTS_DB_PAGE_DASHBOARD_ID",
+    ):
+        assert int(web[name]) == 0
+    assert len(web["METABASE_SECRET_KEY"].encode()) >= 32
+    assert web["METABASE_SITE_URL"] == ""
+
+
 def test_every_compose_variable_is_in_env_example_and_the_docs() -> None:
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
     example = (ROOT / ".env.example").read_text()
@@ -700,6 +739,90 @@ def test_podman_down_removes_the_pod_and_the_secrets(pod_env: dict[str, str]) ->
     made = calls(pod_env)
     assert ["pod", "rm", "--force", "--ignore", "biomero"] in made
     assert ["secret", "rm", "biomero-ssh-key"] in made
+    assert ["secret", "rm", "metabase-admin-password"] in made
+
+
+def dashboards_env(pod_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **pod_env,
+        "BIOMERO_DASHBOARDS": "1",
+        "METABASE_ADMIN_EMAIL": "admin@biomero.example.org",
+        "METABASE_ADMIN_PASSWORD": "mb-admin-pw-4",
+        "METABASE_SECRET_KEY": "5f" * 32,
+        "METABASE_WORKFLOWS_DB_PAGE_DASHBOARD_ID": "7",
+    }
+
+
+def test_podman_dashboards_run_the_pinned_metabase_and_provision_it(
+    pod_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = dashboards_env(pod_env)
+    assert run_pod(env, "up").returncode == 0
+
+    made = calls(env)
+    [pod] = [c for c in made if c[:2] == ["pod", "create"]]
+    assert "3000:3000" in option_values(pod, "--publish")
+    metabase = container_run(env, "biomero-metabase")
+    compose_image = json.loads(
+        compose("--profile", "dashboards", "config", "--format", "json").stdout
+    )["services"]["metabase"]["image"]
+    assert metabase[-1] == f"docker.io/{compose_image}"
+    assert "metabase-data:/metabase-data" in option_values(metabase, "-v")
+
+    setup = container_run(env, "biomero-metabase-setup")
+    assert "--rm" in setup and "-d" not in setup
+    assert setup[-3:] == ["localhost/biomeroworker:latest", "-m", "biomeroworker.deploy.metabase"]
+    assert option_values(setup, "--entrypoint") == ["/opt/omero/server/venv3/bin/python"]
+    assert sorted(option_values(setup, "--secret")) == [
+        "biomero-sqlalchemy-url,type=env,target=SQLALCHEMY_URL",
+        "metabase-admin-password,type=env,target=METABASE_ADMIN_PASSWORD",
+        "metabase-secret-key,type=env,target=METABASE_SECRET_KEY",
+    ]
+    assert "METABASE_URL=http://127.0.0.1:3000" in option_values(setup, "-e")
+    # Provisioned once the rest of the pod runs; the key reaches OMERO.web as a secret.
+    assert made.index(setup) > made.index(worker_run(env))
+    web = container_run(env, "biomero-omeroweb")
+    assert "metabase-secret-key,type=env,target=METABASE_SECRET_KEY" in option_values(
+        web, "--secret"
+    )
+    assert "METABASE_WORKFLOWS_DB_PAGE_DASHBOARD_ID=7" in option_values(web, "-e")
+    everything = " ".join(" ".join(c) for c in made)
+    for name in ("METABASE_ADMIN_PASSWORD", "METABASE_SECRET_KEY"):
+        assert env[name] not in everything
+    assert (tmp_path / "stdin" / "metabase-admin-password").read_text() == "mb-admin-pw-4"
+
+
+def test_podman_without_dashboards_runs_no_metabase_and_web_still_signs(
+    pod_env: dict[str, str],
+) -> None:
+    assert run_pod(pod_env, "up").returncode == 0
+
+    names = [c[c.index("--name") + 1] for c in calls(pod_env) if c[0] == "run"]
+    assert not [n for n in names if "metabase" in n]
+    web = option_values(container_run(pod_env, "biomero-omeroweb"), "-e")
+    key = next(e.split("=", 1)[1] for e in web if e.startswith("METABASE_SECRET_KEY="))
+    assert len(key) >= 32
+    assert "METABASE_IMPORTS_DB_PAGE_DASHBOARD_ID=0" in web
+
+
+def test_podman_dashboards_need_the_metabase_admin(pod_env: dict[str, str]) -> None:
+    env = dashboards_env(pod_env)
+    del env["METABASE_ADMIN_PASSWORD"]
+
+    result = run_pod(env, "up")
+
+    assert result.returncode != 0
+    assert "METABASE_ADMIN_PASSWORD is not set" in result.stderr
+    assert calls(env) == []
+
+
+def test_podman_metabase_provisions_again_in_the_running_pod(pod_env: dict[str, str]) -> None:
+    env = dashboards_env(pod_env)
+    assert run_pod(env, "metabase").returncode == 0
+
+    made = calls(env)
+    assert [c[:2] for c in made if c[0] == "run"] == [["run", "--rm"]]
+    assert ["secret", "rm", "metabase-admin-password"] in made
 
 
 def test_peer_biomero_of_the_tests_is_the_biomero_the_web_image_installs() -> None:

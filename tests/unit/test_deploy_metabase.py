@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "mb-admin-Pw-9431"
 DB_PASSWORD = "track/pw@7:x"  # URL-unsafe on purpose: the URL carries it percent-encoded
 KEY = "5f" * 32
+SITE_URL = "https://dashboards.biomero.example.org"
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def env_for(url: str, **extra: str) -> dict[str, str]:
             "@biomero-database:5432/biomero"
         ),
         "METABASE_SECRET_KEY": KEY,
+        "METABASE_SITE_URL": SITE_URL,
         "METABASE_WAIT_S": "5",
         **extra,
     }
@@ -88,7 +90,11 @@ def test_first_start_creates_the_admin_adds_the_tracking_database_and_embedding(
         "user": "biomero",
     }
     assert db["_password"] == DB_PASSWORD
-    assert fake.settings == {"embedding-secret-key": KEY, "enable-embedding-static": True}
+    assert fake.settings == {
+        "embedding-secret-key": KEY,
+        "enable-embedding-static": True,
+        "site-url": SITE_URL,
+    }
     assert changed == [
         "admin admin@biomero.example.org created",
         "database BIOMERO added",
@@ -115,14 +121,25 @@ def test_metabase_before_0_51_gets_its_one_embedding_switch() -> None:
     with fake.serve():
         provision(target(fake))
 
-    assert fake.settings == {"embedding-secret-key": KEY, "enable-embedding": True}
+    assert fake.settings["embedding-secret-key"] == KEY
+    assert fake.settings["enable-embedding"] is True
 
 
 def test_without_a_secret_key_embedding_is_left_alone(fake: FakeMetabase) -> None:
     changed = provision(target(fake, METABASE_SECRET_KEY=""))
 
     assert changed == ["admin admin@biomero.example.org created", "database BIOMERO added"]
-    assert fake.settings == {"embedding-secret-key": None, "enable-embedding-static": False}
+    assert fake.settings["embedding-secret-key"] is None
+    assert fake.settings["enable-embedding-static"] is False
+
+
+def test_without_a_site_url_metabase_records_the_address_it_was_reached_at(
+    fake: FakeMetabase,
+) -> None:
+    # Metabase's own behaviour, why METABASE_SITE_URL belongs in .env before the first start.
+    provision(target(fake, METABASE_SITE_URL=""))
+
+    assert fake.settings["site-url"] == fake.url
 
 
 # --- what an admin made is left alone -------------------------------------------------
