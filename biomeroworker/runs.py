@@ -510,11 +510,16 @@ class RunEngine:
         run-unique name may still exist (sbatch answered, the bookkeeping did not
         happen): it is adopted instead of submitting again.
         """
+        earlier = latest_task(run, kind)
+        resumed = earlier is not None and earlier["state"] == "STARTED"
         task = self.open_task(run, kind)
         self.reporter.step(f"submit {kind}", run["workflow"])
         if self.is_cancelled(run["run_id"]):
             raise RunCancelled(f"run {run['run_id']} was cancelled")
-        found = self._find_by_name(job_name(run["run_id"], kind, self._attempt(run, kind)))
+        # Only an open task can have a job behind it: a task opened just now cannot
+        # (two commands, squeue and sacct, saved on every first submission).
+        name = job_name(run["run_id"], kind, self._attempt(run, kind))
+        found = self._find_by_name(name) if resumed else []
         if found:
             job_id = found[-1]
             log.info("run %s: adopting %s job %s", run["run_id"], kind, job_id)

@@ -28,7 +28,7 @@ from biomeroworker.cli import main
 from biomeroworker.config import load_settings
 from biomeroworker.errors import BiomeroError
 from biomeroworker.prepare import init_cluster
-from biomeroworker.runs import RunCancelled, RunEngine, RunFailed
+from biomeroworker.runs import RunCancelled, RunEngine, RunFailed, Step
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import Transport
 from biomeroworker.transport.local import LocalTransport
@@ -305,6 +305,28 @@ def test_a_job_submitted_just_before_a_crash_is_adopted_not_submitted_again(
     jobs = [t for t in env["tracker"].get_run(run_id)["tasks"] if t["kind"] == "job"]
     assert [t["slurm_job_id"] for t in jobs] == [lost]
     assert _jobs_named(f"biomero-job-{run_id}") == [lost]
+
+
+def test_a_first_submission_runs_sbatch_alone(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A task opened just now has no job behind it: no squeue or sacct by name first."""
+    engine = _engine(env)
+    image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
+    run_id = engine.request("misbehave", [image], {"mode": "ok"}, output_dir=tmp_path / "out")
+    engine.advance(env["tracker"].get_run(run_id))  # stage up
+    asked: list[str] = []
+    real_run = engine.transport.run
+
+    def noting(argv, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(argv[0])
+        return real_run(argv, **kwargs)
+
+    engine.transport.run = noting  # type: ignore[method-assign]
+    try:
+        assert engine.advance(env["tracker"].get_run(run_id)) is Step.SUBMIT_JOB
+    finally:
+        del engine.transport.run  # type: ignore[method-assign]
+    assert asked == ["sbatch"]
+    engine.cancel(run_id)
 
 
 def test_a_connection_dropped_while_sbatch_ran_leaves_the_run_to_adopt_its_job(
