@@ -147,7 +147,7 @@ provision_metabase() {
         key=(--secret "metabase-secret-key,type=env,target=METABASE_SECRET_KEY")
     log "provisioning Metabase (waits up to ${METABASE_WAIT_S:-300} s for it to start)"
     podman_ run --rm --pod "$pod" --name "$pod-metabase-setup" \
-        --entrypoint /opt/omero/server/venv3/bin/python \
+        --entrypoint /opt/omero/server/venv3/bin/python --no-healthcheck \
         -e METABASE_URL=http://127.0.0.1:3000 -e "METABASE_ADMIN_EMAIL=$METABASE_ADMIN_EMAIL" \
         -e "METABASE_WAIT_S=${METABASE_WAIT_S:-300}" -e "METABASE_SITE_URL=${METABASE_SITE_URL:-}" \
         --secret metabase-admin-password,type=env,target=METABASE_ADMIN_PASSWORD \

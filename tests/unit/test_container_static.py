@@ -540,6 +540,7 @@ def test_metabase_setup_provisions_from_the_worker_image_with_the_workers_databa
     assert {"METABASE_ADMIN_EMAIL", "METABASE_ADMIN_PASSWORD", "METABASE_SECRET_KEY"} <= set(env)
     assert setup["depends_on"]["metabase"]["condition"] == "service_started"
     assert setup["restart"] == "no"
+    assert setup["healthcheck"]["disable"] is True
     assert "omero" in setup["networks"]
 
 
@@ -773,6 +774,7 @@ def test_podman_dashboards_run_the_pinned_metabase_and_provision_it(
     assert "--rm" in setup and "-d" not in setup
     assert setup[-3:] == ["localhost/biomeroworker:latest", "-m", "biomeroworker.deploy.metabase"]
     assert option_values(setup, "--entrypoint") == ["/opt/omero/server/venv3/bin/python"]
+    assert "--no-healthcheck" in setup
     assert sorted(option_values(setup, "--secret")) == [
         "biomero-sqlalchemy-url,type=env,target=SQLALCHEMY_URL",
         "metabase-admin-password,type=env,target=METABASE_ADMIN_PASSWORD",
