@@ -12,6 +12,8 @@ As thin as the provisioning needs, and as strict as the real API on what it chec
 - ``POST /api/database`` needs ``name``, ``engine`` and a ``details`` map (400 otherwise);
 - ``PUT /api/setting/<key>`` needs ``{"value": ...}``; ``embedding-secret-key`` must be 64
   hexadecimal characters; enabling embedding with no key generates one, as Metabase does;
+- answers are JSON only when they are maps or lists: a setting's string value comes back
+  as plain text, an unset one as an empty body (Metabase's JSON middleware);
 - the first request other than the health check sets ``site-url`` from its ``Origin``
   (else ``Host``) header while none is set, as Metabase's maybe-set-site-url does.
 
@@ -199,9 +201,15 @@ class FakeMetabase:
                 except ValueError:
                     body = raw.decode(errors="replace")
                 status, answer = fake.handle(self.command, self.path, dict(self.headers), body)
-                data = b"" if status == 204 else json.dumps(answer).encode()
+                # Metabase encodes only maps and lists as JSON (wrap-streamed-json-response
+                # encodes `coll?` bodies); a string, such as a setting's value, goes as it
+                # is, and nothing as an empty body.
+                if isinstance(answer, dict | list):
+                    data, kind = json.dumps(answer).encode(), "application/json"
+                else:
+                    data, kind = ("" if answer is None else str(answer)).encode(), "text/plain"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -210,12 +210,22 @@ class Client:
             raise MetabaseError(f"{method} {path}: HTTP {response.status_code}: {_why(response)}")
         if not response.content:
             return None
+        # Metabase sends maps and lists as JSON, anything else (a setting's string
+        # value) as it is (its wrap-streamed-json-response encodes only collections).
+        if "json" not in response.headers.get("Content-Type", ""):
+            return response.text
         try:
             return response.json()
         except ValueError:
-            raise MetabaseError(
-                f"{method} {path}: not Metabase's answer (not JSON): {_why(response)}"
-            ) from None
+            raise MetabaseError(f"{method} {path}: unreadable JSON: {_why(response)}") from None
+
+    def call_for_map(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """``call`` for an answer that must be a JSON object."""
+        answer = self.call(method, path, body)
+        if not isinstance(answer, dict):
+            shown = redact(str(answer))[:200]
+            raise MetabaseError(f"{method} {path}: expected a JSON object, got {shown!r}")
+        return answer
 
     def log_in(self, session_id: str) -> None:
         remember(session_id)
@@ -275,10 +285,10 @@ def provision(target: Target, client: Client | None = None, **wait: Any) -> list
 
 
 def _sign_in(client: Client, target: Target) -> str:
-    properties = client.call("GET", "/api/session/properties")
+    properties = client.call_for_map("GET", "/api/session/properties")
     if properties.get("has-user-setup"):
         try:
-            answer = client.call(
+            answer = client.call_for_map(
                 "POST",
                 "/api/session",
                 {"username": target.admin_email, "password": target.admin_password},
@@ -296,7 +306,7 @@ def _sign_in(client: Client, target: Target) -> str:
     if not token:
         raise MetabaseError("Metabase is not set up and offers no setup token")
     remember(token)
-    answer = client.call(
+    answer = client.call_for_map(
         "POST",
         "/api/setup",
         {
@@ -315,15 +325,17 @@ def _sign_in(client: Client, target: Target) -> str:
     return f"admin {target.admin_email} created"
 
 
-def _session_id(answer: Any) -> str:
-    if not isinstance(answer, dict) or not answer.get("id"):
+def _session_id(answer: dict[str, Any]) -> str:
+    if not answer.get("id"):
         raise MetabaseError("Metabase answered a login without a session id")
     return str(answer["id"])
 
 
 def _add_database(client: Client, database: TrackingDatabase) -> str:
     listed = client.call("GET", "/api/database")
-    entries = listed.get("data", []) if isinstance(listed, dict) else listed
+    entries = listed.get("data") if isinstance(listed, dict) else listed
+    if not isinstance(entries, list):
+        raise MetabaseError("GET /api/database: expected the list of databases")
     for entry in entries:
         if database.is_listed_as(entry):
             log.info(
@@ -333,7 +345,7 @@ def _add_database(client: Client, database: TrackingDatabase) -> str:
                 (entry.get("details") or {}).get("host", "?"),
             )
             return ""
-    added = client.call("POST", "/api/database", database.payload())
+    added = client.call_for_map("POST", "/api/database", database.payload())
     log.info(
         "added the tracking database to Metabase as %r (id %s): %s:%s/%s as %s",
         database.name,
@@ -361,7 +373,7 @@ def _enable_embedding(client: Client, key: str) -> list[str]:
             "METABASE_SECRET_KEY and recreate omeroweb, or clear it in Metabase"
         )
     # Settings readable by a logged-in user; the static switch exists from 0.51 on.
-    properties = client.call("GET", "/api/session/properties")
+    properties = client.call_for_map("GET", "/api/session/properties")
     switch = (
         "enable-embedding-static" if "enable-embedding-static" in properties else "enable-embedding"
     )
