@@ -4,7 +4,8 @@ Commands load an aggregate, ask it to change, and save. Two processes that chang
 the same aggregate at once collide on its next version number; the loser reloads
 and retries, so no event is lost. After each command the read models catch up
 (the projection is idempotent, so any process may run it). Ids cross this API as
-strings and answers as plain dicts.
+strings and answers as plain dicts; the ``*_record(s)`` queries give the same answers
+as typed, read-only ``RunRecord``s (biomeroworker.run_record) for code that acts on runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from eventsourcing.utils import TopicError
 
 from biomeroworker import __version__
 from biomeroworker.redaction import redact as redact_secrets
+from biomeroworker.run_record import RunRecord
 from biomeroworker.tracking import analytics, queries, takeover
 from biomeroworker.tracking.domain import STEP_TASK_NAMES, TASK_KINDS, Task, WorkflowRun
 from biomeroworker.tracking.errors import (
@@ -291,6 +293,18 @@ class Tracker:
         self.project()
         with store_errors(self.url, "listing active runs"), self._engine.connect() as conn:
             return queries.active_runs(conn)
+
+    def run_record(self, run_ref: str | UUID) -> RunRecord:
+        """``get_run`` as the typed, read-only record the worker acts on."""
+        return RunRecord.from_row(self.get_run(run_ref))
+
+    def run_records(self, user: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """``list_runs`` as records (without their tasks)."""
+        return [RunRecord.from_row(row) for row in self.list_runs(user, limit)]
+
+    def active_run_records(self) -> list[RunRecord]:
+        """``active_runs`` as records, with their tasks."""
+        return [RunRecord.from_row(row) for row in self.active_runs()]
 
     def count_runs(self, user: str | None = None) -> int:
         self.project()
