@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from biomeroworker.config import load_settings  # noqa: E402
 from biomeroworker.prepare import init_cluster  # noqa: E402
-from biomeroworker.runs import RunEngine, latest_task  # noqa: E402
+from biomeroworker.runs import RunEngine  # noqa: E402
 from biomeroworker.supervisor.leases import LeaseStore  # noqa: E402
 from biomeroworker.supervisor.loop import Supervisor  # noqa: E402
 from biomeroworker.tracking.application import Tracker  # noqa: E402
@@ -65,9 +65,8 @@ def many_runs(settings, tracker, root: Path, runs: int, cycles: int) -> dict[str
     started = time.monotonic()
     while True:
         sup.cycle()
-        waiting = sum(
-            1 for r in tracker.active_runs() if (latest_task(r, "job") or {}).get("slurm_job_id")
-        )
+        jobs = [r.latest_task("job") for r in tracker.active_run_records()]
+        waiting = sum(1 for task in jobs if task and task.slurm_job_id)
         if waiting == runs:
             break
         time.sleep(0.2)
@@ -115,7 +114,9 @@ def end_to_local(settings, tracker, root: Path) -> float:  # type: ignore[no-unt
     )
     engine.drive(run_id)
     local_at = time.time()
-    job = latest_task(tracker.get_run(run_id), "job")["slurm_job_id"]  # type: ignore[index]
+    task = tracker.run_record(run_id).latest_task("job")
+    assert task is not None and task.slurm_job_id
+    job = task.slurm_job_id
     end = subprocess.run(
         ["sacct", "-a", "-n", "-X", "-P", "-o", "End", "-j", job], capture_output=True, text=True
     ).stdout.strip()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from biomeroworker.config import load_settings
+from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import RunEngine
 from biomeroworker.slurm.client import SlurmClient
 from biomeroworker.slurm.states import JobState
@@ -198,7 +199,7 @@ def _one_e2e(engine: RunEngine, transport: Transport, images: list[Path], tmp: P
     local_at: list[float] = []
     stage_down_step = engine.stage_down
 
-    def stage_down_noting_time(run: dict[str, Any]) -> Path:
+    def stage_down_noting_time(run: RunRecord) -> Path:
         path = stage_down_step(run)
         local_at.append(time.time())
         return path

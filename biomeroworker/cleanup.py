@@ -16,16 +16,15 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from biomeroworker.config import Settings
 from biomeroworker.errors import BiomeroError, CommandError
+from biomeroworker.run_record import RunRecord
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.tracking.errors import UnknownRunError
 from biomeroworker.tracking.store import ENV_URL, redact
 from biomeroworker.transport.base import Transport
 
-FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 # Run folders are named by run id (a UUID); nothing else in slurm_data_path is touched.
 _RUN_FOLDER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -62,12 +61,11 @@ class CleanupPlan:
         return lines
 
 
-def _ended(run: dict[str, Any]) -> datetime | None:
-    for key in ("ended_at", "updated_at", "created_at"):
-        if run.get(key):
-            moment = datetime.fromisoformat(run[key])
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return None
+def _ended(run: RunRecord) -> datetime | None:
+    moment = run.ended_at or run.updated_at or run.created_at
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _run_folders(transport: Transport, data: str) -> list[str]:
@@ -101,7 +99,7 @@ def plan_cleanup(
     for name in _run_folders(transport, data):
         path = posixpath.join(data, name)
         try:
-            run = tracker.get_run(name)
+            run = tracker.run_record(name)
         except UnknownRunError:
             plan.unknown.append(path)
             continue
@@ -111,7 +109,7 @@ def plan_cleanup(
                 f"Nothing was removed"
             ) from exc
         ended = _ended(run)
-        if run["state"] not in FINISHED_STATES:
+        if not run.finished:
             plan.active.append(path)
         elif ended is None or ended > cutoff:
             plan.recent.append(path)

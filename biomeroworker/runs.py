@@ -33,6 +33,7 @@ from biomeroworker.inputs import RequestCheck, check_images, check_request, part
 from biomeroworker.layout import RunLayout
 from biomeroworker.localdirs import adopt, claim, release
 from biomeroworker.prepare import cluster_layout, prepared_on_cluster
+from biomeroworker.run_record import RunRecord, TaskRecord, thawed
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.slurm.parse import JobStatus
 from biomeroworker.slurm.rest.modes import slurm_client
@@ -59,7 +60,6 @@ CLUSTER = "slurm"
 LOG_TAIL_LINES = 30
 # A log without newlines must not put megabytes into an event: the tail is cut by bytes.
 LOG_TAIL_BYTES = 4096
-FINISHED_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
 class RunFailed(BiomeroError):
@@ -116,9 +116,9 @@ class DataSide(Protocol):
     importing twice.
     """
 
-    def export(self, run: dict[str, Any], dest: Path) -> list[Path]: ...
+    def export(self, run: RunRecord, dest: Path) -> list[Path]: ...
 
-    def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]: ...
+    def import_results(self, run: RunRecord, results: Path) -> dict[str, Any]: ...
 
 
 class Reporter(Protocol):
@@ -142,37 +142,36 @@ class SilentReporter:
         pass
 
 
-def _epoch(iso: str | None) -> float:
-    """Seconds since the epoch of a recorded ISO timestamp (now when absent)."""
-    return datetime.fromisoformat(iso).timestamp() if iso else time.time()
+def _epoch(moment: datetime | None) -> float:
+    """Seconds since the epoch of a recorded moment (now when absent)."""
+    return moment.timestamp() if moment else time.time()
 
 
 def default_results_root() -> Path:
     return Path(platformdirs.user_data_dir("biomero")) / "results"
 
 
-def results_folder_name(run: dict[str, Any]) -> str:
+def results_folder_name(run: RunRecord) -> str:
     """``<workflow>-<run id>``: the folder a run's results get inside a chosen output."""
-    workflow = re.sub(r"[^A-Za-z0-9._-]", "_", str(run["workflow"]))
-    return f"{workflow}-{run['run_id']}"
+    workflow = re.sub(r"[^A-Za-z0-9._-]", "_", run.workflow)
+    return f"{workflow}-{run.run_id}"
 
 
-def results_dir(run: dict[str, Any]) -> Path:
+def results_dir(run: RunRecord) -> Path:
     """Where a run's results land: a new folder named after the run inside the chosen
     output folder (so nothing already there is touched), else the run's own folder."""
-    chosen = run["inputs"].get("output_dir")
+    chosen = run.inputs.output_dir
     if chosen:
-        return Path(chosen) / results_folder_name(run)
-    return RunLayout(run["run_id"], ".", default_results_root()).local_out
+        return chosen / results_folder_name(run)
+    return RunLayout(run.run_id, ".", default_results_root()).local_out
 
 
 def is_zarr(path: Path) -> bool:
     return path.name.lower().endswith(".zarr")
 
 
-def latest_task(run: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    tasks = [t for t in run["tasks"] if t["kind"] == kind]
-    return tasks[-1] if tasks else None
+def latest_task(run: RunRecord, kind: str) -> TaskRecord | None:
+    return run.latest_task(kind)
 
 
 def job_name(run_id: str, kind: str, attempt: int = 1) -> str:
@@ -183,52 +182,52 @@ def job_name(run_id: str, kind: str, attempt: int = 1) -> str:
 RESUBMITTABLE = {"TIMEOUT": "time", "OUT_OF_MEMORY": "mem"}
 
 
-def resubmissions(run: dict[str, Any]) -> list[dict[str, Any]]:
+def resubmissions(run: RunRecord) -> list[TaskRecord]:
     """Earlier attempts of the workflow job that ended for lack of time or memory."""
     return [
         t
-        for t in run["tasks"]
-        if t["kind"] == "job" and t["state"] == "FAILED" and t["error_type"] in RESUBMITTABLE
+        for t in run.tasks
+        if t.kind == "job" and t.state == "FAILED" and t.error_type in RESUBMITTABLE
     ]
 
 
-def source(run: dict[str, Any]) -> str:
+def source(run: RunRecord) -> str:
     """ "local" (files named on the command line) or a DataSide name such as "omero"."""
-    return str(run["inputs"].get("source") or "local")
+    return run.inputs.source
 
 
-def converts_here(run: dict[str, Any]) -> bool:
-    return run["inputs"].get("convert_on") == "worker"
+def converts_here(run: RunRecord) -> bool:
+    return run.inputs.convert_on == "worker"
 
 
-def input_files(run: dict[str, Any]) -> list[Path]:
+def input_files(run: RunRecord) -> list[Path]:
     """Local files to stage up: the request's own or what the export wrote, with
     OME-Zarr replaced by the TIFF the worker made when it converts here."""
     if source(run) == "local":
-        files = [Path(p) for p in run["inputs"]["files"]]
+        files = list(run.inputs.files)
     else:
         task = latest_task(run, "export")
-        files = [Path(p) for p in (task["result_locations"] if task else [])]
+        files = [Path(p) for p in (task.result_locations if task else ())]
     converted = latest_task(run, "convert") if converts_here(run) else None
-    if converted is None or converted["state"] != "COMPLETED":
+    if converted is None or converted.state != "COMPLETED":
         return files
-    tiffs = {Path(p).name.split(".")[0]: Path(p) for p in converted["result_locations"]}
+    tiffs = {Path(p).name.split(".")[0]: Path(p) for p in converted.result_locations}
     return [tiffs.get(p.name.split(".")[0], p) if is_zarr(p) else p for p in files]
 
 
-def zarr_inputs(run: dict[str, Any]) -> list[str]:
+def zarr_inputs(run: RunRecord) -> list[str]:
     """The OME-Zarr inputs to convert to TIFF; none when the workflow reads OME-Zarr
     itself (upstream's Use_ZARR_Format)."""
-    if run["inputs"].get("reads_zarr"):
+    if run.inputs.reads_zarr:
         return []
     return [p.name for p in input_files(run) if is_zarr(p)]
 
 
-def next_step(run: dict[str, Any]) -> Step:
+def next_step(run: RunRecord) -> Step:
     """What the run needs next, from its tracked tasks alone."""
-    if run["state"] in FINISHED_RUN_STATES:
+    if run.finished:
         return Step.NONE
-    done = {t["kind"] for t in run["tasks"] if t["state"] == "COMPLETED"}
+    done = {t.kind for t in run.tasks if t.state == "COMPLETED"}
     external = source(run) != "local"
     if external and "export" not in done:
         return Step.EXPORT
@@ -244,7 +243,7 @@ def next_step(run: dict[str, Any]) -> Step:
             continue
         if kind not in done:
             task = latest_task(run, kind)
-            return wait if task and task["slurm_job_id"] else submit
+            return wait if task and task.slurm_job_id else submit
     if "stage_down" not in done:
         return Step.STAGE_DOWN
     if external and "import" not in done:
@@ -367,36 +366,36 @@ class RunEngine:
 
     # -- helpers ------------------------------------------------------------------
 
-    def layout(self, run: dict[str, Any]) -> RunLayout:
-        return RunLayout(run["run_id"], self.settings.slurm.slurm_data_path, default_results_root())
+    def layout(self, run: RunRecord) -> RunLayout:
+        return RunLayout(run.run_id, self.settings.slurm.slurm_data_path, default_results_root())
 
-    def output_dir(self, run: dict[str, Any]) -> Path:
+    def output_dir(self, run: RunRecord) -> Path:
         return results_dir(run)
 
-    def local_run(self, run: dict[str, Any]) -> Path:
+    def local_run(self, run: RunRecord) -> Path:
         """The run's own local folder, made (with its owner marker) when first needed.
 
         A folder without a marker that holds what this run's tasks recorded writing
         there (a run under way when the worker was upgraded) is this run's: it is marked.
         """
         folder = self.layout(run).local_run
-        recorded = [Path(p) for t in run["tasks"] for p in t["result_locations"]]
+        recorded = [Path(p) for t in run.tasks for p in t.result_locations]
         if any(folder in p.parents for p in recorded):
-            adopt(folder, run["run_id"])
-        return claim(folder, run["run_id"])
+            adopt(folder, run.run_id)
+        return claim(folder, run.run_id)
 
-    def open_task(self, run: dict[str, Any], kind: str) -> str:
+    def open_task(self, run: RunRecord, kind: str) -> str:
         """The run's unfinished task of ``kind`` (left by a crash), or a new one."""
         task = latest_task(run, kind)
-        if task is not None and task["state"] == "STARTED":
-            return str(task["task_id"])
-        return self.tracker.start_task(run["run_id"], kind)
+        if task is not None and task.state == "STARTED":
+            return task.task_id
+        return self.tracker.start_task(run.run_id, kind)
 
     def _timed(self, name: str, started: float) -> None:
         self.step_seconds[name] = self.step_seconds.get(name, 0.0) + time.monotonic() - started
 
     def is_cancelled(self, run_id: str) -> bool:
-        return self.tracker.get_run(run_id)["state"] == "CANCELLED"
+        return self.tracker.run_record(run_id).state == "CANCELLED"
 
     def _fail(self, task: str, error_type: str, message: str) -> RunFailed:
         self.tracker.fail_task(task, error_type, message)
@@ -404,7 +403,7 @@ class RunEngine:
 
     # -- steps --------------------------------------------------------------------
 
-    def convert_here(self, run: dict[str, Any]) -> None:
+    def convert_here(self, run: RunRecord) -> None:
         """[WORKER] convert_on = worker: OME-Zarr to TIFF here, before the upload."""
         task = self.open_task(run, "convert")
         self._check_inputs(run, task)
@@ -425,16 +424,16 @@ class RunEngine:
             self.tracker.record_progress(task, f"{done}/{len(zarrs)}")
         self.tracker.complete_task(task)
 
-    def _check_inputs(self, run: dict[str, Any], task: str) -> None:
+    def _check_inputs(self, run: RunRecord, task: str) -> None:
         """Files named on the command line are read only if their user could read them."""
         if source(run) != "local":
             return
         try:
-            readable_by(run["user"], [Path(p) for p in run["inputs"]["files"]])
+            readable_by(run.user, list(run.inputs.files))
         except PathNotAllowed as exc:
             raise self._fail(task, "PathNotAllowed", str(exc)) from exc
 
-    def stage_up(self, run: dict[str, Any]) -> None:
+    def stage_up(self, run: RunRecord) -> None:
         layout = self.layout(run)
         files = input_files(run)
         task = self.open_task(run, "stage_up")
@@ -459,7 +458,7 @@ class RunEngine:
                 idle_timeout_s=self.settings.worker.transfer_idle_timeout_s,
             )
             self.transport.run(["mkdir", "-p", "--", layout.remote_logs], idempotent=True)
-            self.transport.write_text(layout.remote_params, json.dumps(run["parameters"]))
+            self.transport.write_text(layout.remote_params, json.dumps(thawed(run.parameters)))
         except ConnectError:
             raise  # the cluster is unreachable: transient, the step is retried
         except (BiomeroError, OSError) as exc:
@@ -468,7 +467,7 @@ class RunEngine:
         self.tracker.record_progress(task, f"{report.manifest} in {report.seconds:.2f} s")
         self.tracker.complete_task(task)
 
-    def _convert_request(self, run: dict[str, Any]) -> SubmitRequest:
+    def _convert_request(self, run: RunRecord) -> SubmitRequest:
         layout = self.layout(run)
         zarrs = zarr_inputs(run)
         listing = "".join(f"{layout.remote_in}/{name}\n" for name in zarrs)
@@ -477,19 +476,19 @@ class RunEngine:
         return SubmitRequest(
             script_path=self.cluster.converter_script(),
             script_args=(layout.remote_conversion_list,),
-            job_name=job_name(run["run_id"], "convert"),
+            job_name=job_name(run.run_id, "convert"),
             partition=flags.pop("partition", None),
             array=f"1-{len(zarrs)}",
             output_path=layout.remote_log("convert-%A_%a.log"),
             extra_flags=flags,
         )
 
-    def _job_request(self, run: dict[str, Any]) -> SubmitRequest:
-        wf = get_workflow(self.settings, run["workflow"], run["version"])
+    def _job_request(self, run: RunRecord) -> SubmitRequest:
+        wf = get_workflow(self.settings, run.workflow, run.version)
         layout = self.layout(run)
         flags = self.settings.sbatch_flags_for(wf.name)
         configured = flags.pop("partition", None)
-        earlier = [t["error_type"] for t in resubmissions(run)]
+        earlier = [t.error_type for t in resubmissions(run)]
         for state, flag in RESUBMITTABLE.items():
             if earlier.count(state) and flag in flags:
                 grow = scale_time_limit if flag == "time" else scale_memory
@@ -497,13 +496,13 @@ class RunEngine:
         return SubmitRequest(
             script_path=self.cluster.job_script(wf.name, wf.version),
             script_args=(layout.remote_run,),
-            job_name=job_name(run["run_id"], "job", self._attempt(run, "job")),
-            partition=run["inputs"].get("partition") or configured,
+            job_name=job_name(run.run_id, "job", self._attempt(run, "job")),
+            partition=run.inputs.partition or configured,
             output_path=layout.remote_log("omero-%j.log"),
             extra_flags=flags,
         )
 
-    def submit(self, run: dict[str, Any], kind: str) -> str:
+    def submit(self, run: RunRecord, kind: str) -> str:
         """Submit the run's ``kind`` job ("convert" or "job") exactly once.
 
         The open task is the recorded intent. If it has no job id, a job with the
@@ -511,18 +510,18 @@ class RunEngine:
         happen): it is adopted instead of submitting again.
         """
         earlier = latest_task(run, kind)
-        resumed = earlier is not None and earlier["state"] == "STARTED"
+        resumed = earlier is not None and earlier.state == "STARTED"
         task = self.open_task(run, kind)
-        self.reporter.step(f"submit {kind}", run["workflow"])
-        if self.is_cancelled(run["run_id"]):
-            raise RunCancelled(f"run {run['run_id']} was cancelled")
+        self.reporter.step(f"submit {kind}", run.workflow)
+        if self.is_cancelled(run.run_id):
+            raise RunCancelled(f"run {run.run_id} was cancelled")
         # Only an open task can have a job behind it: a task opened just now cannot
         # (two commands, squeue and sacct, saved on every first submission).
-        name = job_name(run["run_id"], kind, self._attempt(run, kind))
+        name = job_name(run.run_id, kind, self._attempt(run, kind))
         found = self._find_by_name(name) if resumed else []
         if found:
             job_id = found[-1]
-            log.info("run %s: adopting %s job %s", run["run_id"], kind, job_id)
+            log.info("run %s: adopting %s job %s", run.run_id, kind, job_id)
         else:
             request = self._convert_request(run) if kind == "convert" else self._job_request(run)
             try:
@@ -534,56 +533,56 @@ class RunEngine:
             except BiomeroError as exc:
                 raise self._fail(task, "SubmitError", str(exc)) from exc
         self.tracker.record_job_submitted(task, job_id, CLUSTER)
-        if self.is_cancelled(run["run_id"]):
+        if self.is_cancelled(run.run_id):
             # Cancelled while sbatch ran: the canceller could not see this job yet.
             self.slurm.cancel([job_id])
-            raise RunCancelled(f"run {run['run_id']} was cancelled")
+            raise RunCancelled(f"run {run.run_id} was cancelled")
         return job_id
 
     @staticmethod
-    def _attempt(run: dict[str, Any], kind: str) -> int:
+    def _attempt(run: RunRecord, kind: str) -> int:
         """1 for the first job of ``kind``, 2 for its first resubmission, ..."""
-        return max(1, sum(1 for t in run["tasks"] if t["kind"] == kind))
+        return max(1, sum(1 for t in run.tasks if t.kind == kind))
 
-    def _resubmit(self, run: dict[str, Any], status: JobStatus, message: str) -> bool:
+    def _resubmit(self, run: RunRecord, status: JobStatus, message: str) -> bool:
         """After TIMEOUT/OUT_OF_MEMORY, queue one more attempt with more of what ran out,
         when ``<wf>_resubmit`` allows it and that resource is set; True if queued."""
         flag = RESUBMITTABLE.get(status.state.name)
-        wf = self.settings.workflows.get(run["workflow"])
+        wf = self.settings.workflows.get(run.workflow)
         if flag is None or wf is None or len(resubmissions(run)) >= wf.resubmit:
             return False
         if flag not in self.settings.sbatch_flags_for(wf.name):
             return False
         task = latest_task(run, "job")
         assert task is not None
-        self.tracker.fail_task(task["task_id"], status.state.name, message)
-        new = self.tracker.start_task(run["run_id"], "job")
+        self.tracker.fail_task(task.task_id, status.state.name, message)
+        new = self.tracker.start_task(run.run_id, "job")
         attempt = len(resubmissions(run)) + 1
         self.tracker.record_progress(
             new, f"resubmission {attempt}/{wf.resubmit} after {status.state.name}: more {flag}"
         )
-        log.info("run %s: %s; resubmitting with more %s", run["run_id"], status.state.name, flag)
+        log.info("run %s: %s; resubmitting with more %s", run.run_id, status.state.name, flag)
         return True
 
     def _find_by_name(self, name: str) -> list[str]:
         """Jobs named ``name``, in every mode (squeue/sacct, or slurmrestd's job lists)."""
         return self.slurm.find_by_name(name)
 
-    def expected_elements(self, run: dict[str, Any], kind: str) -> int:
+    def expected_elements(self, run: RunRecord, kind: str) -> int:
         return len(zarr_inputs(run)) if kind == "convert" else 1
 
-    def job_view(self, run: dict[str, Any], kind: str, polled: dict[str, JobStatus]) -> JobView:
+    def job_view(self, run: RunRecord, kind: str, polled: dict[str, JobStatus]) -> JobView:
         """What ``polled`` says about the run's current ``kind`` job."""
         task = latest_task(run, kind)
-        assert task is not None and task["slurm_job_id"]
+        assert task is not None and task.slurm_job_id
         return view_of(
             polled,
-            task["slurm_job_id"],
+            task.slurm_job_id,
             array=kind == "convert",
             expected=self.expected_elements(run, kind),
         )
 
-    def poll_news(self, run: dict[str, Any], polled: dict[str, JobStatus]) -> bool:
+    def poll_news(self, run: RunRecord, polled: dict[str, JobStatus]) -> bool:
         """Whether this poll moved the waiting run (or should be repeated soon).
 
         News: a state not yet recorded, a job that has ended, or a job that accounting
@@ -592,48 +591,48 @@ class RunEngine:
         """
         kind = waiting_kind(next_step(run))
         task = latest_task(run, kind)
-        if task is None or not task["slurm_job_id"]:
+        if task is None or not task.slurm_job_id:
             return True
         view = self.job_view(run, kind, polled)
         state = view.summary().state
-        if view.final or (state is not JobState.UNKNOWN and state.name != task["job_state"]):
+        if view.final or (state is not JobState.UNKNOWN and state.name != task.job_state):
             return True
         return view.missing > 0 and self._unseen_for(task) < ACCOUNTING_LAG_S
 
-    def _unseen_for(self, task: dict[str, Any]) -> float:
-        since = self.unseen_since.get(task["task_id"])
+    def _unseen_for(self, task: TaskRecord) -> float:
+        since = self.unseen_since.get(task.task_id)
         if since is None:
-            return 0.0 if task["job_state"] else time.time() - _epoch(task["started_at"])
+            return 0.0 if task.job_state else time.time() - _epoch(task.started_at)
         return time.time() - since
 
-    def record_poll(self, run: dict[str, Any], kind: str, polled: dict[str, JobStatus]) -> JobView:
+    def record_poll(self, run: RunRecord, kind: str, polled: dict[str, JobStatus]) -> JobView:
         """Record what a poll says about the run's ``kind`` job; fail the run when Slurm's
         accounting has not listed the job for longer than ``job_unseen_limit_s``."""
         task = latest_task(run, kind)
-        assert task is not None and task["slurm_job_id"]
+        assert task is not None and task.slurm_job_id
         view = self.job_view(run, kind, polled)
         summary = view.summary()
         self.reporter.job(kind, summary.state.name, view.done, view.expected)
         # Only a new state, or a final one (with its accounting), goes to the store:
         # loading the task just to hear "nothing new" would cost every poll.
-        news = summary.state.name != task["job_state"] or summary.state.terminal
+        news = summary.state.name != task.job_state or summary.state.terminal
         if summary.state is not JobState.UNKNOWN and news:
             self.tracker.record_job_status(
-                task["task_id"],
+                task.task_id,
                 summary.state.name,
                 summary.exit_code,
                 summary.elapsed_s,
                 summary.max_rss_bytes,
             )
         progress = f"{view.done}/{view.expected}"
-        if view.expected > 1 and task["progress"] != progress:
-            self.tracker.record_progress(task["task_id"], progress)
+        if view.expected > 1 and task.progress != progress:
+            self.tracker.record_progress(task.task_id, progress)
         self._watch_listing(run, task, view)
         return view
 
-    def _watch_listing(self, run: dict[str, Any], task: dict[str, Any], view: JobView) -> None:
+    def _watch_listing(self, run: RunRecord, task: TaskRecord, view: JobView) -> None:
         """Start, clear or act on the clock of a job the poll did not (fully) list."""
-        task_id = task["task_id"]
+        task_id = task.task_id
         if not view.missing:
             self.unseen_since.pop(task_id, None)
             self.stalled.pop(task_id, None)
@@ -660,18 +659,18 @@ class RunEngine:
                 f"{what}: no status for {waited:.0f} s; Slurm's accounting cannot be asked "
                 f"({view.listed_by} answered instead), so the run keeps waiting"
             )
-            log.warning("run %s: %s", run["run_id"], message)
-            self.stalled[task_id] = (run["run_id"], message)
-            if task["job_state"] != JobState.UNKNOWN.name:
+            log.warning("run %s: %s", run.run_id, message)
+            self.stalled[task_id] = (run.run_id, message)
+            if task.job_state != JobState.UNKNOWN.name:
                 self.tracker.record_job_status(task_id, JobState.UNKNOWN.name)
 
-    def finish(self, run: dict[str, Any], kind: str, statuses: dict[str, JobStatus]) -> None:
+    def finish(self, run: RunRecord, kind: str, statuses: dict[str, JobStatus]) -> None:
         """A terminal job: complete its task, or fail it with the log's last lines."""
         task = latest_task(run, kind)
         assert task is not None
         failed = [s for s in statuses.values() if not s.state.ok]
         if not failed:
-            self.tracker.complete_task(task["task_id"])
+            self.tracker.complete_task(task.task_id)
             return
         worst = failed[0]
         layout = self.layout(run)
@@ -684,20 +683,20 @@ class RunEngine:
         message = f"{lead}: {self._log_tail(log_path)}"
         if kind == "job" and self._resubmit(run, worst, message):
             return
-        raise self._fail(task["task_id"], worst.state.name, message)
+        raise self._fail(task.task_id, worst.state.name, message)
 
     def _log_tail(self, path: str) -> str:
         return log_tail(self.transport, path)
 
-    def stage_down(self, run: dict[str, Any]) -> Path:
+    def stage_down(self, run: RunRecord) -> Path:
         layout = self.layout(run)
         dest = self.output_dir(run)
         task = self.open_task(run, "stage_down")
-        chosen = run["inputs"].get("output_dir") is not None
+        chosen = run.inputs.output_dir is not None
         if chosen:
             # A folder the user named is written only if they could write it themselves.
             try:
-                nearest = writable_by(run["user"], dest)
+                nearest = writable_by(run.user, dest)
             except PathNotAllowed as exc:
                 raise self._fail(task, "PathNotAllowed", str(exc)) from exc
             before = entries(dest)
@@ -725,18 +724,18 @@ class RunEngine:
         except BiomeroError as exc:
             raise self._fail(task, "StagingError", str(exc)) from exc
         if chosen:
-            hand_over(dest, before, nearest, run["user"])
+            hand_over(dest, before, nearest, run.user)
         self.tracker.record_result(task, str(dest))
         self.tracker.complete_task(task)
         return dest
 
-    def _side(self, run: dict[str, Any]) -> DataSide:
+    def _side(self, run: RunRecord) -> DataSide:
         name = source(run)
         if name not in self.data_sides:
-            raise BiomeroError(f"run {run['run_id']} comes from {name}, which is not set up here")
+            raise BiomeroError(f"run {run.run_id} comes from {name}, which is not set up here")
         return self.data_sides[name]
 
-    def export(self, run: dict[str, Any]) -> None:
+    def export(self, run: RunRecord) -> None:
         """Inputs from the DataSide (e.g. OMERO images as OME-Zarr) into the local run folder."""
         task = self.open_task(run, "export")
         dest = self.layout(run).local_in
@@ -756,7 +755,7 @@ class RunEngine:
         self.tracker.record_progress(task, exported.summary())
         self.tracker.complete_task(task)
 
-    def import_results(self, run: dict[str, Any]) -> None:
+    def import_results(self, run: RunRecord) -> None:
         task = self.open_task(run, "import")
         self.reporter.step("import", source(run))
         try:
@@ -768,18 +767,18 @@ class RunEngine:
         self.tracker.record_result(task, json.dumps(summary, sort_keys=True, default=str))
         self.tracker.complete_task(task)
 
-    def complete(self, run: dict[str, Any]) -> Path:
+    def complete(self, run: RunRecord) -> Path:
         """Results are local: remove the remote run folder and close the run."""
         dest = self.output_dir(run)
         self.cleanup_remote(run)
         if source(run) != "local":
             # Exported inputs and downloaded results now live in OMERO: drop the copies,
             # in the run folder this run made (a folder it did not make is kept).
-            release(self.layout(run).local_run, run["run_id"])
-        self.tracker.complete_run(run["run_id"], str(dest))
+            release(self.layout(run).local_run, run.run_id)
+        self.tracker.complete_run(run.run_id, str(dest))
         return dest
 
-    def cleanup_remote(self, run: dict[str, Any]) -> None:
+    def cleanup_remote(self, run: RunRecord) -> None:
         self.transport.run(["rm", "-rf", "--", self.layout(run).remote_run], idempotent=True)
 
     def fail(self, run_id: str, exc: RunFailed) -> None:
@@ -790,7 +789,7 @@ class RunEngine:
 
     # -- one step, then the whole run ------------------------------------------------
 
-    def advance(self, run: dict[str, Any], polled: dict[str, JobStatus] | None = None) -> Step:
+    def advance(self, run: RunRecord, polled: dict[str, JobStatus] | None = None) -> Step:
         """Do the run's next step; a waiting step needs this cycle's ``polled`` statuses.
 
         Returns the step that was handled. A step that fails marks the run failed.
@@ -819,35 +818,35 @@ class RunEngine:
             elif step is Step.COMPLETE:
                 self.complete(run)
         except RunFailed as exc:
-            self.fail(run["run_id"], exc)
+            self.fail(run.run_id, exc)
             raise
         return step
 
-    def active_job(self, run: dict[str, Any]) -> str | None:
+    def active_job(self, run: RunRecord) -> str | None:
         """The job id a waiting run needs polled, if it is waiting."""
         step = next_step(run)
         if not step.waits:
             return None
         task = latest_task(run, waiting_kind(step))
-        return task["slurm_job_id"] if task else None
+        return task.slurm_job_id if task else None
 
     def drive(self, run_id: str) -> Path:
         """Run every remaining step here (for `biomero run --wait`); return the results folder."""
         fast = self.settings.worker.poll_min_s
         interval = fast
         while True:
-            run = self.tracker.get_run(run_id)
-            if run["state"] == "CANCELLED":
+            run = self.tracker.run_record(run_id)
+            if run.state == "CANCELLED":
                 raise RunCancelled(f"run {run_id} was cancelled")
             step = next_step(run)
             if step is Step.NONE:
-                raise BiomeroError(f"run {run_id} is {run['state'].lower()}")
+                raise BiomeroError(f"run {run_id} is {run.state.lower()}")
             started = time.monotonic()
             if step.waits:
                 polled = indexed(self.slurm.poll([self.active_job(run) or ""]))
                 news = self.poll_news(run, polled)
                 self.advance(run, polled)
-                if next_step(self.tracker.get_run(run_id)) is step:
+                if next_step(self.tracker.run_record(run_id)) is step:
                     interval = (
                         fast if news else min(interval * 1.5, self.settings.worker.poll_max_s)
                     )
@@ -862,13 +861,13 @@ class RunEngine:
 
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> list[str]:
         """scancel the run's jobs and mark it cancelled; whoever drives it stops."""
-        run = self.tracker.get_run(run_id)
-        if run["state"] in FINISHED_RUN_STATES:
-            raise BiomeroError(f"run {run['run_id']} is already {run['state'].lower()}")
-        jobs = [t["slurm_job_id"] for t in run["tasks"] if t.get("slurm_job_id")]
-        jobs += self._find_by_name(job_name(run["run_id"], "job"))
+        run = self.tracker.run_record(run_id)
+        if run.finished:
+            raise BiomeroError(f"run {run.run_id} is already {run.state.lower()}")
+        jobs = [t.slurm_job_id for t in run.tasks if t.slurm_job_id]
+        jobs += self._find_by_name(job_name(run.run_id, "job"))
         jobs = sorted(set(jobs))
         if jobs:
             self.slurm.cancel(jobs)
-        self.tracker.cancel_run(run["run_id"], reason)
+        self.tracker.cancel_run(run.run_id, reason)
         return jobs

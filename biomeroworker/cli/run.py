@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from biomeroworker.run_record import RunRecord
     from biomeroworker.runs import RunEngine
 
 
@@ -112,7 +113,7 @@ def results(args: argparse.Namespace) -> int:
     with engine_for(args) as engine:
         run = _own_run(engine, args.run)
         dest = args.output.resolve() / results_folder_name(run)
-        state, where = run["state"], run["result_location"]
+        state, where = run.state, run.result_location
         if state == "COMPLETED" and where and Path(where).is_dir():
             report = copy_results(Path(where), dest)
         elif state in ("FAILED", "CANCELLED"):
@@ -125,20 +126,20 @@ def results(args: argparse.Namespace) -> int:
             )
         else:
             raise BiomeroError(
-                f"run {run['run_id']} is {state.lower()}: results come when it completes "
-                f"(see `biomero status {run['run_id'][:8]}`)"
+                f"run {run.run_id} is {state.lower()}: results come when it completes "
+                f"(see `biomero status {run.run_id[:8]}`)"
             )
     print(f"results in {dest}" + (" (already there)" if report.adopted else ""))
     return 0
 
 
-def _own_run(engine: RunEngine, ref: str) -> dict[str, Any]:
+def _own_run(engine: RunEngine, ref: str) -> RunRecord:
     """The run ``ref`` names, if the caller owns it or is an admin."""
     from biomeroworker.cli.tracking import caller
     from biomeroworker.tracking.access import check_run_access
 
     viewer, admins = caller(engine.settings)
-    run = engine.tracker.get_run(ref)
+    run = engine.tracker.run_record(ref)
     check_run_access(run, viewer, admins)
     return run
 
@@ -160,7 +161,7 @@ def cancel(args: argparse.Namespace) -> int:
     from biomeroworker.cli.common import engine_for
 
     with engine_for(args) as engine:
-        jobs = engine.cancel(_own_run(engine, args.run)["run_id"])
+        jobs = engine.cancel(_own_run(engine, args.run).run_id)
     print(f"cancelled run {args.run}" + (f" (scancel {' '.join(jobs)})" if jobs else ""))
     return 0
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from biomeroworker.run_record import RunRecord
 
 DEFAULT_LIMIT = 50
 
@@ -34,32 +38,33 @@ def run(args: argparse.Namespace) -> int:
     viewer, admins = caller(settings)
     with open_tracker(args, settings) as tracker:
         if args.run:
-            found = tracker.get_run(args.run)
+            found = tracker.run_record(args.run)
             check_run_access(found, viewer, admins)
             return _show_run(found, args.json)
         owner = visible_owner(viewer, want_all=args.all, admins=admins)
-        runs = tracker.list_runs(user=owner, limit=args.limit or None)
+        if args.json:
+            # The read model's own rows: a listed run carries no tasks (a record would).
+            print(json.dumps(tracker.list_runs(user=owner, limit=args.limit or None), indent=2))
+            return 0
+        runs = tracker.run_records(user=owner, limit=args.limit or None)
         total = tracker.count_runs(user=owner)
-    if args.json:
-        print(json.dumps(runs, indent=2))
-    else:
-        _print_runs(runs, total)
+    _print_runs(runs, total)
     return 0
 
 
-def _show_run(found: dict[str, Any], as_json: bool) -> int:
+def _show_run(found: RunRecord, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(found, indent=2))
+        print(json.dumps(found.to_row(), indent=2))
     else:
         _print_run(found)
     return 0
 
 
-def _when(iso: str | None) -> str:
-    return "" if iso is None else iso[:19].replace("T", " ")
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
-def _print_runs(runs: list[dict[str, Any]], total: int) -> None:
+def _print_runs(runs: list[RunRecord], total: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -68,48 +73,48 @@ def _print_runs(runs: list[dict[str, Any]], total: int) -> None:
         table.add_column(column)
     for item in runs:
         table.add_row(
-            item["run_id"][:8],
-            item["workflow"],
-            item["version"],
-            item["user"],
-            item["state"],
-            item["step"] or "",
-            _when(item["created_at"]),
-            ",".join(item["slurm_job_ids"]),
+            item.run_id[:8],
+            item.workflow,
+            item.version,
+            item.user,
+            item.state,
+            item.step or "",
+            _when(item.created_at),
+            ",".join(item.slurm_job_ids),
         )
     Console().print(table)
 
 
-def _print_run(found: dict[str, Any]) -> None:
+def _print_run(found: RunRecord) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"run {found['run_id']}: {found['workflow']} {found['version']}")
-    console.print(f"user {found['user']}  state {found['state']}  step {found['step'] or '-'}")
-    if found["error"]:
-        console.print(f"error ({found['error_type']}): {found['error']}", markup=False)
-    if found["result_location"]:
-        console.print(f"results: {found['result_location']}", markup=False)
+    console.print(f"run {found.run_id}: {found.workflow} {found.version}")
+    console.print(f"user {found.user}  state {found.state}  step {found.step or '-'}")
+    if found.error:
+        console.print(f"error ({found.error_type}): {found.error}", markup=False)
+    if found.result_location:
+        console.print(f"results: {found.result_location}", markup=False)
     table = Table(caption="times UTC")
     for column in ("STEP", "STATE", "JOB", "JOB STATE", "EXIT", "STARTED", "ENDED", "ERROR"):
         table.add_column(column)
-    for task in found["tasks"]:
+    for task in found.tasks:
         table.add_row(
-            task["kind"],
-            task["state"],
-            task["slurm_job_id"] or "",
-            task["job_state"] or "",
-            "" if task["exit_code"] is None else str(task["exit_code"]),
-            _when(task["started_at"]),
-            _when(task["ended_at"]),
-            task["error_type"] or "",
+            task.kind,
+            task.state,
+            task.slurm_job_id or "",
+            task.job_state or "",
+            "" if task.exit_code is None else str(task.exit_code),
+            _when(task.started_at),
+            _when(task.ended_at),
+            task.error_type or "",
         )
     console.print(table)
-    for task in found["tasks"]:
-        if task["state"] == "STARTED" and task["job_state"] == "UNKNOWN":
+    for task in found.tasks:
+        if task.state == "STARTED" and task.job_state == "UNKNOWN":
             console.print(
-                f"waiting without status: job {task['slurm_job_id']} ({task['kind']}) is not "
+                f"waiting without status: job {task.slurm_job_id} ({task.kind}) is not "
                 "listed by Slurm; the supervisor's log says why. The run fails once Slurm's "
                 "accounting has not listed it for [WORKER] job_unseen_limit_s.",
                 markup=False,

@@ -28,10 +28,10 @@ from biomeroworker.omero.forms import (
     whole_number,
 )
 from biomeroworker.omero.scripting import cluster_partitions
+from biomeroworker.run_record import RunRecord
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.tracking.errors import UnknownRunError
 
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
 WAIT_POLL_S = 5.0
 
 
@@ -47,15 +47,15 @@ def user_of(conn: Any) -> ScriptUser:
     return ScriptUser(str(ctx.userName), int(ctx.userId), int(ctx.groupId))
 
 
-def own_run(tracker: Tracker, ref: str, user: ScriptUser) -> dict[str, Any]:
+def own_run(tracker: Tracker, ref: str, user: ScriptUser) -> RunRecord:
     ref = (ref or "").strip()
     if not ref:
         raise BiomeroError("give the run id (Workflow Status lists yours)")
     try:
-        run = tracker.get_run(ref)
+        run = tracker.run_record(ref)
     except UnknownRunError:
         run = None
-    if run is None or run["omero_user_id"] != user.user_id:
+    if run is None or run.omero_user_id != user.user_id:
         raise UnknownRunError(f"run {ref!r} is not one of your runs")
     return run
 
@@ -188,12 +188,12 @@ def wait_for(
     *,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> list[dict[str, Any]]:
+) -> list[RunRecord]:
     """Poll the read models until every run finished or ``minutes`` passed."""
     deadline = clock() + minutes * 60
     while True:
-        runs = [tracker.get_run(r) for r in run_ids]
-        if all(r["state"] in FINISHED for r in runs) or clock() >= deadline:
+        runs = [tracker.run_record(r) for r in run_ids]
+        if all(r.finished for r in runs) or clock() >= deadline:
             return runs
         sleep(WAIT_POLL_S)
 
@@ -217,24 +217,24 @@ def run_workflow(
     return "\n".join(requested.notes + lines)
 
 
-def _outcome(run: dict[str, Any]) -> str:
-    text = f"run {run['run_id']}: {run['state'].lower()}"
-    if run["state"] not in FINISHED:
-        return text + f" (at {run['step'] or 'the start'}; still going, see Workflow Status)"
-    if run["error"]:
-        return text + f": {run['error_type']}: {run['error']}"
+def _outcome(run: RunRecord) -> str:
+    text = f"run {run.run_id}: {run.state.lower()}"
+    if not run.finished:
+        return text + f" (at {run.step or 'the start'}; still going, see Workflow Status)"
+    if run.error:
+        return text + f": {run.error_type}: {run.error}"
     return text
 
 
 # -- Workflow Status ---------------------------------------------------------------------
 
 
-def _line(run: dict[str, Any]) -> str:
-    created = (run["created_at"] or "")[:19].replace("T", " ")
-    jobs = ",".join(run["slurm_job_ids"]) or "-"
+def _line(run: RunRecord) -> str:
+    created = f"{run.created_at:%Y-%m-%d %H:%M:%S}" if run.created_at else ""
+    jobs = ",".join(run.slurm_job_ids) or "-"
     return (
-        f"{run['run_id']}  {run['workflow']} {run['version']}  {run['state']:<9} "
-        f"{run['step'] or '-':<10}  {created}  jobs {jobs}"
+        f"{run.run_id}  {run.workflow} {run.version}  {run.state:<9} "
+        f"{run.step or '-':<10}  {created}  jobs {jobs}"
     )
 
 
@@ -242,18 +242,14 @@ def status(tracker: Tracker, user: ScriptUser, run_ref: str | None = None, limit
     if run_ref:
         run = own_run(tracker, run_ref, user)
         lines = [_line(run)]
-        if run["error"]:
-            lines.append(f"error ({run['error_type']}): {run['error']}")
-        for task in run["tasks"]:
-            progress = f" {task['progress']}" if task["progress"] else ""
-            job = (
-                f" job {task['slurm_job_id']} {task['job_state'] or ''}"
-                if task["slurm_job_id"]
-                else ""
-            )
-            lines.append(f"  {task['kind']:<10} {task['state']:<9}{job}{progress}")
+        if run.error:
+            lines.append(f"error ({run.error_type}): {run.error}")
+        for task in run.tasks:
+            progress = f" {task.progress}" if task.progress else ""
+            job = f" job {task.slurm_job_id} {task.job_state or ''}" if task.slurm_job_id else ""
+            lines.append(f"  {task.kind:<10} {task.state:<9}{job}{progress}")
         return "\n".join(lines)
-    runs = [r for r in tracker.list_runs(user=user.name) if r["omero_user_id"] == user.user_id]
+    runs = [r for r in tracker.run_records(user=user.name) if r.omero_user_id == user.user_id]
     if not runs:
         return "You have no workflow runs."
     return "\n".join(
@@ -274,10 +270,10 @@ def cancel(
 ) -> str:
     """``cancel_run`` is RunEngine.cancel (scancel the jobs, mark the run cancelled)."""
     run = own_run(tracker, run_ref, user)
-    if run["state"] in FINISHED:
-        raise BiomeroError(f"run {run['run_id']} is already {run['state'].lower()}")
-    jobs = cancel_run(run["run_id"], reason or f"cancelled by {user.name}")
-    return f"Cancelled run {run['run_id']}" + (f" (scancel {' '.join(jobs)})" if jobs else "")
+    if run.finished:
+        raise BiomeroError(f"run {run.run_id} is already {run.state.lower()}")
+    jobs = cancel_run(run.run_id, reason or f"cancelled by {user.name}")
+    return f"Cancelled run {run.run_id}" + (f" (scancel {' '.join(jobs)})" if jobs else "")
 
 
 # -- Get Results -------------------------------------------------------------------------
@@ -287,7 +283,7 @@ def get_results(
     conn: Any,
     tracker: Tracker,
     run_ref: str,
-    results_dir: Callable[[dict[str, Any]], Path],
+    results_dir: Callable[[RunRecord], Path],
 ) -> str:
     """Import a finished run's results again, in this session, if the worker still has
     them; whatever was imported before is found by its provenance and not repeated.
@@ -297,30 +293,26 @@ def get_results(
 
     user = user_of(conn)
     run = own_run(tracker, run_ref, user)
-    if run["state"] not in FINISHED:
+    if not run.finished:
         return (
-            f"run {run['run_id']} is {run['state'].lower()} (at {run['step'] or 'the start'}); "
+            f"run {run.run_id} is {run.state.lower()} (at {run.step or 'the start'}); "
             "its results are imported when it finishes"
         )
-    if run["omero_group_id"] is not None and run["omero_group_id"] != user.group_id:
-        raise BiomeroError(
-            f"switch to group {run['omero_group_id']} (the run's group) and run again"
-        )
+    if run.omero_group_id is not None and run.omero_group_id != user.group_id:
+        raise BiomeroError(f"switch to group {run.omero_group_id} (the run's group) and run again")
     results = results_dir(run)
     if results.is_dir() and any(results.iterdir()):
-        options = ImportOptions.from_outputs(run["inputs"].get("outputs") or {})
+        options = ImportOptions.from_outputs(run.inputs.outputs)
         summary = Importer(conn, run, results, source_index(run), options).import_all()
-        return f"run {run['run_id']}: " + _describe(summary)
-    found = run_annotations(conn, run["run_id"])
+        return f"run {run.run_id}: " + _describe(summary)
+    found = run_annotations(conn, run.run_id)
     if not found:
-        return (
-            f"run {run['run_id']} ({run['state'].lower()}) has no results in OMERO or on the worker"
-        )
+        return f"run {run.run_id} ({run.state.lower()}) has no results in OMERO or on the worker"
     kinds: dict[str, int] = {}
     for ann in found:
         kinds[ann.get("kind", "?")] = kinds.get(ann.get("kind", "?"), 0) + 1
     listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    return f"run {run['run_id']} imported earlier: {listing}"
+    return f"run {run.run_id} imported earlier: {listing}"
 
 
 def _describe(summary: Mapping[str, Any]) -> str:

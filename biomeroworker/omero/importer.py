@@ -84,6 +84,7 @@ from biomeroworker.omero.results import (
     scan_csv,
     scan_results,
 )
+from biomeroworker.run_record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class Importer:
     def __init__(
         self,
         conn: Any,
-        run: dict[str, Any],
+        run: RunRecord,
         results: Path,
         index: dict[int, ExportedImage],
         options: ImportOptions,
@@ -205,7 +206,7 @@ class Importer:
         self.conn = conn
         self.max_plane_bytes = max_plane_bytes
         self.run = run
-        self.run_id = str(run["run_id"])
+        self.run_id = run.run_id
         self.results = results
         self.index = index
         self.options = options
@@ -309,7 +310,7 @@ class Importer:
             return dataset
         if not self.options.new_dataset:
             return None
-        marker = f"{self.run['workflow']} {self.run['version']}, biomero run {self.run_id}"
+        marker = f"{self.run.workflow} {self.run.version}, biomero run {self.run_id}"
         dataset = self._dataset_named(self.options.new_dataset, marker)
         self.summary.dataset_id = int(dataset.getId())
         return dataset
@@ -326,8 +327,8 @@ class Importer:
         """A dataset of the user's own for what the group does not let them put
         elsewhere (made once per run, on first need)."""
         if self._own_dataset is None:
-            name = f"{self.run['workflow']} results (run {self.run_id[:8]})"
-            marker = f"{self.run['workflow']} {self.run['version']}, biomero run {self.run_id}"
+            name = f"{self.run.workflow} results (run {self.run_id[:8]})"
+            marker = f"{self.run.workflow} {self.run.version}, biomero run {self.run_id}"
             self._own_dataset = self._dataset_named(name, marker)
         return self._own_dataset
 
@@ -405,9 +406,7 @@ class Importer:
         annotation.setFile(OriginalFileI(file_id, False))
         annotation.setNs(rstring(ns))
         annotation.setDescription(
-            rstring(
-                f"{self.run['workflow']} {self.run['version']}, run {self.run_id}: {item.relpath}"
-            )
+            rstring(f"{self.run.workflow} {self.run.version}, run {self.run_id}: {item.relpath}")
         )
         annotation.linkAnnotation(self._provenance(kind, item.relpath, target))
         return annotation
@@ -514,7 +513,7 @@ class Importer:
     def _roi(self, label: int, shapes: list[Any], source_id: int) -> Any:
         roi = RoiI()
         roi.setImage(ImageI(source_id, False))
-        roi.setName(rstring(f"{self.run['workflow']} label {label}"))
+        roi.setName(rstring(f"{self.run.workflow} label {label}"))
         for shape in shapes:
             roi.addShape(shape)
         return roi
@@ -544,9 +543,7 @@ class Importer:
         if ("run", "", target) in self.done:
             return
         summary = self._provenance("run", "", target)
-        task = map_annotation(
-            prov.task_namespace(str(self.run["workflow"])), prov.task_pairs(self.run)
-        )
+        task = map_annotation(prov.task_namespace(self.run.workflow), prov.task_pairs(self.run))
         try:
             self._save([annotation_link(target, summary), annotation_link(target, task)])
         except omero.SecurityViolation:

@@ -18,38 +18,33 @@ import logging
 from typing import Any
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.run_record import RunRecord
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+
+def wants_mail(run: RunRecord) -> bool:
+    return bool(run.finished and run.inputs.notify_email and run.omero_user_id is not None)
 
 
-def wants_mail(run: dict[str, Any]) -> bool:
-    return bool(
-        run["state"] in FINISHED
-        and (run.get("inputs") or {}).get("notify_email")
-        and run.get("omero_user_id") is not None
-    )
-
-
-def message(run: dict[str, Any]) -> tuple[str, str]:
+def message(run: RunRecord) -> tuple[str, str]:
     """(subject, body) for a finished run."""
-    state = str(run["state"]).lower()
-    subject = f"BIOMERO: {run['workflow']} {run['version']} {state} (run {run['run_id']})"
+    state = run.state.lower()
+    subject = f"BIOMERO: {run.workflow} {run.version} {state} (run {run.run_id})"
     lines = [
-        f"Your workflow run {run['run_id']} ({run['workflow']} {run['version']}) is {state}.",
+        f"Your workflow run {run.run_id} ({run.workflow} {run.version}) is {state}.",
     ]
-    if run.get("error"):
-        lines.append(f"Error ({run.get('error_type') or 'error'}): {run['error']}")
-    if run["state"] == "COMPLETED":
+    if run.error:
+        lines.append(f"Error ({run.error_type or 'error'}): {run.error}")
+    if run.state == "COMPLETED":
         lines.append("Its results are in OMERO, in the group you started it from.")
     lines.append("Workflow Status in OMERO shows its steps and jobs.")
     return subject, "\n".join(lines) + "\n"
 
 
-def send_run_ended(admin: Any, run: dict[str, Any]) -> bool:
+def send_run_ended(admin: Any, run: RunRecord) -> bool:
     """Send the message if the run asked for one; True when the server accepted it."""
-    if not wants_mail(run):
+    if not wants_mail(run) or run.omero_user_id is None:
         return False
     import omero.cmd
     from omero.rtypes import unwrap
@@ -61,29 +56,29 @@ def send_run_ended(admin: Any, run: dict[str, Any]) -> bool:
         subject=subject,
         body=body,
         html=False,
-        userIds=[int(run["omero_user_id"])],
+        userIds=[run.omero_user_id],
         groupIds=[],
         extra=[],
         inactive=False,
         everyone=False,
     )
     try:
-        with omero_errors(f"e-mailing the end of run {run['run_id']}"):
+        with omero_errors(f"e-mailing the end of run {run.run_id}"):
             callback = admin.c.submit(request, loops=20, ms=500, failonerror=False)
             try:
                 response = callback.getResponse()
             finally:
                 callback.close(True)
     except BiomeroError as exc:
-        log.warning("run %s: no e-mail sent: %s", run["run_id"], exc)
+        log.warning("run %s: no e-mail sent: %s", run.run_id, exc)
         return False
     if isinstance(response, omero.cmd.ERR):
         log.warning(
             "run %s: OMERO did not send the e-mail: %s %s",
-            run["run_id"],
+            run.run_id,
             response.name,
             unwrap(response.parameters) if hasattr(response, "parameters") else "",
         )
         return False
-    log.info("run %s: e-mailed %s", run["run_id"], run["inputs"]["notify_email"])
+    log.info("run %s: e-mailed %s", run.run_id, run.inputs.notify_email)
     return True

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+
+from biomeroworker.run_record import RunRecord, thawed
 
 NS_WORKFLOW = "biomero/workflow"
 NS_TASK_PREFIX = "biomero/workflow/task/"
@@ -30,40 +31,35 @@ def task_namespace(name: str) -> str:
     return NS_TASK_PREFIX + name
 
 
-def job_ids(run: dict[str, Any]) -> list[str]:
-    ids = [t["slurm_job_id"] for t in run.get("tasks", []) if t.get("slurm_job_id")]
-    return sorted(set(ids), key=ids.index)
-
-
-def run_pairs(run: dict[str, Any]) -> list[tuple[str, str]]:
+def run_pairs(run: RunRecord) -> list[tuple[str, str]]:
     """The pairs every annotation of this run carries."""
     pairs = [
-        (RUN_KEY, str(run["run_id"])),
-        ("workflow", str(run["workflow"])),
-        ("version", str(run["version"])),
-        ("user", str(run.get("user") or "")),
-        ("job_ids", ",".join(job_ids(run))),
+        (RUN_KEY, run.run_id),
+        ("workflow", run.workflow),
+        ("version", run.version),
+        ("user", run.user),
+        ("job_ids", ",".join(run.job_ids())),
     ]
-    for name, value in sorted(run.get("parameters", {}).items()):
-        pairs.append((f"param.{name}", json.dumps(value)))
+    for name, value in sorted(run.parameters.items()):
+        pairs.append((f"param.{name}", json.dumps(thawed(value))))
     return pairs
 
 
-def object_pairs(run: dict[str, Any], kind: str, result: str, target: str) -> list[tuple[str, str]]:
+def object_pairs(run: RunRecord, kind: str, result: str, target: str) -> list[tuple[str, str]]:
     return [*run_pairs(run), (KIND_KEY, kind), (RESULT_KEY, result), (TARGET_KEY, target)]
 
 
-def task_pairs(run: dict[str, Any]) -> list[tuple[str, str]]:
+def task_pairs(run: RunRecord) -> list[tuple[str, str]]:
     """One job task's details, for the ``biomero/workflow/task/<name>`` annotation."""
-    pairs = [(RUN_KEY, str(run["run_id"]))]
-    for task in run.get("tasks", []):
-        if task.get("kind") != "job":
+    pairs = [(RUN_KEY, run.run_id)]
+    for task in run.tasks:
+        if task.kind != "job":
             continue
         pairs += [
-            ("task_id", str(task["task_id"])),
-            ("slurm_job_id", str(task.get("slurm_job_id") or "")),
-            ("job_state", str(task.get("job_state") or "")),
-            ("elapsed_s", "" if task.get("elapsed_s") is None else f"{task['elapsed_s']:g}"),
+            ("task_id", task.task_id),
+            ("slurm_job_id", task.slurm_job_id or ""),
+            ("job_state", task.job_state or ""),
+            ("elapsed_s", "" if task.elapsed_s is None else f"{task.elapsed_s:g}"),
         ]
     return pairs
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from biomeroworker.errors import BiomeroError
 from biomeroworker.omero.forms import Catalog
+from biomeroworker.run_record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def tracker_for(catalog: Catalog) -> Iterator[Any]:
         tracker.close()
 
 
-def results_dir(run: dict[str, Any]) -> Path:
+def results_dir(run: RunRecord) -> Path:
     """Where the worker keeps a run's downloaded results (as RunEngine.output_dir)."""
     from biomeroworker.runs import results_dir as engine_results_dir
 

@@ -32,31 +32,30 @@ from biomeroworker.omero.results import (
     index_from_names,
     read_index,
 )
+from biomeroworker.run_record import RunRecord
 
 DEFAULT_EXPORT_WORKERS = 2
 
 
-def export_folder(run: dict[str, Any]) -> Path | None:
+def export_folder(run: RunRecord) -> Path | None:
     """The folder the run's export step wrote to (from its tracked results)."""
-    tasks = [t for t in run.get("tasks", []) if t["kind"] == "export" and t["result_locations"]]
-    return Path(tasks[-1]["result_locations"][0]).parent if tasks else None
+    tasks = [t for t in run.tasks if t.kind == "export" and t.result_locations]
+    return Path(tasks[-1].result_locations[0]).parent if tasks else None
 
 
-def source_index(run: dict[str, Any]) -> dict[int, Any]:
+def source_index(run: RunRecord) -> dict[int, Any]:
     folder = export_folder(run)
     if folder is not None and (folder / EXPORT_INDEX).is_file():
         return read_index(folder / EXPORT_INDEX)
-    tasks = [t for t in run.get("tasks", []) if t["kind"] == "export"]
-    paths = [Path(p) for t in tasks for p in t["result_locations"]]
+    tasks = [t for t in run.tasks if t.kind == "export"]
+    paths = [Path(p) for t in tasks for p in t.result_locations]
     return index_from_names(paths)
 
 
-def user_of(run: dict[str, Any]) -> tuple[str, int | None]:
-    user = run.get("user")
-    if not user:
-        raise OmeroError(f"run {run['run_id']} has no user to act for")
-    group = run.get("omero_group_id")
-    return str(user), None if group is None else int(group)
+def user_of(run: RunRecord) -> tuple[str, int | None]:
+    if not run.user:
+        raise OmeroError(f"run {run.run_id} has no user to act for")
+    return run.user, run.omero_group_id
 
 
 class OmeroSide:
@@ -108,21 +107,20 @@ class OmeroSide:
             self._export_fn = zarr_exporter()
         return self._export_fn
 
-    def export(self, run: dict[str, Any], dest: Path) -> list[Path]:
-        inputs = run["inputs"]
+    def export(self, run: RunRecord, dest: Path) -> list[Path]:
         user, group = user_of(run)
         return export_selection(
             lambda: self.connect(user, group),
-            str(inputs.get("data_type")),
-            [int(i) for i in inputs.get("ids") or []],
+            str(run.inputs.data_type),
+            list(run.inputs.ids),
             dest,
             export_fn=self.export_fn,
             workers=self.export_workers,
             zarr_format=self.zarr_format,
         )
 
-    def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]:
-        options = ImportOptions.from_outputs(run["inputs"].get("outputs") or {})
+    def import_results(self, run: RunRecord, results: Path) -> dict[str, Any]:
+        options = ImportOptions.from_outputs(run.inputs.outputs)
         user, group = user_of(run)
         with self.connect(user, group) as conn:
             importer = Importer(
@@ -135,7 +133,7 @@ class OmeroSide:
             )
             return importer.import_all()
 
-    def run_ended(self, run: dict[str, Any]) -> None:
+    def run_ended(self, run: RunRecord) -> None:
         """The E-mail the user asked for, over the admin session (see ``notify``)."""
         from biomeroworker.omero.notify import send_run_ended, wants_mail
 

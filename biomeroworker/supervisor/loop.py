@@ -27,15 +27,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from biomeroworker.config import Settings
 from biomeroworker.errors import BiomeroError, CommandError, TransportError
 from biomeroworker.redaction import redact
+from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import (
-    FINISHED_RUN_STATES,
     RunCancelled,
     RunEngine,
     RunFailed,
@@ -120,29 +119,29 @@ class Supervisor:
 
     # -- admission ------------------------------------------------------------------
 
-    def admit(self, active: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def admit(self, active: list[RunRecord]) -> list[RunRecord]:
         """Claim the runs this supervisor drives, keeping the concurrency limits.
 
         Started runs count against the limits; waiting (REQUESTED) runs are admitted
         oldest first while there is room, for all users and per user.
         """
         w = self.engine.settings.worker
-        started = [r for r in active if r["state"] != "REQUESTED"]
+        started = [r for r in active if r.state != "REQUESTED"]
         total = len(started)
-        per_user = Counter(r["user"] for r in started)
+        per_user = Counter(r.user for r in started)
         # Runs we already hold are renewed together; only the others are claimed one by one.
-        kept = self.leases.renew(r["run_id"] for r in active if r["run_id"] in self.held)
+        kept = self.leases.renew(r.run_id for r in active if r.run_id in self.held)
         chosen = []
         for run in active:
-            if run["state"] == "REQUESTED":
+            if run.state == "REQUESTED":
                 if w.max_runs_total and total >= w.max_runs_total:
                     continue
-                if w.max_runs_per_user and per_user[run["user"]] >= w.max_runs_per_user:
+                if w.max_runs_per_user and per_user[run.user] >= w.max_runs_per_user:
                     continue
                 total += 1
-                per_user[run["user"]] += 1
-            if run["run_id"] in kept or (
-                run["run_id"] not in self.held and self.leases.claim(run["run_id"])
+                per_user[run.user] += 1
+            if run.run_id in kept or (
+                run.run_id not in self.held and self.leases.claim(run.run_id)
             ):
                 chosen.append(run)
         return chosen
@@ -153,18 +152,18 @@ class Supervisor:
         self.counters.cycles += 1
         self._reload_config()
         self._reap()
-        mine = self.admit(self.engine.tracker.active_runs())
-        self._release_finished({r["run_id"] for r in mine})
+        mine = self.admit(self.engine.tracker.active_run_records())
+        self._release_finished({r.run_id for r in mine})
         waiting = []
         started_any = False
         for run in mine:
-            if run["run_id"] in self.in_flight or not self._due(run):
+            if run.run_id in self.in_flight or not self._due(run):
                 continue
             job = self.engine.active_job(run)
             if job is not None:
                 waiting.append((run, job))
             elif not self.stopping.is_set():
-                self.in_flight[run["run_id"]] = self.pool.submit(self._step, run)
+                self.in_flight[run.run_id] = self.pool.submit(self._step, run)
                 started_any = True
         news = self._poll(waiting) if waiting else False
         self.interval_s = (
@@ -219,7 +218,7 @@ class Supervisor:
         except OSError as exc:
             log.warning("cannot write the status files in %s: %s", self.status_dir, exc)
 
-    def _poll(self, waiting: list[tuple[dict[str, Any], str]]) -> bool:
+    def _poll(self, waiting: list[tuple[RunRecord, str]]) -> bool:
         """One status command for every waiting job of every run."""
         try:
             # Indexed once: every waiting run looks its job up in this one answer.
@@ -236,32 +235,32 @@ class Supervisor:
                 self.engine.advance(run, polled)
             except (RunFailed, RunCancelled) as exc:
                 self.counters.failed_runs += 1
-                log.info("run %s: %s", run["run_id"], exc)
+                log.info("run %s: %s", run.run_id, exc)
                 news = True
             except Exception as exc:  # one run never stops the others
                 self._attempt_failed(run, next_step(run), exc)
         return news
 
-    def _step(self, run: dict[str, Any]) -> None:
+    def _step(self, run: RunRecord) -> None:
         step = next_step(run)
         try:
             self.engine.advance(run)
             self.counters.steps += 1
-            self.counters.history.append(f"{run['run_id']}:{step.name}")
+            self.counters.history.append(f"{run.run_id}:{step.name}")
         except (RunFailed, RunCancelled) as exc:
             self.counters.failed_runs += 1
-            log.info("run %s: %s", run["run_id"], exc)
+            log.info("run %s: %s", run.run_id, exc)
         except Exception as exc:  # a MemoryError too: the supervisor outlives the step
             self._attempt_failed(run, step, exc)
 
     # -- failed attempts (poison runs) ------------------------------------------------
 
-    def _due(self, run: dict[str, Any]) -> bool:
+    def _due(self, run: RunRecord) -> bool:
         """False while the run's step waits out its backoff after a failed attempt."""
         step = next_step(run).value
-        if run["run_id"] not in self.retry_at:
-            self.retry_at[run["run_id"]] = (step, self._recorded_retry(run["run_id"], step))
-        failed_step, not_before = self.retry_at[run["run_id"]]
+        if run.run_id not in self.retry_at:
+            self.retry_at[run.run_id] = (step, self._recorded_retry(run.run_id, step))
+        failed_step, not_before = self.retry_at[run.run_id]
         return failed_step != step or time.monotonic() >= not_before
 
     def _recorded_retry(self, run_id: str, step: str) -> float:
@@ -279,9 +278,9 @@ class Supervisor:
     def _backoff(self, failed: int) -> float:
         return float(self.engine.settings.worker.step_retry_s * 2 ** max(0, failed - 1))
 
-    def _attempt_failed(self, run: dict[str, Any], step: Step, exc: BaseException) -> None:
+    def _attempt_failed(self, run: RunRecord, step: Step, exc: BaseException) -> None:
         """Wait out a transient error; count anything else, and fail the run at the limit."""
-        run_id = run["run_id"]
+        run_id = run.run_id
         message = redact(f"{type(exc).__name__}: {exc}")
         if transient(exc):
             self.counters.transient_errors += 1
@@ -297,9 +296,9 @@ class Supervisor:
             if failed >= limit:
                 why = f"{step.value} failed {failed} times; last: {message}"
                 # The step's open task ends with the run (dashboards would show it running).
-                for task in run["tasks"]:
-                    if task["state"] == "STARTED":
-                        self.engine.tracker.fail_task(task["task_id"], "StepError", why)
+                for task in run.tasks:
+                    if task.state == "STARTED":
+                        self.engine.tracker.fail_task(task.task_id, "StepError", why)
                 self.engine.tracker.fail_run(run_id, "StepError", why)
                 self.counters.failed_runs += 1
                 log.error("run %s: failed after %d attempts of %s", run_id, failed, step.value)
@@ -332,30 +331,30 @@ class Supervisor:
         gone = self.held - current - set(self.in_flight)
         for run_id in gone:
             try:
-                run = self.engine.tracker.get_run(run_id)
+                run = self.engine.tracker.run_record(run_id)
             except BiomeroError as exc:
                 log.warning("run %s: cannot read it after it left: %s", run_id, exc)
                 continue
-            if run["state"] == "CANCELLED":
+            if run.state == "CANCELLED":
                 try:
                     self.engine.cleanup_remote(run)
                 except BiomeroError as exc:
                     log.warning("run %s: cleanup after cancel failed: %s", run_id, exc)
-            if run["state"] in FINISHED_RUN_STATES:
+            if run.finished:
                 self._run_ended(run)
         self.leases.release(gone)
         self.held = (self.held - gone) | current
         for run_id in gone:
             self.retry_at.pop(run_id, None)
 
-    def _run_ended(self, run: dict[str, Any]) -> None:
+    def _run_ended(self, run: RunRecord) -> None:
         hook = getattr(self.engine.data_sides.get(source(run)), "run_ended", None)
         if hook is None:
             return
         try:
             hook(run)
         except BiomeroError as exc:  # a notification never changes the run's outcome
-            log.warning("run %s: end-of-run notice failed: %s", run["run_id"], exc)
+            log.warning("run %s: end-of-run notice failed: %s", run.run_id, exc)
 
     # -- lifecycle -------------------------------------------------------------------
 

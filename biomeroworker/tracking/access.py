@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from biomeroworker.tracking.errors import TrackingError
 
 if TYPE_CHECKING:
     from biomeroworker.config import Settings
+    from biomeroworker.run_record import RunRecord
 
 # Read by earlier versions from the caller's own environment; ignored now.
 ADMINS_ENV = "BIOMERO_ADMINS"
@@ -101,12 +102,12 @@ def visible_owner(
     return None
 
 
-def check_run_access(run: Mapping[str, object], viewer: str, admins: Iterable[str]) -> None:
+def check_run_access(run: RunRecord, viewer: str, admins: Iterable[str]) -> None:
     """Raise UnknownRunError unless ``viewer`` may read or change ``run``: the same answer
     as for a run that does not exist, so run ids of others are not confirmed."""
     from biomeroworker.tracking.errors import UnknownRunError
 
     try:
-        visible_owner(viewer, owner=str(run["user"]), admins=admins)
+        visible_owner(viewer, owner=run.user, admins=admins)
     except AccessDeniedError:
-        raise UnknownRunError(f"run {str(run['run_id'])[:8]!r} is not one of your runs") from None
+        raise UnknownRunError(f"run {run.run_id[:8]!r} is not one of your runs") from None

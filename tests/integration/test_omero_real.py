@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from biomeroworker.run_record import RunRecord
+
 NEEDED = ("OMERO_HOST", "OMERO_USER", "OMERO_PASSWORD", "OMERO_TEST_USER")
 pytestmark = pytest.mark.skipif(
     any(not os.environ.get(n) for n in NEEDED),
@@ -64,28 +66,36 @@ def source(sources: tuple[list[int], int]) -> tuple[int, int]:
     return sources[0][0], sources[1]
 
 
-def run_for(image_id: int | list[int], group_id: int, exported: list[Path]) -> dict[str, Any]:
-    return {
-        "run_id": str(uuid.uuid4()),
-        "workflow": "nuclei",
-        "version": "test",
-        "user": os.environ["OMERO_TEST_USER"],
-        "omero_group_id": group_id,
-        "parameters": {"sigma": 1.0},
-        "inputs": {
-            "source": "omero",
-            "data_type": "Image",
-            "ids": image_id if isinstance(image_id, list) else [image_id],
-            "outputs": {
-                "new_dataset": "biomero test results",
-                "rois_from_labels": True,
-                "csv_as_table": True,
+def run_for(image_id: int | list[int], group_id: int, exported: list[Path]) -> RunRecord:
+    return RunRecord.from_row(
+        {
+            "run_id": str(uuid.uuid4()),
+            "workflow": "nuclei",
+            "version": "test",
+            "state": "RUNNING",
+            "user": os.environ["OMERO_TEST_USER"],
+            "omero_group_id": group_id,
+            "parameters": {"sigma": 1.0},
+            "inputs": {
+                "source": "omero",
+                "data_type": "Image",
+                "ids": image_id if isinstance(image_id, list) else [image_id],
+                "outputs": {
+                    "new_dataset": "biomero test results",
+                    "rois_from_labels": True,
+                    "csv_as_table": True,
+                },
             },
-        },
-        "tasks": [
-            {"task_id": "e", "kind": "export", "result_locations": [str(p) for p in exported]},
-        ],
-    }
+            "tasks": [
+                {
+                    "task_id": "e",
+                    "kind": "export",
+                    "state": "COMPLETED",
+                    "result_locations": [str(p) for p in exported],
+                },
+            ],
+        }
+    )
 
 
 def test_export_of_several_images_at_once_keeps_each_images_pixels(
@@ -120,11 +130,11 @@ def test_importing_twice_on_a_real_server_leaves_one_set(
     try:
         assert len(first["images"]) == 1 and first["rois"] == 2 and first["tables"] == 1
         assert second["images"] == [] and second["dataset_id"] == first["dataset_id"]
-        with side.connect(run["user"], group_id) as conn:
-            kinds = sorted(a["kind"] for a in run_annotations(conn, run["run_id"]))
+        with side.connect(run.user, group_id) as conn:
+            kinds = sorted(a["kind"] for a in run_annotations(conn, run.run_id))
         assert kinds == ["dataset", "image", "rois", "run", "table"]
     finally:
-        with side.connect(run["user"], group_id) as conn:
+        with side.connect(run.user, group_id) as conn:
             conn.deleteObjects(
                 "Dataset", [first["dataset_id"]], deleteAnns=True, deleteChildren=True, wait=True
             )

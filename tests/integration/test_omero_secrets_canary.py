@@ -18,6 +18,7 @@ from test_secrets_canary import (  # the same canaries, database and configs
 )
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.run_record import RunInputs, RunRecord
 from biomeroworker.tracking.application import Tracker
 
 __all__ = ["env"]  # a fixture, imported for the tests below
@@ -64,13 +65,16 @@ def test_the_omero_password_never_shows(env, caplog, tmp_path) -> None:  # type:
         "OMERO_PASSWORD": OMERO_PASSWORD,
     }
     side = OmeroSide.from_env(unreachable)
-    run = {
-        "run_id": "0" * 32,
-        "user": "carol",
-        "inputs": {"source": "omero", "data_type": "Image", "ids": [1]},
-        "omero_user_id": 7,
-        "omero_group_id": 3,
-    }
+    run = RunRecord(
+        run_id="0" * 32,
+        workflow="nuclei",
+        version="1",
+        user="carol",
+        state="RUNNING",
+        inputs=RunInputs({"source": "omero", "data_type": "Image", "ids": [1]}),
+        omero_user_id=7,
+        omero_group_id=3,
+    )
     seen = [repr(side)]
     with pytest.raises(BiomeroError) as caught:
         side.export(run, tmp_path)

@@ -220,7 +220,7 @@ def test_cancel_during_upload_stops_the_run_and_submits_nothing(env) -> None:  #
         )
         engine = RunEngine(env["settings"], env["transport"], env["tracker"])
         engine.cancel(run_id)
-        layout = engine.layout(env["tracker"].get_run(run_id))
+        layout = engine.layout(env["tracker"].run_record(run_id))
 
         def gone() -> bool:
             return (

@@ -172,10 +172,8 @@ def test_sample_workflow_finds_the_known_nuclei_counts(mode_env, tmp_path) -> No
     assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in dest.iterdir())
     assert {t["kind"] for t in run["tasks"]} == {"stage_up", "convert", "job", "stage_down"}
     # the remote run folder is gone after a successful run
-    assert (
-        env["transport"].run(["test", "-e", engine.layout(run).remote_run], check=False).exit_code
-        == 1
-    )
+    layout = engine.layout(env["tracker"].run_record(run_id))
+    assert env["transport"].run(["test", "-e", layout.remote_run], check=False).exit_code == 1
 
 
 def test_failing_workflow_surfaces_exit_code_and_log_tail(mode_env, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -291,12 +289,12 @@ def test_a_job_submitted_just_before_a_crash_is_adopted_not_submitted_again(
     run_id = engine.request(
         "misbehave", [image], {"mode": "nap", "nap_s": 2}, output_dir=tmp_path / "out"
     )
-    engine.advance(env["tracker"].get_run(run_id))  # stage up
-    run = env["tracker"].get_run(run_id)
+    engine.advance(env["tracker"].run_record(run_id))  # stage up
+    run = env["tracker"].run_record(run_id)
     # The crash: the submit task is open and Slurm took the job, but its id was never
     # recorded (the process died between the answer and the bookkeeping).
     engine.open_task(run, "job")
-    lost = engine.slurm.submit(engine._job_request(env["tracker"].get_run(run_id)))
+    lost = engine.slurm.submit(engine._job_request(env["tracker"].run_record(run_id)))
     job = next(t for t in env["tracker"].get_run(run_id)["tasks"] if t["kind"] == "job")
     assert job["slurm_job_id"] is None
     # Another process picks the run up where it was left.
@@ -339,7 +337,7 @@ def test_a_connection_dropped_while_sbatch_ran_leaves_the_run_to_adopt_its_job(
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
     run_id = engine.request("misbehave", [image], {"mode": "ok"}, output_dir=tmp_path / "out")
-    engine.advance(env["tracker"].get_run(run_id))  # stage up
+    engine.advance(env["tracker"].run_record(run_id))  # stage up
     submitted = []
     real_submit = engine.slurm.submit
 
@@ -349,7 +347,7 @@ def test_a_connection_dropped_while_sbatch_ran_leaves_the_run_to_adopt_its_job(
 
     engine.slurm.submit = answer_lost  # type: ignore[method-assign]
     with pytest.raises(ConnectError):
-        engine.advance(env["tracker"].get_run(run_id))
+        engine.advance(env["tracker"].run_record(run_id))
     assert env["tracker"].get_run(run_id)["state"] == "RUNNING"
     dest = _engine(env).drive(run_id)
     assert (dest / "echo.json").is_file()

@@ -13,6 +13,7 @@ import pytest
 from biomeroworker import runs
 from biomeroworker.config import Settings, load_settings
 from biomeroworker.prepare import _job_spec, cluster_layout
+from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import RunEngine, Step
 from biomeroworker.slurm.rest.modes import slurm_client
 from biomeroworker.slurm.rest.token import StaticToken, TokenCommand, TokenFile
@@ -160,7 +161,9 @@ def _supervisor(engine: RunEngine) -> Supervisor:
 
 
 def test_slurm_data_path_holds_the_run_folders(engine: Any) -> None:
-    layout = engine("").layout({"run_id": "r1"})
+    layout = engine("").layout(
+        RunRecord(run_id="r1", workflow="w", version="v", user="u", state="RUNNING")
+    )
     assert layout.remote_run.startswith("scratch/data/")
     assert layout.remote_in.startswith(layout.remote_run)
 
@@ -177,10 +180,10 @@ def test_admission_keeps_the_run_limits(engine: Any, worker: str, admitted: list
     sup = _supervisor(engine(worker))
     try:
         waiting = [
-            {"run_id": run_id, "state": "REQUESTED", "user": run_id[0]}
+            RunRecord(run_id=run_id, workflow="w", version="v", state="REQUESTED", user=run_id[0])
             for run_id in ("a1", "a2", "b1")
         ]
-        assert [r["run_id"] for r in sup.admit(waiting)] == admitted
+        assert [r.run_id for r in sup.admit(waiting)] == admitted
     finally:
         sup.shutdown()
 
@@ -198,7 +201,7 @@ def test_step_attempts_and_step_retry_s_set_the_retry_policy(engine: Any) -> Non
     sup = _supervisor(made)
     try:
         run_id = made.tracker.record_run_requested(workflow="w", version="v", user_name="u")
-        run = made.tracker.get_run(run_id)
+        run = made.tracker.run_record(run_id)
         sup._attempt_failed(run, Step.STAGE_UP, ValueError("bad file"))
         assert made.tracker.get_run(run_id)["state"] == "REQUESTED"
         assert sup._backoff(1) == 7 and sup._backoff(2) == 14
@@ -231,7 +234,7 @@ def test_transfers_get_transfer_idle_timeout_s(
 
     monkeypatch.setattr(runs, "stage_up", fake_stage_up)
     with pytest.raises(Seen):
-        made.stage_up(made.tracker.get_run(run_id))
+        made.stage_up(made.tracker.run_record(run_id))
     assert seen["idle_timeout_s"] == 42
 
 

@@ -394,7 +394,7 @@ def _export_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: object):
         data_sides={"omero": _StubSide(write)},  # type: ignore[dict-item]
     )
     with contextlib.suppress(RunFailed):
-        engine.advance(tracker.get_run(run_id))
+        engine.advance(tracker.run_record(run_id))
     run = tracker.get_run(run_id)
     tracker.close()
     return run

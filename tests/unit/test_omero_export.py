@@ -12,7 +12,6 @@ import contextlib
 import threading
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from biomeroworker.omero.connect import OmeroError, OmeroServer, SudoConnector
 from biomeroworker.omero.exporter import export_selection, zarr_exporter
 from biomeroworker.omero.results import EXPORT_INDEX, read_index
 from biomeroworker.omero.side import OmeroSide
+from biomeroworker.run_record import RunInputs, RunRecord
 
 GROUP = 3
 
@@ -44,13 +44,16 @@ def side_for(server: StandInServer, workers: int) -> OmeroSide:
     return OmeroSide(connector, export_workers=workers)
 
 
-def run_for(image_ids: list[int]) -> dict[str, Any]:
-    return {
-        "run_id": "r1",
-        "user": "alice",
-        "omero_group_id": GROUP,
-        "inputs": {"source": "omero", "data_type": "Image", "ids": image_ids},
-    }
+def run_for(image_ids: list[int]) -> RunRecord:
+    return RunRecord(
+        run_id="r1",
+        workflow="wf",
+        version="1",
+        user="alice",
+        omero_group_id=GROUP,
+        state="RUNNING",
+        inputs=RunInputs({"source": "omero", "data_type": "Image", "ids": image_ids}),
+    )
 
 
 def rendezvous(server: StandInServer, parties: int) -> None:

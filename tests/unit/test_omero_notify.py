@@ -11,6 +11,7 @@ import pytest
 
 from biomeroworker.omero import notify
 from biomeroworker.omero.side import OmeroSide
+from biomeroworker.run_record import RunInputs, RunRecord
 
 
 class Callback:
@@ -40,18 +41,21 @@ class AdminSession:
         return self.callbacks[-1]
 
 
-def run(state: str = "COMPLETED", email: str | None = "alice@example.org", **extra: Any) -> dict:  # type: ignore[type-arg]
-    return {
+def run(
+    state: str = "COMPLETED", email: str | None = "alice@example.org", **extra: Any
+) -> RunRecord:
+    fields: dict[str, Any] = {
         "run_id": "r1",
         "workflow": "cellpose",
         "version": "v1.2.7",
+        "user": "alice",
         "state": state,
         "error": None,
         "error_type": None,
         "omero_user_id": 7,
-        "inputs": {"notify_email": email},
-        **extra,
+        "inputs": RunInputs({"notify_email": email}),
     }
+    return RunRecord(**{**fields, **extra})
 
 
 def test_a_finished_run_that_asked_sends_one_message_to_its_user_only() -> None:
@@ -76,7 +80,7 @@ def test_a_failed_run_says_why() -> None:
     "unwanted",
     [run("RUNNING"), run(email=None), run(omero_user_id=None)],
 )
-def test_nothing_is_sent_unless_a_finished_run_of_a_user_asked(unwanted: dict) -> None:  # type: ignore[type-arg]
+def test_nothing_is_sent_unless_a_finished_run_of_a_user_asked(unwanted: RunRecord) -> None:
     admin = AdminSession()
     assert notify.send_run_ended(admin, unwanted) is False
     assert admin.requests == []

@@ -28,6 +28,7 @@ from biomeroworker.omero.exporter import export_args
 from biomeroworker.omero.importer import run_annotations
 from biomeroworker.omero.results import EXPORT_INDEX, read_index
 from biomeroworker.omero.side import OmeroSide
+from biomeroworker.run_record import RunInputs, RunRecord, TaskRecord
 
 GROUP, OTHER_GROUP = 3, 4
 RUN_ID = "8c0e6a2e-3f52-4d8e-9a55-1f0f6c1d2b7a"
@@ -107,41 +108,43 @@ def make_run(
     group: int = GROUP,
     outputs: dict[str, Any] | None = None,
     export_paths: list[Path] | None = None,
-) -> dict[str, Any]:
-    return {
-        "run_id": RUN_ID,
-        "workflow": "nuclei",
-        "version": "v1.2.0",
-        "user": user,
-        "omero_user_id": 1,
-        "omero_group_id": group,
-        "state": "RUNNING",
-        "parameters": {"sigma": 1.5, "threshold_method": "otsu"},
-        "inputs": {
-            "source": "omero",
-            "data_type": data_type,
-            "ids": ids,
-            "outputs": outputs or {},
-            "partition": None,
-            "output_dir": None,
-        },
-        "tasks": [
+) -> RunRecord:
+    return RunRecord(
+        run_id=RUN_ID,
+        workflow="nuclei",
+        version="v1.2.0",
+        user=user,
+        omero_user_id=1,
+        omero_group_id=group,
+        state="RUNNING",
+        parameters={"sigma": 1.5, "threshold_method": "otsu"},
+        inputs=RunInputs(
             {
-                "task_id": "t-export",
-                "kind": "export",
-                "slurm_job_id": None,
-                "result_locations": [str(p) for p in export_paths or []],
-            },
-            {
-                "task_id": "t-job",
-                "kind": "job",
-                "slurm_job_id": "4711",
-                "job_state": "COMPLETED",
-                "elapsed_s": 12.0,
-                "result_locations": [],
-            },
-        ],
-    }
+                "source": "omero",
+                "data_type": data_type,
+                "ids": ids,
+                "outputs": outputs or {},
+                "partition": None,
+                "output_dir": None,
+            }
+        ),
+        tasks=(
+            TaskRecord(
+                task_id="t-export",
+                kind="export",
+                state="COMPLETED",
+                result_locations=tuple(str(p) for p in export_paths or []),
+            ),
+            TaskRecord(
+                task_id="t-job",
+                kind="job",
+                state="COMPLETED",
+                slurm_job_id="4711",
+                job_state="COMPLETED",
+                elapsed_s=12.0,
+            ),
+        ),
+    )
 
 
 LABELS = np.zeros((48, 64), dtype=np.uint16)
@@ -433,10 +436,10 @@ def test_the_run_engine_exports_and_imports_an_omero_run_through_omero_side(
             tracker,
             data_sides={"omero": side_for(server)},
         )
-        assert engine.advance(tracker.get_run(run_id)) is Step.EXPORT
-        run = tracker.get_run(run_id)
+        assert engine.advance(tracker.run_record(run_id)) is Step.EXPORT
+        run = tracker.run_record(run_id)
         assert next_step(run) is Step.STAGE_UP
-        (exported_path,) = run["tasks"][0]["result_locations"]
+        (exported_path,) = run.tasks[0].result_locations
         assert Path(exported_path).name == f"image{image}.ome.zarr"
         write_results(engine.output_dir(run), image)
         engine.import_results(run)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import pytest
 
+from biomeroworker.run_record import RunInputs, RunRecord, TaskRecord
 from biomeroworker.runs import Step, input_files, next_step
+
+
+def _task(kind: str, state: str, job: str | None = None, *results: str) -> TaskRecord:
+    return TaskRecord(
+        task_id=f"t-{kind}", kind=kind, state=state, slurm_job_id=job, result_locations=results
+    )
 
 
 def _run(
@@ -15,16 +22,16 @@ def _run(
     source: str = "local",
     files: tuple[str, ...] = ("/data/a.ome.zarr",),
     state: str = "RUNNING",
-) -> dict[str, Any]:
-    return {
-        "run_id": "r1",
-        "state": state,
-        "inputs": {"files": list(files), "source": source},
-        "tasks": [
-            {"kind": kind, "state": st, "slurm_job_id": job, "result_locations": []}
-            for kind, st, job in tasks
-        ],
-    }
+) -> RunRecord:
+    return RunRecord(
+        run_id="r1",
+        workflow="wf",
+        version="1",
+        user="alice",
+        state=state,
+        inputs=RunInputs({"files": list(files), "source": source}),
+        tasks=tuple(_task(kind, st, job) for kind, st, job in tasks),
+    )
 
 
 DONE = "COMPLETED"
@@ -77,17 +84,15 @@ def test_omero_runs_export_first_and_import_last() -> None:
         ("stage_down", DONE, None),
     ]
     run = _run(finished, source="omero", files=())
-    run["tasks"][0]["result_locations"] = ["/w/in/1.tif"]
+    run = replace(run, tasks=(_task("export", DONE, None, "/w/in/1.tif"), *run.tasks[1:]))
     assert next_step(run) is Step.IMPORT
-    run["tasks"].append(
-        {"kind": "import", "state": DONE, "slurm_job_id": None, "result_locations": []}
-    )
+    run = replace(run, tasks=(*run.tasks, _task("import", DONE)))
     assert next_step(run) is Step.COMPLETE
 
 
 def test_omero_inputs_are_what_the_export_wrote() -> None:
-    run = _run([("export", DONE, None)], source="omero", files=())
-    run["tasks"][0]["result_locations"] = ["/w/in/1.ome.zarr", "/w/in/2.ome.zarr"]
+    run = _run([], source="omero", files=())
+    run = replace(run, tasks=(_task("export", DONE, None, "/w/in/1.ome.zarr", "/w/in/2.ome.zarr"),))
     assert [p.name for p in input_files(run)] == ["1.ome.zarr", "2.ome.zarr"]
     assert next_step(run) is Step.STAGE_UP
 
@@ -96,5 +101,5 @@ def test_a_workflow_that_reads_ome_zarr_skips_the_conversion() -> None:
     """Upstream's Use_ZARR_Format: the OME-Zarr export goes to the workflow as it is."""
     run = _run([("stage_up", DONE, None)])
     assert next_step(run) is Step.SUBMIT_CONVERT
-    run["inputs"]["reads_zarr"] = True
+    run = replace(run, inputs=RunInputs({**run.inputs.recorded, "reads_zarr": True}))
     assert next_step(run) is Step.SUBMIT_JOB

@@ -20,6 +20,7 @@ import pytest
 
 from biomeroworker.errors import ConnectError
 from biomeroworker.localdirs import MARKER, FolderTakenError, claim, owner_of, release
+from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import log_tail
 from biomeroworker.staging import (
     DestinationError,
@@ -393,7 +394,7 @@ def test_a_log_tail_keeps_whole_last_lines_within_the_byte_bound(
 class FakeDataSide:
     """A FAKE OMERO side: "exports" one small TIFF, imports nothing."""
 
-    def export(self, run: dict[str, Any], dest: Path) -> list[Path]:
+    def export(self, run: RunRecord, dest: Path) -> list[Path]:
         import numpy
         import tifffile
 
@@ -401,7 +402,7 @@ class FakeDataSide:
         tifffile.imwrite(image, numpy.zeros((8, 8), dtype=numpy.uint8))
         return [image]
 
-    def import_results(self, run: dict[str, Any], results: Path) -> dict[str, Any]:
+    def import_results(self, run: RunRecord, results: Path) -> dict[str, Any]:
         return {}
 
 
@@ -437,8 +438,8 @@ def test_the_export_writes_only_into_a_run_folder_it_made_and_the_end_removes_it
 
     engine, run_id = _omero_engine(tmp_path, monkeypatch)
     with engine.tracker:
-        assert engine.advance(engine.tracker.get_run(run_id)) is Step.EXPORT
-        run = engine.tracker.get_run(run_id)
+        assert engine.advance(engine.tracker.run_record(run_id)) is Step.EXPORT
+        run = engine.tracker.run_record(run_id)
         folder = engine.layout(run).local_run
         assert owner_of(folder) == run_id
         assert (folder / "in" / "image1.tif").is_file()
@@ -453,7 +454,7 @@ def test_the_export_refuses_a_run_folder_someone_else_made_and_leaves_it(
 
     engine, run_id = _omero_engine(tmp_path, monkeypatch)
     with engine.tracker:
-        run = engine.tracker.get_run(run_id)
+        run = engine.tracker.run_record(run_id)
         folder = engine.layout(run).local_run
         (folder / "in").mkdir(parents=True)
         (folder / "in" / "notes.txt").write_text("mine")
@@ -472,14 +473,14 @@ def test_a_run_under_way_before_markers_existed_keeps_its_run_folder(
 ) -> None:
     engine, run_id = _omero_engine(tmp_path, monkeypatch)
     with engine.tracker:
-        run = engine.tracker.get_run(run_id)
+        run = engine.tracker.run_record(run_id)
         folder = engine.layout(run).local_run
         (folder / "in").mkdir(parents=True)  # exported by a worker without markers
         FakeDataSide().export(run, folder / "in")
         task = engine.tracker.start_task(run_id, "export")
         engine.tracker.record_result(task, str(folder / "in" / "image1.tif"))
         engine.tracker.complete_task(task)
-        assert engine.local_run(engine.tracker.get_run(run_id)) == folder
+        assert engine.local_run(engine.tracker.run_record(run_id)) == folder
         assert owner_of(folder) == run_id
         assert (folder / "in" / "image1.tif").is_file()
 

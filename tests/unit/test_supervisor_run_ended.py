@@ -6,11 +6,11 @@ from __future__ import annotations
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.run_record import RunRecord
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.supervisor.loop import Supervisor
 from biomeroworker.tracking.application import Tracker
@@ -21,8 +21,8 @@ class Side:
         self.ended: list[str] = []
         self.fail = fail
 
-    def run_ended(self, run: dict[str, Any]) -> None:
-        self.ended.append(run["run_id"])
+    def run_ended(self, run: RunRecord) -> None:
+        self.ended.append(run.run_id)
         if self.fail:
             raise BiomeroError("mail server down")
 

@@ -61,11 +61,13 @@ def test_an_admin_may_see_someone_elses_run() -> None:
 
 
 def test_someone_elses_run_reads_as_not_yours() -> None:
+    from biomeroworker.run_record import RunRecord
     from biomeroworker.tracking.access import check_run_access
 
+    run = RunRecord(run_id="abcdef12-0", workflow="w", version="1", user="bob", state="RUNNING")
     with pytest.raises(UnknownRunError, match="not one of your runs"):
-        check_run_access({"user": "bob", "run_id": "abcdef12-0"}, "alice", {"carol"})
-    check_run_access({"user": "bob", "run_id": "abcdef12-0"}, "carol", {"carol"})
+        check_run_access(run, "alice", {"carol"})
+    check_run_access(run, "carol", {"carol"})
 
 
 def _settings(tmp_path: Path, admins: str, mode: int = 0o644):  # type: ignore[no-untyped-def]

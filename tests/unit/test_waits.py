@@ -226,11 +226,11 @@ def _waiting_run(tracker, shape: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def _advance(tracker, engine: RunEngine, run_id: str, source: str, moment: str) -> Step:  # type: ignore[no-untyped-def]
-    run = tracker.get_run(run_id)
+    run = tracker.run_record(run_id)
     job_id = engine.active_job(run)
     assert job_id is not None
     engine.advance(run, polled(source, moment, job_id))
-    return next_step(tracker.get_run(run_id))
+    return next_step(tracker.run_record(run_id))
 
 
 ORDERS = [
@@ -273,7 +273,7 @@ def test_an_array_with_a_failed_element_fails_the_run_once_all_are_listed(
     engine = new_engine()
     assert _advance(tracker, engine, run_id, "sacct", "running") is Step.WAIT_CONVERT
     with pytest.raises(RunFailed, match="1 of 3 image"):
-        engine.advance(tracker.get_run(run_id), polled("sacct", "done", "111"))
+        engine.advance(tracker.run_record(run_id), polled("sacct", "done", "111"))
     assert tracker.get_run(run_id)["state"] == "FAILED"
 
 
@@ -298,7 +298,7 @@ def test_a_job_accounting_never_lists_fails_the_run_after_the_limit_even_across_
     assert _advance(tracker, new_engine(), run_id, "sacct", "not yet") is Step.WAIT_CONVERT
     clock.now += 400
     with pytest.raises(RunFailed, match="job 109 not listed"):
-        new_engine().advance(tracker.get_run(run_id), polled("sacct", "not yet", "109"))
+        new_engine().advance(tracker.run_record(run_id), polled("sacct", "not yet", "109"))
     run = tracker.get_run(run_id)
     assert run["state"] == "FAILED"
     assert run["error_type"] == "JobLost"
@@ -318,7 +318,7 @@ def test_a_job_that_vanishes_from_accounting_fails_only_after_the_limit_from_the
     assert _advance(tracker, engine, run_id, "sacct", "not yet") is Step.WAIT_JOB
     clock.now += 2
     with pytest.raises(RunFailed, match="job 110 not listed"):
-        engine.advance(tracker.get_run(run_id), polled("sacct", "not yet", "110"))
+        engine.advance(tracker.run_record(run_id), polled("sacct", "not yet", "110"))
 
 
 def test_without_accounting_a_job_nobody_lists_is_reported_never_failed(
@@ -348,14 +348,14 @@ def test_polls_stay_fast_only_while_accounting_may_still_be_catching_up(
     run_id = _waiting_run(tracker, "plain")
     engine = new_engine()
     not_yet = polled("sacct", "not yet", "110")
-    assert engine.poll_news(tracker.get_run(run_id), not_yet)
+    assert engine.poll_news(tracker.run_record(run_id), not_yet)
     clock.now += 120
-    assert not engine.poll_news(tracker.get_run(run_id), not_yet)
+    assert not engine.poll_news(tracker.run_record(run_id), not_yet)
     running = polled("sacct", "running", "110")
-    assert engine.poll_news(tracker.get_run(run_id), running)  # a state not yet recorded
-    engine.advance(tracker.get_run(run_id), running)
-    assert not engine.poll_news(tracker.get_run(run_id), running)  # nothing new
-    assert engine.poll_news(tracker.get_run(run_id), polled("sacct", "done", "110"))
+    assert engine.poll_news(tracker.run_record(run_id), running)  # a state not yet recorded
+    engine.advance(tracker.run_record(run_id), running)
+    assert not engine.poll_news(tracker.run_record(run_id), running)  # nothing new
+    assert engine.poll_news(tracker.run_record(run_id), polled("sacct", "done", "110"))
 
 
 def test_a_resubmitted_job_is_watched_under_its_new_id_only(world, clock: Clock) -> None:  # type: ignore[no-untyped-def]
@@ -368,8 +368,8 @@ def test_a_resubmitted_job_is_watched_under_its_new_id_only(world, clock: Clock)
     engine = new_engine()
     # the old id finishing says nothing about the new attempt
     old_done = polled("sacct", "done", "110")
-    engine.advance(tracker.get_run(run_id), old_done)
-    assert next_step(tracker.get_run(run_id)) is Step.WAIT_JOB
+    engine.advance(tracker.run_record(run_id), old_done)
+    assert next_step(tracker.run_record(run_id)) is Step.WAIT_JOB
     assert tracker.get_run(run_id)["tasks"][-1]["job_state"] is None
     assert JobState.UNKNOWN.name not in {t["job_state"] for t in tracker.get_run(run_id)["tasks"]}
 
