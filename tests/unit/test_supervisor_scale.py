@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from biomeroworker.config import load_settings
+from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import RunEngine, Step, next_step
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.supervisor.loop import Supervisor
@@ -98,7 +99,7 @@ def test_a_thousand_waiting_runs_cost_one_status_command_a_cycle_and_no_events(w
         for run_id, job_id in world["jobs"].items():
             job = next(t for t in runs[run_id]["tasks"] if t["kind"] == "job")
             assert (job["slurm_job_id"], job["job_state"]) == (job_id, "PENDING")
-            assert next_step(runs[run_id]) is Step.WAIT_JOB
+            assert next_step(RunRecord.from_row(runs[run_id])) is Step.WAIT_JOB
         assert sup.counters.step_errors == sup.counters.failed_runs == 0
         # Nothing new from Slurm: a cycle appends no event.
         before = events(tracker)
