@@ -310,7 +310,7 @@ def test_a_first_submission_runs_sbatch_alone(env, tmp_path) -> None:  # type: i
     engine = _engine(env)
     image = env["samples"] / "tiff/nuclei_s0_yx.ome.tif"
     run_id = engine.request("misbehave", [image], {"mode": "ok"}, output_dir=tmp_path / "out")
-    engine.advance(env["tracker"].get_run(run_id))  # stage up
+    engine.advance(env["tracker"].run_record(run_id))  # stage up
     asked: list[str] = []
     real_run = engine.transport.run
 
@@ -320,7 +320,7 @@ def test_a_first_submission_runs_sbatch_alone(env, tmp_path) -> None:  # type: i
 
     engine.transport.run = noting  # type: ignore[method-assign]
     try:
-        assert engine.advance(env["tracker"].get_run(run_id)) is Step.SUBMIT_JOB
+        assert engine.advance(env["tracker"].run_record(run_id)) is Step.SUBMIT_JOB
     finally:
         del engine.transport.run  # type: ignore[method-assign]
     assert asked == ["sbatch"]
