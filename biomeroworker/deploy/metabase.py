@@ -238,8 +238,12 @@ def _why(response: requests.Response) -> str:
         body = response.json()
     except ValueError:
         return redact(response.text.strip()[:300]) or response.reason
-    reason = (body.get("errors") or body.get("message") or body) if isinstance(body, dict) else body
-    return redact(str(reason))[:300]
+    if isinstance(body, dict) and (body.get("message") or body.get("errors")):
+        parts = [body.get("message"), body.get("errors")]
+        reason = " ".join(str(p) for p in parts if p)
+    else:
+        reason = str(body)
+    return redact(reason)[:300]
 
 
 def wait_until_up(
