@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from module_standins import module, standin_modules
 
 REPO = Path(__file__).resolve().parents[2]
 PINNED = dict(
@@ -43,12 +44,6 @@ DASHBOARD_SETTINGS = (
 )
 
 
-def _module(name: str, **attributes: Any) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(attributes)
-    return module
-
-
 def _hand_through(*args: Any, **kwargs: Any) -> Any:
     """login_required() and render_response(): the view as it is."""
     return lambda view: view
@@ -65,36 +60,28 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[types.SimpleNames
     with zipfile.ZipFile(PLUGIN_WHEEL) as archive:
         archive.extractall(plugin)
     standins = {
-        "omeroweb": _module("omeroweb"),
-        "omeroweb.webclient": _module("omeroweb.webclient"),
-        "omeroweb.webclient.decorators": _module(
+        "omeroweb": module("omeroweb"),
+        "omeroweb.webclient": module("omeroweb.webclient"),
+        "omeroweb.webclient.decorators": module(
             "omeroweb.webclient.decorators",
             login_required=_hand_through,
             render_response=_hand_through,
         ),
-        "convertleica_file_browser": _module("convertleica_file_browser"),
-        "convertleica_file_browser.ci_leica_converters_helpers": _module(
+        "convertleica_file_browser": module("convertleica_file_browser"),
+        "convertleica_file_browser.ci_leica_converters_helpers": module(
             "convertleica_file_browser.ci_leica_converters_helpers", read_leica_file=None
         ),
     }
-    saved = {name: sys.modules.get(name) for name in standins}
-    sys.modules.update(standins)
     sys.path[:0] = [str(plugin), str(PYJWT_WHEEL)]
     try:
-        yield types.SimpleNamespace(
-            view=importlib.import_module("omero_biomero.biomero_views").biomero,
-            jwt=importlib.import_module("jwt"),
-        )
+        with standin_modules(standins, forget=("omero_biomero", "jwt")):
+            yield types.SimpleNamespace(
+                view=importlib.import_module("omero_biomero.biomero_views").biomero,
+                jwt=importlib.import_module("jwt"),
+            )
     finally:
         for path in (plugin, PYJWT_WHEEL):
             sys.path.remove(str(path))
-        for name in [n for n in sys.modules if n.split(".")[0] in ("omero_biomero", "jwt")]:
-            del sys.modules[name]
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
 
 
 def web_environment() -> dict[str, str]:
