@@ -10,9 +10,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import Column, Float, MetaData, String, Table, and_, delete, insert, or_, update
+from sqlalchemy import (
+    Column,
+    Float,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+# Runs per statement in claim_all (SQLite allows 32,766 bound values in one).
+CHUNK = 1000
 
 metadata = MetaData()
 leases = Table(
@@ -64,6 +80,30 @@ class LeaseStore:
                 .values(holder=self.holder, expires_at=now + self.ttl_s)
             )
             return result.rowcount == 1
+
+    def claim_all(self, run_ids: Iterable[str]) -> set[str]:
+        """``claim`` for many runs in three statements per thousand (not two round trips
+        per run: a restarted supervisor claims every active run at once); return the
+        runs now ours. Runs another live holder has are left to it."""
+        ids = list(dict.fromkeys(run_ids))
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        now = self.clock()
+        ours: set[str] = set()
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            expires = now + self.ttl_s
+            rows = [{"run_id": r, "holder": self.holder, "expires_at": expires} for r in chunk]
+            free_or_mine = or_(leases.c.holder == self.holder, leases.c.expires_at < now)
+            with self.engine.begin() as conn:
+                conn.execute(dialect.insert(leases).on_conflict_do_nothing(), rows)
+                conn.execute(
+                    update(leases)
+                    .where(and_(leases.c.run_id.in_(chunk), free_or_mine))
+                    .values(holder=self.holder, expires_at=expires)
+                )
+                mine = and_(leases.c.run_id.in_(chunk), leases.c.holder == self.holder)
+                ours.update(conn.execute(select(leases.c.run_id).where(mine)).scalars())
+        return ours
 
     def renew(self, run_ids: Iterable[str]) -> set[str]:
         """Extend our leases on ``run_ids`` in one statement; return the ones we still hold

@@ -129,9 +129,9 @@ class Supervisor:
         started = [r for r in active if r.state != "REQUESTED"]
         total = len(started)
         per_user = Counter(r.user for r in started)
-        # Runs we already hold are renewed together; only the others are claimed one by one.
+        # Runs we already hold are renewed together.
         kept = self.leases.renew(r.run_id for r in active if r.run_id in self.held)
-        chosen = []
+        wanted = []
         for run in active:
             if run.state == "REQUESTED":
                 if w.max_runs_total and total >= w.max_runs_total:
@@ -140,11 +140,10 @@ class Supervisor:
                     continue
                 total += 1
                 per_user[run.user] += 1
-            if run.run_id in kept or (
-                run.run_id not in self.held and self.leases.claim(run.run_id)
-            ):
-                chosen.append(run)
-        return chosen
+            wanted.append(run)
+        # The others are claimed together (a restart claims every active run at once).
+        claimed = self.leases.claim_all(r.run_id for r in wanted if r.run_id not in self.held)
+        return [r for r in wanted if r.run_id in kept or r.run_id in claimed]
 
     # -- one cycle -----------------------------------------------------------------
 
