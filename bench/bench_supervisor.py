@@ -1,146 +1,231 @@
-"""Supervisor cost with many active runs, and the delay from a job's end to local results.
+"""Supervisor cost per poll cycle against the number of active runs, on localslurm.
 
-    .venv/bin/python bench/bench_supervisor.py [--runs 100] [--cycles 20] [--url URL]
+    .venv/bin/python -m bench.bench_supervisor [--sizes 10,100,1000] [--cycles 10] [--url URL]
 
-Part 1 records N runs of a test workflow, lets one in-process supervisor bring them all
-to "waiting on Slurm" (start time an hour away, so they stay queued), then measures the
-supervisor's own CPU time and remote commands over a number of poll cycles.
-Part 2 runs one short job and measures the time from the job's End (sacct) to the
-results being local. Prints numbers; asserts nothing. Needs localslurm/up.
+For each size N: N held jobs are submitted to the real local Slurm (one remote command,
+``sbatch --hold`` in a loop, so they stay PENDING and cost the cluster nothing), N runs
+are recorded in the tracking store as having staged their inputs and submitted those
+jobs, and one in-process ``Supervisor`` (the real one, over SSH) drives them: after two
+warm-up cycles (claiming the runs, recording PENDING once) it runs ``--cycles`` cycles
+and records per cycle the process CPU time (``time.process_time``: every thread of
+this process, the SSH transport's included; not sshd's or sacct's), the wall time, the
+part of it spent waiting for the remote command, and the remote commands. The jobs are
+cancelled afterwards.
+
+Results: ``bench/results/<date>-supervisor.json`` and, when matplotlib is installed
+(``pip install -e .[bench]``), the curve ``docs/supervisor-cycle.png``. The load
+average is recorded with each size: the machine is shared, the numbers are noisy.
+Asserts nothing. Needs localslurm/up.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import datetime as dt
+import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
-
-import numpy as np
-import tifffile
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import machine  # noqa: E402
 from biomeroworker.config import load_settings  # noqa: E402
-from biomeroworker.prepare import init_cluster  # noqa: E402
 from biomeroworker.runs import RunEngine  # noqa: E402
 from biomeroworker.supervisor.leases import LeaseStore  # noqa: E402
 from biomeroworker.supervisor.loop import Supervisor  # noqa: E402
 from biomeroworker.tracking.application import Tracker  # noqa: E402
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport  # noqa: E402
 
+CONFIG = REPO / "localslurm" / "run" / "slurm-config.ini"
+PNG = REPO / "docs" / "supervisor-cycle.png"
+# One remote command submits all held jobs; the count is its positional argument.
+SUBMIT_LOOP = (
+    'for i in $(seq 1 "$1"); do '
+    "sbatch --parsable --hold -p cpu-short -J bench-sup -o /dev/null --wrap 'sleep 1' "
+    "|| exit 1; done"
+)
 
-def _config(root: Path, url: str) -> Path:
-    base = (REPO / "localslurm/run/slurm-config.ini").read_text()
-    extra = (
-        "[WORKFLOWS]\nmisbehave = misbehave\n"
-        f"misbehave_repo = {REPO}/tests/fixtures/misbehave\nmisbehave_job_mem = 100M\n"
-        "misbehave_job_begin = now+3600\n"
-    )
-    text = base.replace("[WORKFLOWS]\n", extra, 1)
-    text = text.replace("[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = {url}\n")
+
+def _settings(root: Path, url: str):  # type: ignore[no-untyped-def]
+    text = CONFIG.read_text().replace("[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = {url}\n")
     path = root / "slurm-config.ini"
     path.write_text(text)
-    return path
+    return load_settings(config_file=path)
 
 
-def _supervisor(settings, tracker, holder: str) -> Supervisor:  # type: ignore[no-untyped-def]
-    engine = RunEngine(settings, SSHTransport(SSHOptions("localslurm")), tracker)
-    return Supervisor(engine, LeaseStore(tracker.engine, holder, ttl_s=600), workers=2)
+def submit_held(transport: SSHTransport, count: int) -> list[str]:
+    out = transport.run(["sh", "-c", SUBMIT_LOOP, "sh", str(count)], timeout_s=1800).stdout
+    return [line.split(";")[0] for line in out.split()]
 
 
-def many_runs(settings, tracker, root: Path, runs: int, cycles: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    source = root / "input"
-    source.mkdir()
-    tifffile.imwrite(source / "x.tif", np.zeros((32, 32), np.uint8))  # ~1 kB
-    engine = RunEngine(settings, SSHTransport(SSHOptions("localslurm")), tracker)
-    ids = [engine.request("misbehave", [source], {"mode": "ok"}) for _ in range(runs)]
-    sup = _supervisor(settings, tracker, "bench-many")
+def record_waiting(tracker: Tracker, jobs: list[str]) -> None:
+    """Runs that staged their input and submitted ``jobs`` (one each), as the engine
+    records them; the waiting step is what is measured."""
+    for job in jobs:
+        run_id = tracker.record_run_requested(
+            workflow="nuclei",
+            version="bench",
+            user_name="bench",
+            inputs={"files": ["/bench/a.tif"], "output_dir": None},
+        )
+        up = tracker.start_task(run_id, "stage_up")
+        tracker.complete_task(up)
+        task = tracker.start_task(run_id, "job")
+        tracker.record_job_submitted(task, job, "slurm")
+    tracker.project()
+
+
+def one_size(settings, url: str, size: int, cycles: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    transport = SSHTransport(SSHOptions("localslurm"))
+    load_before = os.getloadavg()
     started = time.monotonic()
-    while True:
-        sup.cycle()
-        jobs = [r.latest_task("job") for r in tracker.active_run_records()]
-        waiting = sum(1 for task in jobs if task and task.slurm_job_id)
-        if waiting == runs:
-            break
-        time.sleep(0.2)
-    setup_s = time.monotonic() - started
-    cpu, wall, commands = [], [], []
-    for _ in range(cycles):
-        c0, w0, n0 = time.process_time(), time.monotonic(), sup.engine.transport.commands_run
-        sup.cycle()
-        cpu.append(time.process_time() - c0)
-        wall.append(time.monotonic() - w0)
-        commands.append(sup.engine.transport.commands_run - n0)
-    for run_id in ids:
-        sup.engine.cancel(run_id)
-    sup.shutdown()
+    jobs = submit_held(transport, size)
+    submit_s = time.monotonic() - started
+    try:
+        started = time.monotonic()
+        with Tracker(url, project=False) as recorder:
+            record_waiting(recorder, jobs)
+        record_s = time.monotonic() - started
+        with Tracker(url) as tracker:  # as `biomero supervise` opens it
+            engine = RunEngine(settings, transport, tracker)
+            sup = Supervisor(engine, LeaseStore(tracker.engine, f"bench-{size}", ttl_s=3600))
+            warmup = []
+            for _ in range(2):
+                c0, w0 = time.process_time(), time.monotonic()
+                sup.cycle()
+                warmup.append({"cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - w0})
+            remote = [0.0]
+            real_run = transport.run
+
+            def timed_run(*args: Any, **kwargs: Any) -> Any:
+                started = time.monotonic()
+                try:
+                    return real_run(*args, **kwargs)
+                finally:
+                    remote[0] += time.monotonic() - started
+
+            transport.run = timed_run  # type: ignore[method-assign]
+            cpu, wall, commands, waited = [], [], [], []
+            for _ in range(cycles):
+                c0, w0, n0 = time.process_time(), time.monotonic(), transport.commands_run
+                remote[0] = 0.0
+                sup.cycle()
+                cpu.append(time.process_time() - c0)
+                wall.append(time.monotonic() - w0)
+                commands.append(transport.commands_run - n0)
+                waited.append(remote[0])
+            del transport.run
+            states = {t["job_state"] for r in tracker.active_runs() for t in r["tasks"]}
+            sup.shutdown()
+    finally:
+        transport.run(["scancel", *jobs], check=False, timeout_s=600)
+        transport.close()
     return {
-        "runs": runs,
-        "setup_s": round(setup_s, 1),
+        "active_runs": size,
+        "cycles": cycles,
+        "cpu_s_per_cycle": [round(x, 4) for x in cpu],
         "cpu_s_per_cycle_median": round(statistics.median(cpu), 4),
+        "cpu_ms_per_run_median": round(1000 * statistics.median(cpu) / size, 3),
         "wall_s_per_cycle_median": round(statistics.median(wall), 4),
-        "commands_per_cycle_max": max(commands),
-        "cpu_percent_at_poll_max": round(
-            100 * statistics.median(cpu) / settings.worker.poll_max_s, 2
-        ),
+        # Of the wall time: waiting for the remote sacct (slurmdbd's work, not ours).
+        "remote_s_per_cycle_median": round(statistics.median(waited), 4),
+        "commands_per_cycle": commands,
+        "job_states_seen": sorted(s for s in states if s),
+        "warmup_cycles": [{k: round(v, 3) for k, v in w.items()} for w in warmup],
+        "submit_held_s": round(submit_s, 1),
+        "record_runs_s": round(record_s, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def end_to_local(settings, tracker, root: Path) -> float:  # type: ignore[no-untyped-def]
-    source = root / "input-small"
-    source.mkdir()
-    tifffile.imwrite(source / "x.tif", np.zeros((32, 32), np.uint8))  # ~1 kB
-    unheld = dataclasses.replace(
-        settings,
-        workflows={
-            **settings.workflows,
-            "misbehave": dataclasses.replace(
-                settings.workflows["misbehave"],
-                # The job script carries --begin=now+3600 from init; a flag overrides it.
-                job_flags={**settings.workflows["misbehave"].job_flags, "begin": "now"},
-            ),
-        },
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """The curve: CPU per cycle and commands per cycle against active runs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e .[bench]): no PNG drawn")
+        return False
+    rows = results["sizes"]
+    runs = [r["active_runs"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    ax.plot(runs, [1000 * r["cpu_s_per_cycle_median"] for r in rows], "o-", label="CPU ms / cycle")
+    ax.plot(
+        runs, [1000 * r["wall_s_per_cycle_median"] for r in rows], "s--", label="wall ms / cycle"
     )
-    engine = RunEngine(unheld, SSHTransport(SSHOptions("localslurm")), tracker)
-    run_id = engine.request(
-        "misbehave", [source], {"mode": "nap", "nap_s": 3}, output_dir=root / "out"
+    ax.plot(
+        runs,
+        [1000 * r["remote_s_per_cycle_median"] for r in rows],
+        "^:",
+        label="of it, waiting for sacct",
     )
-    engine.drive(run_id)
-    local_at = time.time()
-    task = tracker.run_record(run_id).latest_task("job")
-    assert task is not None and task.slurm_job_id
-    job = task.slurm_job_id
-    end = subprocess.run(
-        ["sacct", "-a", "-n", "-X", "-P", "-o", "End", "-j", job], capture_output=True, text=True
-    ).stdout.strip()
-    return round(local_at - datetime.fromisoformat(end).timestamp(), 2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("active runs waiting on Slurm")
+    ax.set_ylabel("milliseconds per poll cycle (median)")
+    for r in rows:
+        ax.annotate(
+            f"{max(r['commands_per_cycle'])} cmd",
+            (r["active_runs"], 1000 * r["wall_s_per_cycle_median"]),
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=8,
+        )
+    load = max(r["load_average_before"][0] for r in rows)
+    ax.set_title(
+        f"biomero supervise, one poll cycle ({results['date'][:10]}, "
+        f"{results['machine']['cores']} cores, load up to {load:.1f})",
+        fontsize=9,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--cycles", type=int, default=20)
-    parser.add_argument("--url", help="tracking database (default: a SQLite file in a temp dir)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--url", help="tracking database (default: SQLite in a temp dir)")
+    parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="biomero-bench-sup-") as tmp:
-        root = Path(tmp)
-        url = args.url or f"sqlite:///{root}/t.sqlite"
-        settings = load_settings(config_file=_config(root, url))
-        list(init_cluster(SSHTransport(SSHOptions("localslurm")), settings))
-        tracker = Tracker(url)
+    started = dt.datetime.now()
+    results: dict[str, Any] = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine.describe(REPO),
+        "store": "PostgreSQL" if args.url and args.url.startswith("postgres") else "SQLite",
+        "sizes": [],
+    }
+    for size in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="biomero-bench-sup-") as tmp:
+            url = args.url or f"sqlite:///{tmp}/t.sqlite"
+            row = one_size(_settings(Path(tmp), url), url, size, args.cycles)
         print(
-            "supervisor with many waiting runs:",
-            many_runs(settings, tracker, root, args.runs, args.cycles),
+            f"{size:5d} runs: CPU {1000 * row['cpu_s_per_cycle_median']:.1f} ms/cycle "
+            f"({row['cpu_ms_per_run_median']:.3f} ms/run), wall "
+            f"{1000 * row['wall_s_per_cycle_median']:.1f} ms (remote "
+            f"{1000 * row['remote_s_per_cycle_median']:.1f} ms), commands/cycle "
+            f"{sorted(set(row['commands_per_cycle']))}, load {row['load_average_before'][0]}",
+            flush=True,
         )
-        print("job end -> results local (s):", end_to_local(settings, tracker, root))
-        tracker.close()
+        results["sizes"].append(row)
+    out = REPO / "bench" / "results" / f"{started.date().isoformat()}-supervisor.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {out.relative_to(REPO)}")
+    if not args.no_plot and plot(results, PNG):
+        print(f"curve: {PNG.relative_to(REPO)}")
     return 0
 
 

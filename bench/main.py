@@ -38,7 +38,7 @@ class Plan:
         )
         self.poll_counts = [1, 10] if quick else [1, 10, 100]
         self.poll_cycles = 2 if quick else 5
-        self.images = [1] if quick else [1, 50]
+        self.images = [1] if quick else [1, 100]
         self.event_cycles = 5 if quick else 30
 
 
@@ -223,6 +223,7 @@ def bench_e2e(plan: Plan, config: Path, transport: Any, peer: Peer, store: Path)
             row[f"ours_{key}"] = med(mine, key)
             row[f"biomero_{key}"] = med(reps, key)
         row["ours_over_biomero_overhead"] = ratio(row["ours_overhead_s"], row["biomero_overhead_s"])
+        row["ours_where_it_goes_s"] = ours.where_it_goes(mine)
         say(
             f"  {count:3d} image(s): ours total {fmt(row['ours_total_s'], 's')}, job "
             f"{fmt(row['ours_job_elapsed_s'], 's')}, overhead {fmt(row['ours_overhead_s'], 's')},"
@@ -230,6 +231,9 @@ def bench_e2e(plan: Plan, config: Path, transport: Any, peer: Peer, store: Path)
             f"{fmt(row['biomero_total_s'], 's')}, overhead {fmt(row['biomero_overhead_s'], 's')}"
             f", end->local {fmt(row['biomero_end_to_local_s'], 's')}"
         )
+        parts = row["ours_where_it_goes_s"]
+        where = ", ".join(f"{k} {v}" for k, v in parts.items())
+        say(f"      ours, where it goes (median s): {where}")
         results.append(row)
     return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import tarfile
 import time
@@ -169,15 +170,19 @@ def poll_runs(transport: Transport, ids: list[str], cycles: int) -> list[dict[st
 # --- item 3: end to end ----------------------------------------------------------------
 
 
-def sacct_times(transport: Transport, job_id: str) -> tuple[float, float]:
-    """(Elapsed seconds, End as epoch), retried while slurmdbd catches up."""
+def sacct_times(transport: Transport, job_id: str) -> tuple[float, float, float]:
+    """(Elapsed seconds, Start and End as epoch), retried while slurmdbd catches up."""
     for _ in range(20):
-        line = transport.run(["sacct", "-n", "-P", "-X", "-o", "Elapsed,End", "-j", job_id])
+        line = transport.run(["sacct", "-n", "-P", "-X", "-o", "Elapsed,Start,End", "-j", job_id])
         text = line.stdout.strip()
         if text and "Unknown" not in text:
-            elapsed, end = text.splitlines()[0].split("|")
+            elapsed, start, end = text.splitlines()[0].split("|")
             h, m, s = (int(x) for x in elapsed.split("-")[-1].split(":"))
-            return h * 3600 + m * 60 + s, datetime.fromisoformat(end).timestamp()
+            return (
+                h * 3600 + m * 60 + s,
+                datetime.fromisoformat(start).timestamp(),
+                datetime.fromisoformat(end).timestamp(),
+            )
         time.sleep(0.5)
     raise RuntimeError(f"sacct has no end time for job {job_id}")
 
@@ -194,6 +199,99 @@ def e2e_runs(
     return out
 
 
+class Timeline:
+    """Where a driven run's wall time goes: each engine phase's wall time, the remote
+    commands (and SFTP writes) inside it, the sleeps between polls; what no phase
+    covers is the drive loop's own bookkeeping (reading the run back, deciding)."""
+
+    PHASES = ("stage_up", "submit", "record_poll", "finish", "stage_down", "complete")
+
+    def __init__(self, engine: RunEngine, transport: Transport) -> None:
+        self.phase = "request"
+        self.wall: dict[str, float] = {}
+        self.remote: dict[str, float] = {}
+        self.commands: dict[str, int] = {}
+        self.sbatch_done: float | None = None
+        self.terminal_seen: float | None = None
+        self.first_listed: float | None = None
+        self.sleeps = 0.0
+        self._undo: list[tuple[object, str, object]] = []
+        for name in self.PHASES:
+            self._wrap(engine, name, name)
+        self._wrap(engine, "request", "request")
+        self._wrap(engine.slurm, "poll", "poll")
+        self._wrap_remote(transport, "run")
+        self._wrap_remote(transport, "write_text")
+        sleep = engine.sleep
+
+        def noted_sleep(seconds: float) -> None:
+            started = time.perf_counter()
+            sleep(seconds)
+            self.sleeps += time.perf_counter() - started
+
+        self._undo.append((engine, "sleep", sleep))
+        engine.sleep = noted_sleep
+
+    def _wrap(self, obj: object, name: str, phase: str) -> None:
+        original = getattr(obj, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            outer, self.phase = self.phase, phase
+            if phase == "finish" and self.terminal_seen is None:
+                self.terminal_seen = time.time()  # the poll that saw the job end
+            started = time.perf_counter()
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                self.wall[phase] = self.wall.get(phase, 0.0) + time.perf_counter() - started
+                self.phase = outer
+            listed = phase == "poll" and self.first_listed is None
+            if listed and any(s.state is not JobState.UNKNOWN for s in result.values()):
+                self.first_listed = time.time()
+            return result
+
+        self._undo.append((obj, name, original))
+        setattr(obj, name, timed)
+
+    def _wrap_remote(self, obj: object, name: str) -> None:
+        original = getattr(obj, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                phase = self.phase
+                self.remote[phase] = self.remote.get(phase, 0.0) + time.perf_counter() - started
+                self.commands[phase] = self.commands.get(phase, 0) + 1
+                if name == "run" and args and list(args[0])[:1] == ["sbatch"]:
+                    self.sbatch_done = time.time()
+
+        self._undo.append((obj, name, original))
+        setattr(obj, name, timed)
+
+    def restore(self) -> None:
+        for obj, name, original in reversed(self._undo):
+            setattr(obj, name, original)
+
+    def breakdown(self, total: float) -> dict[str, Any]:
+        """Seconds per phase (local = phase wall minus its remote time), the sleeps, and
+        the rest of the loop; they add up to ``total``."""
+        out: dict[str, Any] = {}
+        for phase, wall in self.wall.items():
+            remote = self.remote.get(phase, 0.0)
+            out[phase] = {
+                "wall_s": round(wall, 3),
+                "remote_s": round(remote, 3),
+                "local_s": round(wall - remote, 3),
+                "commands": self.commands.get(phase, 0),
+            }
+        covered = sum(self.wall.values()) + self.sleeps
+        out["sleeps_s"] = round(self.sleeps, 3)
+        out["loop_bookkeeping_s"] = round(total - covered, 3)
+        return out
+
+
 def _one_e2e(engine: RunEngine, transport: Transport, images: list[Path], tmp: Path) -> dict:
     dest = tmp / f"e2e_{uuid.uuid4().hex[:8]}"
     local_at: list[float] = []
@@ -205,16 +303,27 @@ def _one_e2e(engine: RunEngine, transport: Transport, images: list[Path], tmp: P
         return path
 
     engine.stage_down = stage_down_noting_time  # type: ignore[method-assign]
+    timeline = Timeline(engine, transport)
     before = transport.commands_run
     started = time.time()
-    run_id = engine.request("noop", images, {}, output_dir=dest)
-    engine.drive(run_id)
+    try:
+        run_id = engine.request("noop", images, {}, output_dir=dest)
+        engine.drive(run_id)
+    finally:
+        timeline.restore()
     total = time.time() - started
     commands = transport.commands_run - before
     job = next(t for t in engine.tracker.get_run(run_id)["tasks"] if t.get("slurm_job_id"))
-    elapsed, end_epoch = sacct_times(transport, job["slurm_job_id"])
+    elapsed, start_epoch, end_epoch = sacct_times(transport, job["slurm_job_id"])
     files_back = sum(1 for p in dest.rglob("*") if p.is_file())
     shutil.rmtree(dest)
+    slurm = {
+        # Slurm's Start, End and Elapsed are whole seconds: each of these carries up to 1 s.
+        "sbatch_to_first_listed_s": _since(timeline.sbatch_done, timeline.first_listed),
+        "sbatch_to_start_s": _since(timeline.sbatch_done, start_epoch),
+        "end_to_terminal_seen_s": _since(end_epoch, timeline.terminal_seen),
+        "sbatch_to_terminal_seen_s": _since(timeline.sbatch_done, timeline.terminal_seen),
+    }
     return {
         "total_s": total,
         "job_elapsed_s": elapsed,
@@ -224,7 +333,31 @@ def _one_e2e(engine: RunEngine, transport: Transport, images: list[Path], tmp: P
         "files_back": files_back,
         "job_id": job["slurm_job_id"],
         "steps_s": dict(engine.step_seconds),
+        "breakdown": timeline.breakdown(total),
+        "slurm": slurm,
     }
+
+
+def where_it_goes(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians over ``runs`` of where a run's wall time went (``Timeline.breakdown``,
+    remote and local apart) and of the Slurm-side intervals."""
+    keys: dict[str, list[float]] = {}
+    for r in runs:
+        flat: dict[str, float] = {}
+        for phase, part in r["breakdown"].items():
+            if isinstance(part, dict):
+                flat[f"{phase} remote"] = part["remote_s"]
+                flat[f"{phase} local"] = part["local_s"]
+            else:
+                flat[phase] = part
+        flat.update({k: v for k, v in r["slurm"].items() if v is not None})
+        for key, value in flat.items():
+            keys.setdefault(key, []).append(value)
+    return {k: round(statistics.median(v), 2) for k, v in keys.items()}
+
+
+def _since(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round(end - start, 3)
 
 
 # --- item 4: events per poll -----------------------------------------------------------
