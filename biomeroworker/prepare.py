@@ -24,8 +24,9 @@ from biomeroworker.slurm.client import SlurmClient
 from biomeroworker.slurm.commands import SubmitRequest
 from biomeroworker.transport.base import Transport, shell_join
 from biomeroworker.workflows.catalog import Workflow, list_workflows
+from biomeroworker.workflows.descriptor import Descriptor
 from biomeroworker.workflows.github import fetch_descriptor, fetch_workflow_files
-from biomeroworker.workflows.jobscript import JobScriptSpec, render_job_script
+from biomeroworker.workflows.jobscript import FlagCommand, JobScriptSpec, render_job_script
 
 # The parts of our package the converter job imports on the cluster (numpy, zarr and
 # tifffile come from the native environment).
@@ -113,7 +114,13 @@ def _job_spec(
 ) -> JobScriptSpec:
     runtime = settings.worker.runtime
     flags = {k: v for k, v in settings.sbatch_flags_for(wf.name).items() if k != "output"}
-    common = dict(workflow=wf.name, version=wf.version, sbatch=flags, gpu=wf.settings.use_gpu)
+    common = dict(
+        workflow=wf.name,
+        version=wf.version,
+        sbatch=flags,
+        gpu=wf.settings.use_gpu,
+        bilayers=flag_command(wf.descriptor),
+    )
     if runtime == "native":
         return JobScriptSpec(
             runtime="native",
@@ -129,6 +136,19 @@ def _job_spec(
         bind_paths=(bind,) if bind else (),
         params_mode="argv",
         **common,  # type: ignore[arg-type]
+    )
+
+
+def flag_command(descriptor: Descriptor) -> FlagCommand | None:
+    """A bilayers workflow's command line (program, folder flags, fixed arguments, each
+    parameter's flag); None for BIAFLOWS and biomero-schema workflows."""
+    if descriptor.family != "bilayers":
+        return None
+    return FlagCommand(
+        program=descriptor.cli_command,
+        folders=descriptor.folder_flags,
+        fixed=descriptor.hidden_args,
+        flags={p.id: (p.flag, p.flag_mode) for p in descriptor.user_parameters},
     )
 
 

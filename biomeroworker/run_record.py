@@ -108,7 +108,7 @@ class RunInputs:
     ``recorded`` keeps every key, read-only; the properties read the ones the worker
     acts on. A local request records ``files`` (and ``output_dir``, ``partition``,
     ``convert_on``); an OMERO request ``source``, ``data_type``, ``ids``, ``outputs``,
-    ``notify_email`` and ``reads_zarr``.
+    ``notify_email`` and ``reads_zarr``; either may record ``attachments``.
     """
 
     recorded: Mapping[str, Any] = field(default_factory=dict)
@@ -164,6 +164,12 @@ class RunInputs:
     @property
     def notify_email(self) -> str | None:
         return self._text("notify_email") or None
+
+    @property
+    def attachments(self) -> Mapping[str, tuple[Any, ...]]:
+        """File parameter -> its files: local paths (a command-line run) or OMERO file
+        annotation ids (``workflows.attachments``)."""
+        return self.recorded.get("attachments") or MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

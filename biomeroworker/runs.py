@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ from biomeroworker.userpaths import (
     writable_by,
 )
 from biomeroworker.waits import JobView, indexed, view_of
+from biomeroworker.workflows.attachments import folder as attachment_folder
+from biomeroworker.workflows.attachments import job_parameters, local_files, staging_sources
 from biomeroworker.workflows.catalog import LOCAL_VERSION, get_workflow
 from biomeroworker.workflows.params import validate_params
 
@@ -343,6 +346,8 @@ class RunEngine:
                 "`biomero init`"
             )
         values = validate_params(wf.descriptor, params)
+        # File parameters name local files here: checked now, staged beside the images.
+        attachments = local_files(wf.descriptor, params)
         # Images, partition and sbatch values (biomeroworker.inputs); raises InputError.
         self.checked = check_request(
             self.settings,
@@ -360,6 +365,7 @@ class RunEngine:
                 "output_dir": str(output_dir.resolve()) if output_dir else None,
                 "partition": partition,
                 "convert_on": self.settings.worker.convert_on,
+                **({"attachments": attachments} if attachments else {}),
             },
             parameters=values,
         )
@@ -428,8 +434,9 @@ class RunEngine:
         """Files named on the command line are read only if their user could read them."""
         if source(run) != "local":
             return
+        attached = [Path(p) for refs in run.inputs.attachments.values() for p in refs]
         try:
-            readable_by(run.user, list(run.inputs.files))
+            readable_by(run.user, [*run.inputs.files, *attached])
         except PathNotAllowed as exc:
             raise self._fail(task, "PathNotAllowed", str(exc)) from exc
 
@@ -457,8 +464,19 @@ class RunEngine:
                 expected=manifest,
                 idle_timeout_s=self.settings.worker.transfer_idle_timeout_s,
             )
+            for pid, sources in staging_sources(run.inputs.attachments, layout.local_run).items():
+                stage_up(
+                    self.transport,
+                    sources,
+                    posixpath.join(layout.remote_run, attachment_folder(pid)),
+                    expected=inputs_manifest(sources),
+                    idle_timeout_s=self.settings.worker.transfer_idle_timeout_s,
+                )
             self.transport.run(["mkdir", "-p", "--", layout.remote_logs], idempotent=True)
-            self.transport.write_text(layout.remote_params, json.dumps(thawed(run.parameters)))
+            params = job_parameters(
+                thawed(run.parameters), run.inputs.attachments, layout.remote_run
+            )
+            self.transport.write_text(layout.remote_params, json.dumps(params))
         except ConnectError:
             raise  # the cluster is unreachable: transient, the step is retried
         except (BiomeroError, OSError) as exc:

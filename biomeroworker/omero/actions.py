@@ -17,7 +17,7 @@ from typing import Any
 from biomeroworker.errors import BiomeroError
 from biomeroworker.inputs import PartitionSource
 from biomeroworker.omero import upstream
-from biomeroworker.omero.exporter import selected_images
+from biomeroworker.omero.exporter import check_attachments, selected_images
 from biomeroworker.omero.forms import (
     BATCH_SIZE,
     Catalog,
@@ -145,6 +145,8 @@ def request_runs(
     image_ids = [int(image.getId()) for image, _ in selected_images(conn, data_type, ids)]
     reads_zarr = bool(inputs.get(upstream.USE_ZARR))
     notes = check_choices(catalog, choices, partitions, converts=not reads_zarr)
+    for choice in choices:
+        check_attachments(conn, choice.attachments)
     email, mail_note = upstream.notify_address(conn, inputs)
     ours = [n for n in (reused, mail_note) if n] + upstream.notes(inputs)
     notes += [f"Note: {n}" for n in ours]
@@ -172,6 +174,8 @@ def request_runs(
                         "notify_email": email,
                         # Use_ZARR_Format: the workflow reads the OME-Zarr export as is.
                         "reads_zarr": reads_zarr,
+                        # file parameter -> OMERO file annotation ids (export downloads)
+                        **({"attachments": choice.attachments} if choice.attachments else {}),
                     },
                     parameters=choice.parameters,
                     omero_user_id=user.user_id,

@@ -11,6 +11,10 @@ Images exported at the same time never share a connection: omero-py's
 ``PixelsWrapper.getTiles`` reads through its connection's one cached raw pixels store
 (``setPixelsId`` then ``getTile``), so two threads on one connection read each other's
 tiles. Each export thread opens its own session and keeps it for the images it takes.
+
+The files a run's file parameters name (OMERO file annotations, ``download_attachments``)
+are streamed into ``<run>/files/<param>`` under their made-safe names, never more bytes
+than the file's recorded size, which is bounded.
 """
 
 from __future__ import annotations
@@ -22,11 +26,17 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from biomeroworker.omero.connect import OmeroError, omero_errors
 from biomeroworker.omero.results import ExportedImage, export_name, write_index
+from biomeroworker.workflows.attachments import (
+    MAX_ATTACHMENT_BYTES,
+    AttachmentError,
+    safe_file_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +195,101 @@ def export_selection(
     paths = [dest / e.zarr for e in entries]
     log.info("exported %d image(s) to %s", len(paths), dest)
     return paths
+
+
+DOWNLOAD_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class AttachedFile:
+    annotation_id: int
+    name: str  # made safe (workflows.attachments.safe_file_name)
+    size: int
+
+
+def attached_file(conn: Any, annotation_id: int, limit: int = MAX_ATTACHMENT_BYTES) -> AttachedFile:
+    """A file annotation the session may read, with a usable name and size."""
+    with omero_errors(f"reading FileAnnotation {annotation_id}"):
+        ann = conn.getObject("FileAnnotation", int(annotation_id))
+        if ann is None:
+            raise OmeroError(
+                f"FileAnnotation {annotation_id} does not exist or you may not read it"
+            )
+        file = ann.getFile()
+        raw_name = file.getName() if file is not None else None
+        size = file.getSize() if file is not None else None
+    if raw_name is None or size is None:
+        raise OmeroError(f"FileAnnotation {annotation_id} holds no file")
+    try:
+        name = safe_file_name(str(raw_name))
+    except AttachmentError as exc:
+        raise OmeroError(f"FileAnnotation {annotation_id}: {exc}") from exc
+    if int(size) > limit:
+        raise OmeroError(
+            f"FileAnnotation {annotation_id} ({name}) is {int(size)} bytes; at most "
+            f"{limit} are staged"
+        )
+    return AttachedFile(int(annotation_id), name, int(size))
+
+
+def check_attachments(conn: Any, attachments: dict[str, list[int]]) -> None:
+    """Every named file annotation is readable, usable and its names distinct per
+    parameter (checked when the run is requested, so nothing is recorded otherwise)."""
+    for pid, ids in attachments.items():
+        names = [attached_file(conn, i).name for i in ids]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise OmeroError(f"{pid}: two of its files are named {twice[0]!r}")
+
+
+def download_attachments(
+    conn: Any,
+    attachments: dict[str, list[int]],
+    dest: Path,
+    *,
+    limit: int = MAX_ATTACHMENT_BYTES,
+) -> dict[str, list[Path]]:
+    """Each parameter's file annotations into ``dest/<param>/<name>``, streamed in
+    chunks. A file already there with its size is kept (a retried step); a download
+    that brings more or fewer bytes than the file's recorded size is refused."""
+    out: dict[str, list[Path]] = {}
+    for pid, ids in attachments.items():
+        if not pid.isidentifier():
+            raise OmeroError(f"file parameter {pid!r} is not a parameter name")
+        folder = dest / pid
+        folder.mkdir(parents=True, exist_ok=True)
+        paths: list[Path] = []
+        for annotation_id in ids:
+            info = attached_file(conn, annotation_id, limit)
+            target = folder / info.name
+            if target in paths:
+                raise OmeroError(f"{pid}: two of its files are named {info.name!r}")
+            if not (target.is_file() and target.stat().st_size == info.size):
+                _stream(conn, info, folder, target)
+            paths.append(target)
+        out[pid] = paths
+    return out
+
+
+def _stream(conn: Any, info: AttachedFile, folder: Path, target: Path) -> None:
+    partial = folder / f".partial-{info.annotation_id}"
+    written = 0
+    try:
+        with omero_errors(f"downloading FileAnnotation {info.annotation_id}"):
+            ann = conn.getObject("FileAnnotation", info.annotation_id)
+            with partial.open("wb") as out:
+                for chunk in ann.getFileInChunks(buf=DOWNLOAD_CHUNK):
+                    written += len(chunk)
+                    if written > info.size:
+                        raise OmeroError(
+                            f"FileAnnotation {info.annotation_id} sent more than its "
+                            f"{info.size} bytes"
+                        )
+                    out.write(chunk)
+        if written != info.size:
+            raise OmeroError(
+                f"FileAnnotation {info.annotation_id}: {written} of {info.size} bytes arrived"
+            )
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -6,7 +6,8 @@ SSH, no network. A configuration problem does not break the form; it shows in th
 description and the workflow list is empty.
 
 Names and types follow BIOMERO's scripts where they exist (``Data_Type``, ``IDs``,
-``<wf>``, ``<wf>_Version``, ``<wf>_|_<param>``, the numbered output options), so users
+``<wf>``, ``<wf>_Version``, ``<wf>_|_<param>``, ``<wf>_|_FILE_<param>`` for a file
+parameter (a list of OMERO file annotation ids), the numbered output options), so users
 and the OMERO.biomero web plugin find what they know. Whole numbers are ``Int`` as
 upstream declares them: the plugin wraps Python ints as ``RInt``, and OMERO refuses an
 ``RInt`` for a ``Long`` input. The other inputs the plugin sends are in ``upstream``.
@@ -20,6 +21,7 @@ from typing import Any
 
 from biomeroworker.errors import BiomeroError
 from biomeroworker.omero.options import ROI_SHAPES, ImportOptions
+from biomeroworker.workflows.attachments import describe as describe_attachment
 from biomeroworker.workflows.catalog import Workflow
 from biomeroworker.workflows.descriptor import Parameter
 from biomeroworker.workflows.params import validate_params
@@ -41,6 +43,7 @@ BATCH_SIZE = "Batch_Size"
 WORKFLOW_UUID = "Workflow_UUID"
 VERSION_SUFFIX = "_Version"
 PARAM_SEPARATOR = "_|_"
+FILE_PREFIX = "FILE_"
 MAX_WAIT_MINUTES = 60
 
 
@@ -81,6 +84,11 @@ def param_key(workflow: str, param_id: str) -> str:
     return f"{workflow}{PARAM_SEPARATOR}{param_id}"
 
 
+def file_key(workflow: str, param_id: str) -> str:
+    """A file parameter's input, as upstream names it: ``<wf>_|_FILE_<param>``."""
+    return f"{workflow}{PARAM_SEPARATOR}{FILE_PREFIX}{param_id}"
+
+
 def _group(n: int) -> str:
     return f"{n:02d}"
 
@@ -90,8 +98,15 @@ def param_input(workflow: str, param: Parameter, grouping: str) -> Any:
     workflows the user did not pick must not block the form; required ones are checked
     for the chosen workflow when the script runs)."""
     import omero.scripts as scripts
-    from omero.rtypes import rstring
+    from omero.rtypes import rlong, rstring
 
+    if param.kind == "file":
+        return scripts.List(
+            file_key(workflow, param.id),
+            optional=True,
+            grouping=grouping,
+            description=describe_attachment(param),
+        ).ofType(rlong(0))
     key = param_key(workflow, param.id)
     description = param.description or param.name
     common: dict[str, Any] = {"optional": True, "grouping": grouping, "description": description}
@@ -157,7 +172,10 @@ def workflow_inputs(catalog: Catalog, first_group: int = 3) -> list[Any]:
                 description=f"Version of {wf.name}",
             )
         )
-        for i, param in enumerate(wf.descriptor.user_parameters, start=1):
+        # As upstream: the values first, then the file parameters (lists of OMERO file
+        # annotation ids, ``<wf>_|_FILE_<param>``).
+        values = [p for p in wf.descriptor.user_parameters if p.kind != "file"]
+        for i, param in enumerate([*values, *wf.descriptor.attachments], start=1):
             inputs.append(param_input(wf.name, param, f"{group}.{i}"))
     return inputs
 
@@ -281,6 +299,8 @@ def run_description(catalog: Catalog) -> str:
 class Choice:
     workflow: Workflow
     parameters: dict[str, Any]
+    # file parameter id -> the OMERO file annotation ids it was given
+    attachments: dict[str, list[int]] = field(default_factory=dict)
 
 
 def whole_number(name: str, value: Any) -> int:
@@ -339,12 +359,30 @@ def read_choices(inputs: Mapping[str, Any], catalog: Catalog) -> list[Choice]:
         given = {
             p.id: inputs[param_key(wf.name, p.id)]
             for p in wf.descriptor.user_parameters
-            if inputs.get(param_key(wf.name, p.id)) is not None
+            if p.kind != "file" and inputs.get(param_key(wf.name, p.id)) is not None
         }
-        choices.append(Choice(wf, validate_params(wf.descriptor, given)))
+        files = read_files(inputs, wf)
+        choices.append(Choice(wf, validate_params(wf.descriptor, {**given, **files}), files))
     if not choices:
         raise BiomeroError("pick at least one workflow")
     return choices
+
+
+def read_files(inputs: Mapping[str, Any], wf: Workflow) -> dict[str, list[int]]:
+    """The file annotation ids each file parameter was given: a list (the form's type)
+    or one id (the web plugin sends a single RLong for one file). Only ids: a file
+    parameter from OMERO never names a path on the worker."""
+    out: dict[str, list[int]] = {}
+    for param in wf.descriptor.attachments:
+        key = file_key(wf.name, param.id)
+        raw = inputs.get(key)
+        items = list(raw) if isinstance(raw, list | tuple) else [] if raw is None else [raw]
+        ids = [whole_number(key, i) for i in items if i is not None]
+        if any(i < 1 for i in ids):
+            raise BiomeroError(f"{key}: file annotation ids are positive numbers, got {ids}")
+        if ids:
+            out[param.id] = sorted(set(ids), key=ids.index)
+    return out
 
 
 def read_wait(inputs: Mapping[str, Any]) -> float | None:

@@ -24,7 +24,13 @@ from typing import Any
 
 from biomeroworker.errors import ConfigError
 from biomeroworker.omero.connect import Connector, OmeroError, OmeroServer, SudoConnector
-from biomeroworker.omero.exporter import ZARR_FORMATS, ExportFn, export_selection, zarr_exporter
+from biomeroworker.omero.exporter import (
+    ZARR_FORMATS,
+    ExportFn,
+    download_attachments,
+    export_selection,
+    zarr_exporter,
+)
 from biomeroworker.omero.importer import Importer, ImportOptions
 from biomeroworker.omero.results import (
     DEFAULT_MAX_PLANE_BYTES,
@@ -108,7 +114,13 @@ class OmeroSide:
         return self._export_fn
 
     def export(self, run: RunRecord, dest: Path) -> list[Path]:
+        """The selected images as OME-Zarr into ``dest``; the files the run's file
+        parameters name into ``dest/../files/<param>`` (staged up beside the images)."""
         user, group = user_of(run)
+        attachments = {pid: list(ids) for pid, ids in run.inputs.attachments.items()}
+        if attachments:
+            with self.connect(user, group) as conn:
+                download_attachments(conn, attachments, dest.parent / "files")
         return export_selection(
             lambda: self.connect(user, group),
             str(run.inputs.data_type),

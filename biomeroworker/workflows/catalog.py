@@ -8,7 +8,7 @@ from pathlib import Path
 
 from biomeroworker.config import Settings, WorkflowSettings
 from biomeroworker.errors import BiomeroError
-from biomeroworker.workflows.descriptor import Descriptor, load_descriptor
+from biomeroworker.workflows.descriptor import Descriptor, find_descriptor, load_descriptor
 from biomeroworker.workflows.github import (
     cache_path,
     cached_folder,
@@ -56,7 +56,7 @@ def get_workflow(settings: Settings, name: str, version: str | None = None) -> W
         wf = _other_version(wf, version, configured)
         configured = version
     if wf.is_local:
-        descriptor = load_descriptor(Path(wf.repo) / "descriptor.json")
+        descriptor = load_descriptor(find_descriptor(Path(wf.repo)))
         files: Path | None = Path(wf.repo)
     else:
         descriptor = resolve_descriptor(wf.repo)

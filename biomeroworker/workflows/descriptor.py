@@ -1,4 +1,11 @@
-"""BIAFLOWS (cytomine-0.1) descriptors: read, check and turn into typed parameters.
+"""Workflow descriptors: read, check and turn into typed parameters.
+
+Three formats, as biomero 2.8.3 reads them (its ``schema_parsers``): BIAFLOWS
+(cytomine-0.1), biomero-schema (biomero-0.1) and bilayers (a ``config.yaml`` with
+``docker_image``, ``exec_function``, ``inputs``, ``parameters``, ``outputs``; read by
+``biomeroworker.workflows.bilayers``). Inputs that are files from OMERO (types file,
+array, measurement, executable, or ``file-attachment``) are ``file`` parameters: the
+user names files, which are staged beside the images (``workflows.attachments``).
 
 Reading never touches the network: a local path is read as is, and a GitHub tree URL
 pinned to a tag is read from the on-disk cache that only ``fetch_descriptor`` fills
@@ -20,9 +27,15 @@ SCHEMA_VERSION = "cytomine-0.1"
 # lower-case types; their image inputs are the selected images, set by the server.
 BIOMERO_SCHEMA_PREFIX = "biomero"
 _SERVER_TYPES = frozenset({"image"})
-_ATTACHMENT_TYPES = frozenset({"file", "array", "measurement", "executable"})
+ATTACHMENT_TYPES = frozenset({"file", "array", "measurement", "executable"})
 _LOWER_TYPES = {"integer": "Integer", "float": "Float", "boolean": "Boolean", "string": "String"}
-Kind = Literal["int", "float", "string", "boolean", "choice"]
+Kind = Literal["int", "float", "string", "boolean", "choice", "file"]
+Family = Literal["biaflows", "bilayers"]
+# How a bilayers parameter reaches the command line: ``joined`` is one argument
+# ``--tag=value`` (as biomero 2.8.3 renders ``--tag="$VALUE"``), ``separate`` two (short
+# options, where ``-t=value`` would not parse), ``switch`` the tag alone when true (a
+# bilayers checkbox without ``append_value``).
+FlagMode = Literal["joined", "separate", "switch"]
 Value = int | float | str | bool
 
 
@@ -50,6 +63,11 @@ class Parameter:
     choices: tuple[Value, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    # bilayers: the flag the container takes this parameter with (``cli_tag``)
+    flag: str = ""
+    flag_mode: FlagMode = "joined"
+    # kind "file": the formats the descriptor accepts (shown to users, not enforced)
+    formats: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,17 @@ class Descriptor:
     command_line: str
     parameters: tuple[Parameter, ...]
     source: str
+    # bilayers: the program and fixed arguments (``exec_function.cli_command`` and its
+    # ``hidden_args``), and the flags the server sets to the run's folders ("in"/"out")
+    family: Family = "biaflows"
+    cli_command: tuple[str, ...] = ()
+    hidden_args: tuple[str, ...] = ()
+    folder_flags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def attachments(self) -> tuple[Parameter, ...]:
+        """The user parameters that are files from OMERO (or local files)."""
+        return tuple(p for p in self.user_parameters if p.kind == "file")
 
     @property
     def user_parameters(self) -> tuple[Parameter, ...]:
@@ -76,33 +105,62 @@ class Descriptor:
         return f"{self.image.rsplit('/', 1)[-1]}_{version}.sif"
 
 
+# Where a workflow folder (or tag) keeps its descriptor, in the order biomero 2.8.3 looks.
+DESCRIPTOR_FILES = ("descriptor.json", "descriptor.yaml", "config.yaml")
+
+
+def find_descriptor(folder: Path) -> Path:
+    """The first of DESCRIPTOR_FILES in a local workflow folder (descriptor.json if none,
+    so the error names the usual file)."""
+    for name in DESCRIPTOR_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return folder / DESCRIPTOR_FILES[0]
+
+
 def load_descriptor(path: Path) -> Descriptor:
-    """Read and check a descriptor.json from a local file."""
+    """Read and check a descriptor file (JSON, or YAML by its suffix)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DescriptorError(f"cannot read descriptor {path}: {exc.strerror}") from exc
-    return parse_descriptor(text, source=str(path))
+    return parse_descriptor(text, source=str(path), yaml=path.suffix in (".yaml", ".yml"))
 
 
-def parse_descriptor(text: str, *, source: str) -> Descriptor:
+def parse_descriptor(text: str, *, source: str, yaml: bool = False) -> Descriptor:
+    return descriptor_from_data(read_data(text, source=source, yaml=yaml), source)
+
+
+def read_data(text: str, *, source: str, yaml: bool = False) -> Any:
+    """The descriptor's data: JSON, or YAML read with the safe loader (plain data only)."""
+    if yaml:
+        import yaml as pyyaml
+
+        try:
+            return pyyaml.safe_load(text)
+        except pyyaml.YAMLError as exc:
+            raise DescriptorError(f"{source}: not valid YAML ({exc})") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DescriptorError(f"{source}: not valid JSON ({exc})") from exc
+
+
+def descriptor_from_data(data: Any, source: str) -> Descriptor:
+    """A descriptor from parsed JSON or YAML, of whichever format it is (detected as
+    biomero 2.8.3 does: ``schema-version`` first, then ``docker_image`` for bilayers)."""
     if not isinstance(data, dict):
-        raise DescriptorError(f"{source}: must be a JSON object")
+        raise DescriptorError(f"{source}: must be a JSON object (a YAML mapping)")
+    version = data.get("schema-version")
+    if "docker_image" in data and not version and "container-image" not in data:
+        from biomeroworker.workflows.bilayers import bilayers_descriptor
+
+        return bilayers_descriptor(data, source)
     return _descriptor(data, source)
 
 
 def _descriptor(data: dict[str, Any], source: str) -> Descriptor:
     version = data.get("schema-version")
-    if "docker_image" in data and version is None:
-        raise DescriptorError(
-            f"{source}: a bilayers descriptor; this worker runs BIAFLOWS (cytomine-0.1) and "
-            "biomero-schema (biomero-0.1) workflows only: bilayers containers take their own "
-            "command line, which no job script here renders yet"
-        )
     if version != SCHEMA_VERSION and not str(version).startswith(BIOMERO_SCHEMA_PREFIX):
         raise DescriptorError(
             f"{source}: schema-version must be {SCHEMA_VERSION!r} or biomero-0.1, got {version!r}"
@@ -172,11 +230,11 @@ def _parameter(item: Any, where: str) -> Parameter:
         )
     choices = tuple(listed)
     cytype = str(item.get("type", "String"))
-    if cytype in _ATTACHMENT_TYPES or item.get("file-attachment"):
-        raise DescriptorError(
-            f"{where}: a file-attachment input ({cytype}) needs a file from OMERO staged "
-            "beside the images, which this worker does not do yet; use a workflow version "
-            "without it"
+    if cytype in ATTACHMENT_TYPES or item.get("file-attachment"):
+        # biomero 2.8.3: file-like inputs (and ``file-attachment`` ones) are offered as
+        # OMERO file annotations, even when marked set-by-server.
+        return attachment_parameter(
+            pid, item.get("name") or pid, item.get("description", ""), item, where
         )
     if cytype in _SERVER_TYPES:  # the images the user selected: never a form field
         server_set, cytype = True, "String"
@@ -194,6 +252,28 @@ def _parameter(item: Any, where: str) -> Parameter:
         choices=choices,
         minimum=_bound(item.get("minimum"), where),
         maximum=_bound(item.get("maximum"), where),
+    )
+
+
+def attachment_parameter(
+    pid: str, name: Any, description: Any, item: dict[str, Any], where: str, flag: str = ""
+) -> Parameter:
+    formats = item.get("format") or []
+    if isinstance(formats, str):
+        formats = [formats]
+    if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+        raise DescriptorError(f"{where}: format must be a list of texts")
+    return Parameter(
+        id=pid,
+        name=str(name),
+        description=str(description or ""),
+        kind="file",
+        default=None,
+        optional=bool(item.get("optional", False)),
+        server_set=False,
+        flag=flag,
+        flag_mode="separate" if flag and not flag.startswith("--") else "joined",
+        formats=tuple(formats),
     )
 
 

@@ -8,6 +8,7 @@ error that says how to fill the cache. Only ``fetch_descriptor`` (run by
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import tempfile
@@ -16,14 +17,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import platformdirs
 
 from biomeroworker.workflows.descriptor import (
+    DESCRIPTOR_FILES,
     Descriptor,
     DescriptorError,
+    descriptor_from_data,
     load_descriptor,
-    parse_descriptor,
+    read_data,
 )
 
 _NAME = r"[A-Za-z0-9_.-]+"
@@ -101,6 +105,11 @@ def fetch_descriptor(
 ) -> tuple[Descriptor, bool]:
     """Make sure the descriptor of a pinned tag is cached, downloading it if it is not.
 
+    Looks for ``descriptor.json``, ``descriptor.yaml`` and ``config.yaml`` (bilayers) in
+    that order, as biomero 2.8.3 does: a file the tag does not have (HTTP 404) moves on
+    to the next, any other failure is an error. The cache keeps the descriptor as
+    ``descriptor.json`` (a YAML one as the same data in JSON).
+
     Returns the descriptor and whether it was downloaded now (a tag is immutable, so a
     cached one is never fetched again).
     """
@@ -108,11 +117,24 @@ def fetch_descriptor(
     path = cache_path(ref, cache_root)
     if path.is_file():
         return load_descriptor(path), False
-    source = ref.file_url("descriptor.json", mirror)
-    body = _download(ref, source, path, fetch, mirror)
-    descriptor = parse_descriptor(body.decode("utf-8", "replace"), source=source)
-    _write_atomic(path, body)
-    return descriptor, True
+    tried = []
+    for name in DESCRIPTOR_FILES:
+        source = ref.file_url(name, mirror)
+        body = _download(ref, source, path, fetch, mirror, missing_ok=True)
+        if body is None:
+            tried.append(source)
+            continue
+        yaml = not name.endswith(".json")
+        data = read_data(body.decode("utf-8", "replace"), source=source, yaml=yaml)
+        descriptor = descriptor_from_data(data, source)
+        if yaml:
+            body = json.dumps(data, default=str).encode()
+        _write_atomic(path, body)
+        return descriptor, True
+    raise DescriptorError(
+        f"{ref} has no descriptor (tried {', '.join(tried)}); the tag must hold "
+        f"{' or '.join(DESCRIPTOR_FILES)}"
+    )
 
 
 # What a workflow folder holds besides its descriptor, for runtimes that run the
@@ -157,11 +179,49 @@ def cached_folder(url: str, *, cache_root: Path | None = None) -> Path:
     return cache_path(parse_repo_url(url), cache_root).parent
 
 
+@overload
 def _download(
-    ref: RepoRef, source: str, path: Path, fetch: Fetch | None, mirror: str | None
-) -> bytes:
+    ref: RepoRef,
+    source: str,
+    path: Path,
+    fetch: Fetch | None,
+    mirror: str | None,
+    *,
+    missing_ok: Literal[False] = False,
+) -> bytes: ...
+
+
+@overload
+def _download(
+    ref: RepoRef,
+    source: str,
+    path: Path,
+    fetch: Fetch | None,
+    mirror: str | None,
+    *,
+    missing_ok: Literal[True],
+) -> bytes | None: ...
+
+
+def _download(
+    ref: RepoRef,
+    source: str,
+    path: Path,
+    fetch: Fetch | None,
+    mirror: str | None,
+    *,
+    missing_ok: bool = False,
+) -> bytes | None:
+    """The file's bytes; with ``missing_ok``, None when the server answers 404."""
     try:
         return (fetch or (lambda u: http_get(u, allow_http=bool(mirror))))(source)
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return None
+        raise DescriptorError(
+            f"{path.name} of {ref} is not cached at {path} and could not be downloaded from "
+            f"{source}: {exc}"
+        ) from exc
     except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException) as exc:
         raise DescriptorError(
             f"{path.name} of {ref} is not cached at {path} and could not be downloaded from "

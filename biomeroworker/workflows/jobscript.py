@@ -15,11 +15,21 @@ Two ways to hand ``params.json`` to the workflow:
   NUL-separated ``--<id>`` / value pairs, bash reads them into an array with
   ``read -d ''`` and passes ``"${args[@]}"``: each value is one argument, byte for byte.
 
+bilayers workflows (``FlagCommand``) always use the reader, given a table of each
+parameter's flag and how it takes its value (``--flag=value`` as one argument, as
+biomero 2.8.3 renders ``--flag="$VALUE"``; ``-f value`` for a short option, where a
+text value starting with '-' is refused; a checkbox switch as the flag alone when
+true). Containers run ``<runtime> exec <image> <cli_command>`` (bilayers images have no
+entrypoint, so ``run`` would take the first flag for the program); the native runtime
+runs the workflow's ``wrapper.py`` in the container's place. The run's folders follow as
+the descriptor's folder flags, then its fixed (hidden) arguments, then the parameters.
+
 The workflow is started with ``exec``, so the job's exit status is the workflow's.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +44,29 @@ RUNTIMES: tuple[str, ...] = ("native", "apptainer", "singularity")
 RUN_DIR_ENV = "BIOMERO_RUN_DIR"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_FLAG = re.compile(r"(-[A-Za-z0-9]|--[A-Za-z0-9][A-Za-z0-9_.-]*)")
+_FLAG_MODES = ("joined", "separate", "switch")
 _SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
 _SBATCH_VALUE = re.compile(r"[^\s\"'\\]+")
 
 
 class JobScriptError(BiomeroError):
     """The values a job script is rendered from are unusable."""
+
+
+@dataclass(frozen=True)
+class FlagCommand:
+    """A bilayers workflow's command line, from its descriptor (checked again here).
+
+    ``program``: ``exec_function.cli_command`` as arguments (containers only);
+    ``folders``: (flag, "in"/"out") set to the run's folders; ``fixed``: hidden
+    arguments; ``flags``: parameter id -> (flag, joined/separate/switch).
+    """
+
+    program: tuple[str, ...]
+    folders: tuple[tuple[str, str], ...] = ()
+    fixed: tuple[str, ...] = ()
+    flags: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,7 @@ class JobScriptSpec:
     workdir: str | None = None
     gpu: bool = False
     reader_python: str = "python3"
+    bilayers: FlagCommand | None = None
 
 
 class _Expand(str):
@@ -92,14 +120,29 @@ mkdir -p -- "$run_dir/data/out" "$run_dir/data/gt"
 
 _READER = """import json, sys
 params = json.load(open(sys.argv[1], encoding="utf-8"))
+flags = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
 if not isinstance(params, dict):
     sys.exit("params.json must hold a JSON object")
 for key, value in params.items():
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    if not key.isidentifier() or not isinstance(value, (str, int, float)):
+    if not key.isidentifier() or not isinstance(value, (str, int, float, bool)):
         sys.exit(f"params.json: bad entry {key!r}")
-    for arg in ("--" + key, str(value)):
+    if flags is None:
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        args = ["--" + key, text]
+    elif key not in flags:
+        sys.exit(f"params.json: {key!r} is not a parameter of this workflow")
+    else:
+        flag, mode = flags[key]
+        text = ("True" if value else "False") if isinstance(value, bool) else str(value)
+        if mode == "switch":
+            args = [flag] if value is True else []
+        elif mode == "joined":
+            args = [flag + "=" + text]
+        elif isinstance(value, str) and value.startswith("-"):
+            sys.exit(f"params.json: {key!r} starts with '-', which {flag} would not take")
+        else:
+            args = [flag, text]
+    for arg in args:
         if "\\0" in arg:
             sys.exit(f"params.json: NUL in {key!r}")
         sys.stdout.write(arg + "\\0")"""
@@ -112,7 +155,7 @@ def default_sbatch(workflow: str) -> dict[str, str]:
 def render_job_script(spec: JobScriptSpec) -> str:
     _check(spec)
     parts = [_header(spec), _sbatch_lines(spec), _PRELUDE]
-    if spec.params_mode == "argv":
+    if spec.params_mode == "argv" or spec.bilayers is not None:
         parts.append(_argv_reader(spec))
     parts.append(_command(spec))
     return "\n".join(parts)
@@ -131,6 +174,21 @@ def _check(spec: JobScriptSpec) -> None:
         raise JobScriptError(f"runtime {spec.runtime} needs {needed}")
     if any("," in path for path in spec.bind_paths):
         raise JobScriptError("bind paths cannot contain ',' (apptainer separates them by it)")
+    if spec.bilayers is not None:
+        _check_flags(spec.bilayers, spec.runtime)
+
+
+def _check_flags(command: FlagCommand, runtime: str) -> None:
+    if runtime != "native" and not command.program:
+        raise JobScriptError("a bilayers workflow needs its cli_command to run in a container")
+    if any("\x00" in token for token in (*command.program, *command.fixed)):
+        raise JobScriptError("the command or its fixed arguments hold a NUL")
+    for flag, folder in command.folders:
+        if not _FLAG.fullmatch(flag) or folder not in ("in", "out"):
+            raise JobScriptError(f"folder flag {flag!r} -> {folder!r}: not an option and in/out")
+    for pid, (flag, mode) in command.flags.items():
+        if not pid.isidentifier() or not _FLAG.fullmatch(flag) or mode not in _FLAG_MODES:
+            raise JobScriptError(f"parameter {pid!r}: flag {flag!r} ({mode}) is not usable")
 
 
 def _header(spec: JobScriptSpec) -> str:
@@ -157,7 +215,11 @@ def _sbatch_lines(spec: JobScriptSpec) -> str:
 
 
 def _argv_reader(spec: JobScriptSpec) -> str:
-    reader = _line([spec.reader_python, "-", _PARAMS])
+    argv = [spec.reader_python, "-", _PARAMS]
+    if spec.bilayers is not None:
+        table = {pid: list(pair) for pid, pair in sorted(spec.bilayers.flags.items())}
+        argv.append(json.dumps(table, separators=(",", ":")))
+    reader = _line(argv)
     return (
         "# params.json -> one argument per --<id> and per value, NUL-separated, never evaluated.\n"
         'args_file="$(mktemp)"\n'
@@ -175,20 +237,43 @@ def _argv_reader(spec: JobScriptSpec) -> str:
 
 
 def _command(spec: JobScriptSpec) -> str:
+    if spec.bilayers is not None:
+        return _flag_command(spec, spec.bilayers)
     if spec.runtime == "native":
         start = [spec.native_python, f"{spec.workflow_dir.rstrip('/')}/wrapper.py"]
     else:
-        start = [spec.runtime, "run"]
-        if spec.gpu:
-            start.append("--nv")
-        if spec.bind_paths:
-            start += ["--bind", ",".join(spec.bind_paths)]
-        if spec.workdir:
-            start += ["--pwd", spec.workdir]
-        start.append(spec.image_path)
+        start = _start(spec, "run")
     folders = ["--infolder", _IN, "--outfolder", _OUT, "--gtfolder", _GT, "--local", "-nmc"]
     params = ["--params-file", _PARAMS] if spec.params_mode == "file" else [_ARGS]
     lines = [_line(start), _line(folders), _line(params)]
+    return "exec " + " \\\n    ".join(lines) + "\n"
+
+
+def _start(spec: JobScriptSpec, verb: str) -> list[str]:
+    start = [spec.runtime, verb]
+    if spec.gpu:
+        start.append("--nv")
+    if spec.bind_paths:
+        start += ["--bind", ",".join(spec.bind_paths)]
+    if spec.workdir:
+        start += ["--pwd", spec.workdir]
+    return [*start, spec.image_path]
+
+
+def _flag_command(spec: JobScriptSpec, command: FlagCommand) -> str:
+    if spec.runtime == "native":
+        start = [spec.native_python, f"{spec.workflow_dir.rstrip('/')}/wrapper.py"]
+    else:
+        start = [*_start(spec, "exec"), *command.program]
+    folders: list[str] = []
+    for flag, folder in command.folders:
+        if flag.startswith("--"):  # checked: no quote, '$' or backslash can be in a flag
+            folders.append(_Expand(f'"{flag}=$run_dir/data/{folder}"'))
+        else:
+            folders += [flag, _Expand(f'"$run_dir/data/{folder}"')]
+    lines = [_line(start)]
+    lines += [_line(part) for part in (folders, command.fixed) if part]
+    lines.append(_line([_ARGS]))
     return "exec " + " \\\n    ".join(lines) + "\n"
 
 

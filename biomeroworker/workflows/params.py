@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 
 from biomeroworker.errors import BiomeroError
+from biomeroworker.workflows.attachments import AttachmentError, folder, references
 from biomeroworker.workflows.descriptor import Descriptor, Parameter, Value
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -62,8 +63,11 @@ def _not_settable(name: str, by_id: Mapping[str, Parameter]) -> str:
 
 
 def _value_for(param: Parameter, user_values: Mapping[str, object]) -> Value | None:
-    if param.id in user_values and user_values[param.id] is not None:
-        return convert_value(param, user_values[param.id])
+    given = user_values.get(param.id)
+    if param.kind == "file" and given in ([], ()):
+        given = None  # an empty list of files is no files
+    if given is not None:
+        return convert_value(param, given)
     if param.default is not None:
         return param.default
     if not param.optional:
@@ -79,6 +83,7 @@ def convert_value(param: Parameter, raw: object) -> Value:
         "boolean": _to_bool,
         "string": _to_string,
         "choice": _to_choice,
+        "file": _to_files,
     }
     value = converters[param.kind](param, raw)
     _check_range(param, value)
@@ -93,6 +98,7 @@ def allowed(param: Parameter) -> str:
         "float": "a number",
         "boolean": "true or false",
         "string": "text without NUL characters",
+        "file": "OMERO file annotation ids or local file paths",
     }[param.kind]
     if param.minimum is not None:
         text += f" >= {param.minimum:g}"
@@ -142,6 +148,16 @@ def _to_string(param: Parameter, raw: object) -> str:
     if not isinstance(raw, str) or "\x00" in raw:
         raise _fail(param, raw)
     return raw
+
+
+def _to_files(param: Parameter, raw: object) -> str:
+    """A file parameter: the files are checked and staged apart (workflows.attachments);
+    the value the job gets is the parameter's folder in the run folder."""
+    try:
+        references(raw)
+    except AttachmentError:
+        raise _fail(param, raw) from None
+    return folder(param.id)
 
 
 def _to_choice(param: Parameter, raw: object) -> Value:

@@ -131,17 +131,42 @@ def test_biomero_schema_descriptors_are_read_with_their_lower_case_types() -> No
 @pytest.mark.parametrize(
     ("item", "says"),
     [
-        ({"id": "mask", "type": "file", "file-attachment": True}, "file-attachment input"),
         ({"id": "n", "type": "integer", "default-value": 2.5}, "fractional default"),
         ({"id": "n", "type": "integer", "default-value": "x"}, "non-numeric default"),
+        ({"id": "n", "type": "file", "format": "tiff", "file-attachment": True, "x": 1}, None),
+        ({"id": "n", "type": "array", "format": [1]}, "format must be a list of texts"),
     ],
 )
 def test_biomero_schema_inputs_we_cannot_run_are_refused_by_name(item: dict, says: str) -> None:  # type: ignore[type-arg]
+    if says is None:
+        parse_descriptor(biomero_schema(item), source="b")  # a single format is a list of one
+        return
     with pytest.raises(DescriptorError, match=says):
         parse_descriptor(biomero_schema(item), source="b")
 
 
-def test_a_bilayers_descriptor_is_refused_with_the_reason() -> None:
-    text = json.dumps({"docker_image": {"org": "o", "name": "n"}, "inputs": []})
-    with pytest.raises(DescriptorError, match="a bilayers descriptor"):
-        parse_descriptor(text, source="bl")
+@pytest.mark.parametrize("kind", ["file", "array", "measurement", "executable"])
+def test_file_inputs_are_file_parameters_even_when_marked_set_by_server(kind: str) -> None:
+    """biomero 2.8.3: file-like inputs (and file-attachment ones) are offered to users as
+    OMERO file annotations; biomero-schema marks them set-by-server and file-attachment."""
+    text = biomero_schema(
+        {"id": "model", "type": kind, "set-by-server": True, "file-attachment": True,
+         "optional": True, "format": ["unix"], "description": "a model"},
+        {"id": "pipeline", "type": "string", "file-attachment": True},
+    )  # fmt: skip
+    d = parse_descriptor(text, source="b")
+    assert [(p.id, p.kind, p.server_set) for p in d.attachments] == [
+        ("model", "file", False),
+        ("pipeline", "file", False),
+    ]
+    assert d.attachments[0].formats == ("unix",) and d.attachments[0].optional
+
+
+def test_a_bilayers_descriptor_in_json_is_read_too() -> None:
+    text = json.dumps({
+        "docker_image": {"org": "o", "name": "n"},
+        "exec_function": {"cli_command": "python -m n"},
+        "inputs": [], "parameters": [], "outputs": [],
+    })  # fmt: skip
+    d = parse_descriptor(text, source="bl")
+    assert (d.family, d.image, d.cli_command) == ("bilayers", "o/n", ("python", "-m", "n"))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from biomeroworker.prepare import flag_command
+from biomeroworker.workflows.descriptor import load_descriptor
 from biomeroworker.workflows.jobscript import (
     JobScriptError,
     JobScriptSpec,
@@ -17,6 +19,7 @@ from biomeroworker.workflows.jobscript import (
 )
 
 GOLDEN = Path(__file__).parent / "golden"
+BILAYERS = Path(__file__).parents[1] / "fixtures" / "bilayers" / "config.yaml"
 
 GOLDEN_SPECS = {
     "native_params_file.sh": JobScriptSpec(
@@ -37,6 +40,15 @@ GOLDEN_SPECS = {
         workdir="/app",
         gpu=True,
         sbatch={"gres": "gpu:1", "partition": "gpu", "mem": "32GB"},
+    ),
+    "apptainer_bilayers.sh": JobScriptSpec(
+        workflow="count",
+        version="v0.0.1",
+        runtime="apptainer",
+        image_path="/home/biomero/images/count/threshold_count_v0.0.1.sif",
+        bind_paths=("/data/my-scratch",),
+        workdir="/bilayers",
+        bilayers=flag_command(load_descriptor(BILAYERS)),
     ),
     "singularity_params_file.sh": JobScriptSpec(
         workflow="nuclei",

@@ -30,14 +30,29 @@ trap 'rm -f -- "$args_file"' EXIT
 python3 - "$params_file" > "$args_file" <<'BIOMERO_PARAMS_READER'
 import json, sys
 params = json.load(open(sys.argv[1], encoding="utf-8"))
+flags = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
 if not isinstance(params, dict):
     sys.exit("params.json must hold a JSON object")
 for key, value in params.items():
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    if not key.isidentifier() or not isinstance(value, (str, int, float)):
+    if not key.isidentifier() or not isinstance(value, (str, int, float, bool)):
         sys.exit(f"params.json: bad entry {key!r}")
-    for arg in ("--" + key, str(value)):
+    if flags is None:
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        args = ["--" + key, text]
+    elif key not in flags:
+        sys.exit(f"params.json: {key!r} is not a parameter of this workflow")
+    else:
+        flag, mode = flags[key]
+        text = ("True" if value else "False") if isinstance(value, bool) else str(value)
+        if mode == "switch":
+            args = [flag] if value is True else []
+        elif mode == "joined":
+            args = [flag + "=" + text]
+        elif isinstance(value, str) and value.startswith("-"):
+            sys.exit(f"params.json: {key!r} starts with '-', which {flag} would not take")
+        else:
+            args = [flag, text]
+    for arg in args:
         if "\0" in arg:
             sys.exit(f"params.json: NUL in {key!r}")
         sys.stdout.write(arg + "\0")
