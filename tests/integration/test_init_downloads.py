@@ -2,7 +2,9 @@
 
 A local HTTP server stands in for GitHub as a `[WORKER] workflow_mirror` (the tests
 have no internet); it serves a workflow shaped like the published ones: server-set
-inputs listed twice, as the CellProfiler measurement descriptors do.
+inputs listed twice, as the CellProfiler measurement descriptors do; the same in
+biomero-schema; and a bilayers workflow that has only a config.yaml, run with a file
+parameter and a hostile text value.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     }
     (schema_dir / "descriptor.json").write_text(json.dumps(schema))
     shutil.copy(REPO / "tests/fixtures/misbehave/wrapper.py", schema_dir / "wrapper.py")
+    # A bilayers workflow: only a config.yaml (init asks for descriptor.json and
+    # descriptor.yaml first, as biomero 2.8.3 does) and the native stand-in for its image.
+    bilayers_dir = root / "acme" / "Threshold-Count" / TAG
+    bilayers_dir.mkdir(parents=True)
+    for name in ("config.yaml", "wrapper.py"):
+        shutil.copy(REPO / "tests/fixtures/bilayers" / name, bilayers_dir / name)
     asked: list[str] = []
 
     class Handler(_QuietHandler):
@@ -173,3 +181,86 @@ def test_init_reports_a_workflow_it_cannot_fetch_and_prepares_the_others(  # typ
     assert "W_Nowhere/v9.9.9/descriptor.json" in captured.out
     assert "nuclei local job script" in captured.out  # the others were prepared
     assert "init could not prepare: missing v9.9.9 descriptor" in captured.err
+
+
+def test_init_fetches_a_bilayers_config_and_a_run_gets_its_flags_and_its_file(  # type: ignore[no-untyped-def]
+    cluster, mirror, tmp_path, monkeypatch, capsys
+) -> None:
+    url, asked = mirror
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = f"https://github.com/acme/Threshold-Count/tree/{TAG}"
+    extra = f"[WORKFLOWS]\ncount = count\ncount_repo = {repo}\ncount_job_mem = 100M\n"
+    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
+    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
+    text = text.replace(
+        "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{tmp_path}/t.sqlite\n"
+    )
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(text)
+
+    asked.clear()
+    assert main(["--config", str(config), "init"]) == 0
+    out = capsys.readouterr().out
+    assert f"done     count {TAG} descriptor: from {url}" in out
+    base = f"/acme/Threshold-Count/{TAG}"
+    assert [a for a in asked if a.startswith(base)] == [
+        f"{base}/{name}"
+        for name in (
+            "descriptor.json",  # 404: upstream's order, the next one is tried
+            "descriptor.yaml",
+            "config.yaml",
+            "wrapper.py",
+            "requirements.txt",
+        )
+    ]
+    assert main(["--config", str(config), "workflows", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    count = next(w for w in listed if w["name"] == "count")
+    kinds = {p["id"]: p["type"] for p in count["parameters"]}
+    assert kinds["pipeline"] == "file" and kinds["save_masks"] == "boolean"
+
+    settings = load_settings(config_file=config)
+    samples = tmp_path / "samples"
+    script = REPO / "workflows/nuclei-segmentation/make_samples.py"
+    subprocess.run([sys.executable, str(script), str(samples)], check=True, capture_output=True)
+    pipeline = tmp_path / "analysis.cppipe"
+    pipeline.write_text("threshold: li\n")
+    pwned = tmp_path / "pwned"
+    pwned.mkdir()
+    hostile = f"cells $(touch {pwned}/a); touch {pwned}/b\n--save_dir=/tmp"
+    transport = SSHTransport(SSHOptions(cluster.alias, command_timeout_s=600))
+    with Tracker(settings_url=settings.analytics.sqlalchemy_url) as tracker:
+        engine = RunEngine(settings, transport, tracker)
+        run_id = engine.request(
+            "count",
+            [samples / "tiff/nuclei_s0_yx.ome.tif"],
+            {
+                "threshold_method": "li",
+                "label": hostile,
+                "save_masks": True,
+                "sigma": -0.5,
+                "pipeline": str(pipeline),
+            },
+            output_dir=tmp_path / "out",
+        )
+        dest = engine.drive(run_id)
+        run = tracker.get_run(run_id)
+    transport.close()
+    assert run["state"] == "COMPLETED", run
+    assert run["parameters"]["pipeline"] == "data/files/pipeline"
+    assert run["inputs"]["attachments"] == {"pipeline": [str(pipeline)]}
+    echoed = json.loads((dest / "echo.json").read_text())
+    argv = echoed["argv"]
+    assert argv[0].startswith("--folder=") and argv[0].endswith("/data/in")
+    assert argv[1].startswith("--save_dir=") and argv[1].endswith("/data/out")
+    assert argv[2:4] == ["--quiet-progress", "--format=tiff"]
+    assert f"--label={hostile}" in argv and "--save_masks" in argv
+    assert argv[argv.index("-s") + 1] == "-0.5"
+    assert "--exclude_edges=True" in argv and "--min_size=15" in argv  # defaults
+    folder = next(a for a in argv if a.startswith("--pipeline="))
+    assert folder.endswith(f"{run_id}/data/files/pipeline")
+    # the file went up with the data and the workflow read it on the cluster
+    assert echoed["pipeline"] == {"analysis.cppipe": "threshold: li\n"}
+    assert echoed["inputs"] == ["nuclei_s0_yx.ome.tif"]  # the image folder holds images only
+    assert (dest / "counts.csv").is_file()
+    assert list(pwned.iterdir()) == []
