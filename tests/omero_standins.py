@@ -7,7 +7,8 @@ createOriginalFileFromLocalFile), its wrappers (ImageWrapper, PixelsWrapper with
 cached raw pixels store, ChannelWrapper) and omero-cli-zarr's ``image_to_zarr``. Only
 the layer those call is stood in for: ``StandInClient`` replaces ``omero.client`` (the
 Ice communicator and Glacier2 session) and hands out stand-in services (query, update,
-pixels, raw pixels store, rendering engine, sessions, admin, OMERO.tables, commands).
+pixels, raw pixels store, raw file store (write and read), rendering engine, sessions,
+admin, OMERO.tables, commands).
 ``StandInServer.gateway_class()`` is BlitzGateway with one method changed: the one that
 makes the ``omero.client``.
 
@@ -270,6 +271,24 @@ class StandInServer:
         plate_id = self.own(plate, owner, group_id)
         self.plate_images[plate_id] = list(image_ids)
         return plate_id
+
+    def add_file_annotation(
+        self, owner: str, group_id: int, name: str, data: bytes, *, size: int | None = None
+    ) -> int:
+        """A FileAnnotation with its OriginalFile (``size``: what the file claims, to
+        stand in for a file whose bytes differ from its record)."""
+        from omero.model import FileAnnotationI, OriginalFileI
+
+        file = OriginalFileI()
+        file.setName(rstring(name))
+        file.setPath(rstring("/"))
+        file.setSize(rlong(len(data) if size is None else size))
+        file.setMimetype(rstring("application/octet-stream"))
+        file_id = self.own(file, owner, group_id)
+        self.files[file_id] = data
+        annotation = FileAnnotationI()
+        annotation.setFile(file)
+        return self.own(annotation, owner, group_id)
 
     def crash_after(self, call: str, count: int = 1) -> None:
         """The ``count``-th call named ``call`` from now on raises StandInCrash."""
@@ -578,6 +597,12 @@ class QueryService(_Service):
         if len(found) > 1:
             raise api_usage("query returned more than one object")
         return found[0] if found else None
+
+    def find(self, kind: str, object_id: int, ctx: Any = None) -> Any:
+        obj = self.server.objects.get(int(object_id))
+        if obj is None or type(obj).__name__ != kind + "I" or not self.sf.visible(obj):
+            return None
+        return obj
 
     def findAllByQuery(self, query: str, params: Any, ctx: Any = None) -> list[Any]:
         values = {k: unwrap(v) for k, v in (params.map if params else {}).items()}
@@ -968,8 +993,20 @@ class RawFileStore(_Service):
         self.file_id: int | None = None
 
     def setFileId(self, fileId: int, ctx: Any = None) -> None:
+        known = self.server.objects.get(int(fileId))
+        if known is not None and not self.sf.visible(known):
+            raise security_violation(f"OriginalFile {fileId} is not readable")
         self.file_id = int(fileId)
         self.server.files.setdefault(self.file_id, b"")
+
+    def read(self, position: int, length: int, ctx: Any = None) -> bytes:
+        assert self.file_id is not None
+        self.sf.record("read", (self.file_id, position, length))
+        return self.server.files[self.file_id][position : position + length]
+
+    def size(self, ctx: Any = None) -> int:
+        assert self.file_id is not None
+        return len(self.server.files[self.file_id])
 
     def write(self, buf: bytes, position: int, length: int, ctx: Any = None) -> None:
         assert self.file_id is not None

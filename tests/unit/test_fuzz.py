@@ -25,9 +25,11 @@ from biomeroworker.config import FIXED_SECTIONS, load_settings
 from biomeroworker.errors import BiomeroError
 from biomeroworker.inputs import check_images, job_flag_values, tiff_problem
 from biomeroworker.omero import forms
+from biomeroworker.prepare import flag_command
 from biomeroworker.slurm.offer import check_flags
 from biomeroworker.workflows.catalog import Workflow
-from biomeroworker.workflows.descriptor import parse_descriptor
+from biomeroworker.workflows.descriptor import descriptor_from_data, parse_descriptor
+from biomeroworker.workflows.jobscript import JobScriptSpec, render_job_script
 from biomeroworker.workflows.params import validate_params
 
 settings.register_profile(
@@ -189,6 +191,85 @@ def test_fuzz_descriptor_reader_gives_a_descriptor_or_descriptor_error(text: str
     except BiomeroError:
         return
     assert all(p.id.isidentifier() for p in descriptor.parameters)
+
+
+# -- bilayers configs --------------------------------------------------------------------
+
+cli_tags = st.one_of(
+    st.sampled_from(["--x", "-x", "--x=", "None", "", "--a b", "$(id)", "--y", "-"]),
+    json_values,
+)
+bilayers_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.sampled_from(["x", "y", "a b", "save_dir"]), json_values),
+        "type": st.one_of(
+            st.sampled_from(
+                ["image", "file", "integer", "float", "checkbox", "radio", "textbox", "slider"]
+            ),
+            json_values,
+        ),
+        "cli_tag": cli_tags,
+        "default": json_values,
+        "optional": json_values,
+        "options": st.one_of(
+            st.lists(st.fixed_dictionaries({"value": json_values}), max_size=3), json_values
+        ),
+        "append_value": json_values,
+        "output_dir_set": json_values,
+        "format": json_values,
+    },
+)
+bilayers_configs = st.fixed_dictionaries(
+    {
+        "docker_image": st.one_of(
+            st.fixed_dictionaries({"org": st.just("o"), "name": st.just("n")}), json_values
+        ),
+        "exec_function": st.one_of(
+            st.fixed_dictionaries(
+                {"cli_command": st.one_of(st.just("python -m n"), st.text(max_size=20))},
+                optional={
+                    "hidden_args": st.one_of(
+                        st.lists(
+                            st.fixed_dictionaries(
+                                {"cli_tag": cli_tags},
+                                optional={
+                                    "value": json_values,
+                                    "append_value": json_values,
+                                    "cli_order": json_values,
+                                },
+                            ),
+                            max_size=2,
+                        ),
+                        json_values,
+                    )
+                },
+            ),
+            json_values,
+        ),
+    },
+    optional={
+        "inputs": st.one_of(st.lists(bilayers_items, max_size=3), json_values),
+        "parameters": st.one_of(st.lists(bilayers_items, max_size=4), json_values),
+        "outputs": st.one_of(st.lists(bilayers_items, max_size=2), json_values),
+        "citations": json_values,
+    },
+)
+
+
+@given(bilayers_configs)
+def test_fuzz_bilayers_configs_give_a_runnable_job_or_descriptor_error(data: Any) -> None:
+    """Whatever a config holds: a DescriptorError, or a descriptor whose job script
+    renders (every flag it lets through is one the job script accepts)."""
+    try:
+        descriptor = descriptor_from_data(data, "fuzz")
+    except BiomeroError:
+        return
+    spec = JobScriptSpec(
+        workflow="w", version="v1", runtime="apptainer", image_path="/i.sif",
+        bilayers=flag_command(descriptor),
+    )  # fmt: skip
+    render_job_script(spec)
 
 
 # -- parameter validation --------------------------------------------------------------
