@@ -431,6 +431,37 @@ def test_a_plugin_launch_passes_omero_validation_and_records_the_runs(  # type: 
     assert "Note: 5) Attach individual non-image output files: always done here" in message
 
 
+PIPELINE = {"id": "pipeline", "type": "file", "file-attachment": True, "optional": True,
+            "format": ["cppipe"], "description": "a CellProfiler pipeline"}  # fmt: skip
+
+
+def test_a_plugin_launch_with_a_file_parameter_records_its_annotation(  # type: ignore[no-untyped-def]
+    plugin, configured, server, tmp_path
+) -> None:
+    """The plugin routes a file input as FILE_<param> (a list of RLong); our form
+    declares it, OMERO accepts it, and the run records the annotation to download."""
+    folder = configured.parent / "w_demo"
+    descriptor = {**DESCRIPTOR, "inputs": [*DESCRIPTOR["inputs"], PIPELINE]}
+    (folder / "descriptor.json").write_text(json.dumps(descriptor))
+    images = [server.add_image("alice", GROUP, "a.tif")]
+    annotation = server.add_file_annotation("alice", GROUP, "analysis.cppipe", b"pipeline")
+    web = WebConnection()
+    script, inputs = launch(plugin, web, launch_params(images, "local", pipeline=[annotation]))
+    assert type(inputs["demo_|_FILE_pipeline"]).__name__ == "RListI"
+    declared = omero.scripts.parse_file(str(script))
+    assert set(inputs) <= set(declared.inputs), set(inputs) - set(declared.inputs)
+    assert omero.scripts.validate_inputs(declared, inputs, svc=_NoDefaults()) == ""
+
+    given = {key: unwrap(value) for key, value in inputs.items()}
+    with Tracker(f"sqlite:///{tmp_path / 'tracking.sqlite'}") as tracker:
+        actions.run_workflow(
+            our_session(server), tracker, forms.load_catalog(), given, partitions=PARTITIONS.copy
+        )
+        (run,) = tracker.list_runs()
+    assert run["inputs"]["attachments"] == {"pipeline": [annotation]}
+    assert run["parameters"]["pipeline"] == "data/files/pipeline"
+
+
 def test_every_choice_we_do_not_carry_out_is_named_in_the_message(  # type: ignore[no-untyped-def]
     plugin, configured, server, tmp_path
 ) -> None:
