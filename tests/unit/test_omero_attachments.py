@@ -9,6 +9,7 @@ the download reads through.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from biomeroworker.omero.connect import OmeroError, OmeroServer, SudoConnector
 from biomeroworker.omero.exporter import check_attachments, download_attachments
 from biomeroworker.omero.forms import Catalog, file_key, read_choices, workflow_inputs
 from biomeroworker.omero.side import OmeroSide
+from biomeroworker.run_record import RunInputs, RunRecord
 from biomeroworker.workflows.attachments import staging_sources
 from biomeroworker.workflows.catalog import Workflow
 from biomeroworker.workflows.descriptor import parse_descriptor
@@ -148,23 +150,22 @@ def test_the_export_step_downloads_them_beside_the_images(
     image = server.add_image("alice", GROUP, "cells.tif")
     ann = server.add_file_annotation("alice", GROUP, "analysis.cppipe", b"pipeline")
     theirs = server.add_file_annotation("bob", OTHER, "secret.cppipe", b"x")
-    run = {
-        "run_id": "r1",
-        "user": "alice",
-        "omero_group_id": GROUP,
-        "inputs": {
-            "source": "omero",
-            "data_type": "Image",
-            "ids": [image],
-            "attachments": {"pipeline": [ann]},
-        },
-    }
+    inputs = {"source": "omero", "data_type": "Image", "ids": [image]}
+    run = RunRecord(
+        run_id="r1",
+        workflow="cp",
+        version="v4.2.5",
+        user="alice",
+        omero_group_id=GROUP,
+        state="RUNNING",
+        inputs=RunInputs({**inputs, "attachments": {"pipeline": [ann]}}),
+    )
     side = side_for(server)
     with pytest.raises(OmeroError, match="may not read it"):
-        side.export({**run, "inputs": {**run["inputs"], "attachments": {"p": [theirs]}}},
+        side.export(replace(run, inputs=RunInputs({**inputs, "attachments": {"p": [theirs]}})),
                     tmp_path / "in")  # fmt: skip
     assert side.export(run, tmp_path / "in") == [tmp_path / "in" / f"image{image}.ome.zarr"]
     assert (tmp_path / "files" / "pipeline" / "analysis.cppipe").read_bytes() == b"pipeline"
-    assert staging_sources(run, tmp_path) == {
+    assert staging_sources(run.inputs.attachments, tmp_path) == {
         "pipeline": [tmp_path / "files" / "pipeline" / "analysis.cppipe"]
     }

@@ -119,10 +119,10 @@ def test_local_files_are_checked_before_anything_is_recorded(tmp_path: Path) -> 
 
 
 def test_what_stage_up_sends(tmp_path: Path) -> None:
-    local = {"inputs": {"attachments": {"pipeline": ["/data/a.cppipe"]}}}
+    local = {"pipeline": ("/data/a.cppipe",)}
     assert staging_sources(local, tmp_path) == {"pipeline": [Path("/data/a.cppipe")]}
 
-    omero = {"inputs": {"attachments": {"pipeline": [12, 13]}}}
+    omero = {"pipeline": (12, 13)}
     folder = tmp_path / "files" / "pipeline"
     folder.mkdir(parents=True)
     (folder / "a.cppipe").write_text("a")
@@ -133,4 +133,4 @@ def test_what_stage_up_sends(tmp_path: Path) -> None:
     assert staging_sources(omero, tmp_path) == {
         "pipeline": [folder / "a.cppipe", folder / "b.cppipe"]
     }
-    assert staging_sources({"inputs": {}}, tmp_path) == {}
+    assert staging_sources({}, tmp_path) == {}
