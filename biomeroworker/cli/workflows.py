@@ -35,6 +35,7 @@ def _describe(wf) -> dict:  # type: ignore[no-untyped-def]
                 "optional": p.optional,
                 "choices": list(p.choices),
                 "description": p.description,
+                **({"formats": list(p.formats)} if p.kind == "file" else {}),
             }
             for p in wf.descriptor.parameters
             if not p.server_set
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(column)
         for p in row["parameters"]:
             allowed = ", ".join(map(str, p["choices"])) if p["choices"] else ""
+            if p["type"] == "file":  # a file parameter: --param <id>=<local file>
+                allowed = f"a file ({', '.join(p['formats']) or 'any format'})"
             table.add_row(p["id"], str(p["type"]), repr(p["default"]), allowed)
         console.print(table)
         for key in ("skills_path", "plugin_path"):

@@ -369,9 +369,9 @@ def read_choices(inputs: Mapping[str, Any], catalog: Catalog) -> list[Choice]:
 
 
 def read_files(inputs: Mapping[str, Any], wf: Workflow) -> dict[str, list[int]]:
-    """The file annotation ids each file parameter was given: a list (the form's type)
-    or one id (the web plugin sends a single RLong for one file). Only ids: a file
-    parameter from OMERO never names a path on the worker."""
+    """The file annotation ids each file parameter was given: a list (the form's type;
+    a lone id, which OMERO itself refuses for a List input, is read as a list of one).
+    Only ids: a file parameter from OMERO never names a path on the worker."""
     out: dict[str, list[int]] = {}
     for param in wf.descriptor.attachments:
         key = file_key(wf.name, param.id)

@@ -42,7 +42,14 @@ class AttachmentError(BiomeroError):
 
 def folder(pid: str) -> str:
     """The parameter's folder, relative to the run folder (what the run records)."""
-    return f"{FILES_DIR}/{pid}"
+    return f"{FILES_DIR}/{_checked(pid)}"
+
+
+def _checked(pid: str) -> str:
+    """A parameter id is a name (descriptors are checked so); never a path."""
+    if not pid.isidentifier():
+        raise AttachmentError(f"file parameter {pid!r} is not a parameter name")
+    return pid
 
 
 def safe_file_name(name: str) -> str:
@@ -133,7 +140,7 @@ def job_parameters(
     the run folder's own terms (as the job script is given it)."""
     out = dict(parameters)
     for pid in attachments or {}:
-        out[pid] = posixpath.join(remote_run, folder(pid))
+        out[pid] = posixpath.join(remote_run, folder(_checked(pid)))
     return out
 
 
@@ -146,7 +153,7 @@ def staging_sources(
     out: dict[str, list[Path]] = {}
     for pid, refs in attachments.items():
         if refs and all(isinstance(r, int) for r in refs):
-            where = local_run / "files" / pid
+            where = local_run / "files" / _checked(pid)
             # a download in progress is a hidden ".partial-<id>"; safe names never start with "."
             listed = sorted(where.iterdir()) if where.is_dir() else []
             found = [p for p in listed if p.is_file() and not p.name.startswith(".")]

@@ -218,6 +218,8 @@ def test_init_fetches_a_bilayers_config_and_a_run_gets_its_flags_and_its_file(  
     count = next(w for w in listed if w["name"] == "count")
     kinds = {p["id"]: p["type"] for p in count["parameters"]}
     assert kinds["pipeline"] == "file" and kinds["save_masks"] == "boolean"
+    pipeline_param = next(p for p in count["parameters"] if p["id"] == "pipeline")
+    assert pipeline_param["formats"] == ["cppipe", "txt"]
 
     settings = load_settings(config_file=config)
     samples = tmp_path / "samples"

@@ -134,3 +134,10 @@ def test_what_stage_up_sends(tmp_path: Path) -> None:
         "pipeline": [folder / "a.cppipe", folder / "b.cppipe"]
     }
     assert staging_sources({}, tmp_path) == {}
+
+
+def test_a_recorded_parameter_that_is_not_a_name_is_never_a_path(tmp_path: Path) -> None:
+    with pytest.raises(AttachmentError, match="not a parameter name"):
+        job_parameters({}, {"../../etc": ["/x"]}, "run")
+    with pytest.raises(AttachmentError, match="not a parameter name"):
+        staging_sources({"../up": (3,)}, tmp_path)
