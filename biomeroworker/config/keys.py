@@ -150,7 +150,8 @@ WORKER_KEYS: tuple[Key, ...] = (
         "workflow_mirror",
         _mirror_url,
         help="where `biomero init` downloads pinned workflows instead of GitHub: "
-        "<mirror>/<owner>/<repo>/<tag>/descriptor.json",
+        "<mirror>/<owner>/<repo>/<tag>/<file> (descriptor.json, descriptor.yaml or "
+        "config.yaml, and the native runtime's wrapper.py)",
     ),
     Key(
         "job_unseen_limit_s",

@@ -151,6 +151,12 @@ def descriptor_from_data(data: Any, source: str) -> Descriptor:
     biomero 2.8.3 does: ``schema-version`` first, then ``docker_image`` for bilayers)."""
     if not isinstance(data, dict):
         raise DescriptorError(f"{source}: must be a JSON object (a YAML mapping)")
+    for key, kind in (("cwlVersion", "CWL"), ("openapi", "OpenAPI")):
+        if key in data:  # biomero 2.8.3 detects these and refuses them too
+            raise DescriptorError(
+                f"{source}: a {kind} descriptor; workflows are described in BIAFLOWS "
+                "(cytomine-0.1), biomero-schema (biomero-0.1) or bilayers (config.yaml)"
+            )
     version = data.get("schema-version")
     if "docker_image" in data and not version and "container-image" not in data:
         from biomeroworker.workflows.bilayers import bilayers_descriptor

@@ -170,3 +170,9 @@ def test_a_bilayers_descriptor_in_json_is_read_too() -> None:
     })  # fmt: skip
     d = parse_descriptor(text, source="bl")
     assert (d.family, d.image, d.cli_command) == ("bilayers", "o/n", ("python", "-m", "n"))
+
+
+@pytest.mark.parametrize(("key", "kind"), [("cwlVersion", "CWL"), ("openapi", "OpenAPI")])
+def test_cwl_and_openapi_descriptors_are_refused_by_name(key: str, kind: str) -> None:
+    with pytest.raises(DescriptorError, match=f"a {kind} descriptor"):
+        parse_descriptor(json.dumps({key: "v1.2", "inputs": []}), source="x")
