@@ -29,6 +29,7 @@ from typing import Any
 
 import omero.scripts
 import pytest
+from module_standins import standin_modules
 from omero.rtypes import rlong, rstring, unwrap
 from omero_standins import StandInServer
 
@@ -196,26 +197,18 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[types.SimpleNam
         "biomero": biomero,
         "biomero.constants": constants,
     }
-    saved = {name: sys.modules.get(name) for name in standins}
     saved_env = os.environ.get("OMERO_BIOMERO_CONFIG_FILE")
     os.environ["OMERO_BIOMERO_CONFIG_FILE"] = str(tmp_path_factory.mktemp("web") / "b.json")
-    sys.modules.update(standins)
     sys.path.insert(0, str(PLUGIN_WHEEL))
     try:
-        yield types.SimpleNamespace(
-            analyzer=importlib.import_module("omero_biomero.analyzer_views"),
-            admin=importlib.import_module("omero_biomero.admin_views"),
-            constants=constants,
-        )
+        with standin_modules(standins, forget=("omero_biomero",)):
+            yield types.SimpleNamespace(
+                analyzer=importlib.import_module("omero_biomero.analyzer_views"),
+                admin=importlib.import_module("omero_biomero.admin_views"),
+                constants=constants,
+            )
     finally:
         sys.path.remove(str(PLUGIN_WHEEL))
-        for name in [n for n in sys.modules if n.split(".")[0] == "omero_biomero"]:
-            del sys.modules[name]
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
         if saved_env is None:
             os.environ.pop("OMERO_BIOMERO_CONFIG_FILE", None)
         else:
