@@ -40,8 +40,14 @@ from biomeroworker.workflows.descriptor import (
 )
 
 SCHEMA_LABEL = "bilayers"
-_FLAG = re.compile(r"(-[A-Za-z0-9]|--[A-Za-z0-9][A-Za-z0-9_.-]*)")
+# An option: --name, -name (elastix's -out, micro-sam's -i) or a bare key (Fiji's
+# folder=, given as key=value)
+_FLAG = re.compile(r"(-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*|[A-Za-z][A-Za-z0-9_.-]*)")
+# docker_image.org may carry a registry (docker.io/labsyspharm); name is one part
+_ORG = re.compile(r"[a-z0-9][a-z0-9._-]*(:[0-9]+)?(/[a-z0-9][a-z0-9._-]*)*")
 _IMAGE_PART = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# YAML has no None: bilayers configs write "default: None" for no default
+_NO_DEFAULT = ("None", "none", "")
 _TYPES = {
     "integer": "int",
     "float": "float",
@@ -60,7 +66,7 @@ def bilayers_descriptor(data: dict[str, Any], source: str) -> Descriptor:
     if not isinstance(image, dict):
         raise DescriptorError(f"{source}: docker_image must be a mapping with org and name")
     org, name = str(image.get("org") or ""), str(image.get("name") or "")
-    if not (_IMAGE_PART.fullmatch(org) and _IMAGE_PART.fullmatch(name)):
+    if not (_ORG.fullmatch(org) and ".." not in org and _IMAGE_PART.fullmatch(name)):
         raise DescriptorError(
             f"{source}: docker_image org/name must be lower-case image names, got {org!r}/{name!r}"
         )
@@ -115,11 +121,12 @@ def bilayers_descriptor(data: dict[str, Any], source: str) -> Descriptor:
             params.append(_server(pid))
             continue
         params.append(_parameter(item, f"{where} ({pid})", pid))
-    seen: set[str] = set()
-    for flag, _ in folder_flags:
-        if flag in seen:
-            raise DescriptorError(f"{source}: the folder flag {flag} is set twice")
-        seen.add(flag)
+    # micro-sam names its out-folder flag twice (an output and an output_dir_set
+    # parameter): one argument is enough; one flag for both folders is a contradiction
+    folders: dict[str, str] = {}
+    for flag, where in folder_flags:
+        if folders.setdefault(flag, where) != where:
+            raise DescriptorError(f"{source}: the flag {flag} is both the in- and out-folder")
     return Descriptor(
         name=title,
         description=str(first.get("description") or ""),
@@ -131,7 +138,7 @@ def bilayers_descriptor(data: dict[str, Any], source: str) -> Descriptor:
         family="bilayers",
         cli_command=command,
         hidden_args=hidden,
-        folder_flags=tuple(folder_flags),
+        folder_flags=tuple(folders.items()),
     )
 
 
@@ -159,10 +166,16 @@ def _flag(item: dict[str, Any], where: str) -> str:
         return ""
     if not _FLAG.fullmatch(tag):
         raise DescriptorError(
-            f"{where}: cli_tag {raw!r} is not an option like -x or --name "
+            f"{where}: cli_tag {raw!r} is not an option like -x, --name or key= "
             "(letters, digits, '_', '.', '-')"
         )
     return tag
+
+
+def flag_mode(flag: str) -> FlagMode:
+    """``-x value`` for a single-dash option (``-x=value`` would not parse), else one
+    argument ``--name=value`` / ``key=value``."""
+    return "separate" if flag.startswith("-") and not flag.startswith("--") else "joined"
 
 
 def _command(raw: Any, source: str) -> tuple[str, ...]:
@@ -194,7 +207,7 @@ def _hidden_args(items: Any, source: str) -> tuple[str, ...]:
             continue
         if not _scalar(value) or "\x00" in str(value):
             raise DescriptorError(f"{where}: value must be a text, number or boolean")
-        tokens += render_flag(flag, "separate" if not flag.startswith("--") else "joined", value)
+        tokens += render_flag(flag, flag_mode(flag), value)
     return tuple(tokens)
 
 
@@ -223,6 +236,8 @@ def _parameter(item: dict[str, Any], where: str, pid: str) -> Parameter:
         raise DescriptorError(f"{where}: unsupported type {raw_type!r}")
     choices = _choices(item.get("options"), where)
     default = item.get("default")
+    if isinstance(default, str) and default.strip() in _NO_DEFAULT and kind != "string":
+        default = None
     if default is not None and not _scalar(default):
         raise DescriptorError(f"{where}: default must be a text, number or boolean")
     whole = all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
@@ -236,7 +251,7 @@ def _parameter(item: dict[str, Any], where: str, pid: str) -> Parameter:
         final = kind
         default = _typed_default(kind, default, where)
     flag = _flag(item, where) or f"--{pid}"
-    mode: FlagMode = "joined" if flag.startswith("--") else "separate"
+    mode = flag_mode(flag)
     if kind == "boolean" and not item.get("append_value", False):
         mode = "switch"
     return Parameter(

@@ -278,7 +278,7 @@ def attachment_parameter(
         optional=bool(item.get("optional", False)),
         server_set=False,
         flag=flag,
-        flag_mode="separate" if flag and not flag.startswith("--") else "joined",
+        flag_mode="separate" if flag.startswith("-") and not flag.startswith("--") else "joined",
         formats=tuple(formats),
     )
 

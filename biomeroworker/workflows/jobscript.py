@@ -17,11 +17,12 @@ Two ways to hand ``params.json`` to the workflow:
 
 bilayers workflows (``FlagCommand``) always use the reader, given a table of each
 parameter's flag and how it takes its value (``--flag=value`` as one argument, as
-biomero 2.8.3 renders ``--flag="$VALUE"``; ``-f value`` for a short option, where a
-text value starting with '-' is refused; a checkbox switch as the flag alone when
-true). Containers run ``<runtime> exec <image> <cli_command>`` (bilayers images have no
-entrypoint, so ``run`` would take the first flag for the program); the native runtime
-runs the workflow's ``wrapper.py`` in the container's place. The run's folders follow as
+biomero 2.8.3 renders ``--flag="$VALUE"``, and ``key=value`` for a bare key; ``-f value``
+for a single-dash option, where a text value starting with '-' is refused; a checkbox
+switch as the flag alone when true). Containers run ``<runtime> exec <image>
+<cli_command>`` (bilayers images have no entrypoint, so ``run`` would take the first
+flag for the program); the native runtime runs the workflow's ``wrapper.py`` in the
+container's place. The run's folders follow as
 the descriptor's folder flags, then its fixed (hidden) arguments, then the parameters.
 
 The workflow is started with ``exec``, so the job's exit status is the workflow's.
@@ -44,7 +45,7 @@ RUNTIMES: tuple[str, ...] = ("native", "apptainer", "singularity")
 RUN_DIR_ENV = "BIOMERO_RUN_DIR"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_FLAG = re.compile(r"(-[A-Za-z0-9]|--[A-Za-z0-9][A-Za-z0-9_.-]*)")
+_FLAG = re.compile(r"(-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*|[A-Za-z][A-Za-z0-9_.-]*)")
 _FLAG_MODES = ("joined", "separate", "switch")
 _SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
 _SBATCH_VALUE = re.compile(r"[^\s\"'\\]+")
@@ -267,10 +268,10 @@ def _flag_command(spec: JobScriptSpec, command: FlagCommand) -> str:
         start = [*_start(spec, "exec"), *command.program]
     folders: list[str] = []
     for flag, folder in command.folders:
-        if flag.startswith("--"):  # checked: no quote, '$' or backslash can be in a flag
-            folders.append(_Expand(f'"{flag}=$run_dir/data/{folder}"'))
-        else:
+        if flag.startswith("-") and not flag.startswith("--"):  # -x <folder>
             folders += [flag, _Expand(f'"$run_dir/data/{folder}"')]
+        else:  # checked: no quote, '$' or backslash can be in a flag
+            folders.append(_Expand(f'"{flag}=$run_dir/data/{folder}"'))
     lines = [_line(start)]
     lines += [_line(part) for part in (folders, command.fixed) if part]
     lines.append(_line([_ARGS]))

@@ -109,12 +109,42 @@ def _with(section: str, index: int, **changes: object) -> dict:  # type: ignore[
         (_with("parameters", 0, default="triangle"), "not one of its options"),
         (_with("parameters", 2, default="many"), "non-numeric default"),
         (_with("parameters", 2, name="min size"), "name must be a name"),
-        (_with("parameters", 7, cli_tag="--folder"), "set twice"),
+        (_with("parameters", 7, cli_tag="--folder"), "both the in- and out-folder"),
+        (_with("parameters", 0, cli_tag="--a=b"), "not an option"),
+        (_with("parameters", 0, cli_tag="-"), "not an option"),
+        ({**config(), "docker_image": {"org": "a/../b", "name": "n"}}, "lower-case image"),
+        ({**config(), "docker_image": {"org": "", "name": ""}}, "lower-case image"),
     ],
 )
 def test_unusable_configs_are_refused_with_the_reason(data: dict, says: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(DescriptorError, match=says):
         descriptor_from_data(data, "t")
+
+
+def test_shapes_published_bilayers_configs_have_are_read() -> None:
+    """From bilayer-containers/bilayers' algorithms: a registry in org (ASHLAR), options
+    of one dash and several letters (elastix -out, -fMask), bare keys given as key=value
+    (Fiji's folder=), the out-folder flag named twice (micro-sam) and "default: None"
+    (InstanSeg's pixel_size)."""
+    data = config()
+    data["docker_image"] = {"org": "docker.io/labsyspharm", "name": "ashlar"}
+    data["inputs"][0]["cli_tag"] = "folder="
+    data["outputs"][0]["cli_tag"] = "-out"
+    data["parameters"][7]["cli_tag"] = "-out"
+    data["parameters"][2].update(cli_tag="-threads", default="None")
+    d = descriptor_from_data(data, "t")
+    assert d.image == "docker.io/labsyspharm/ashlar"
+    assert d.folder_flags == (("folder", "in"), ("-out", "out"))
+    threads = next(p for p in d.parameters if p.id == "min_size")
+    assert (threads.flag, threads.flag_mode, threads.default) == ("-threads", "separate", None)
+    assert render_flag("folder", "joined", "x") == ["folder=x"]
+    text = render_job_script(
+        JobScriptSpec(
+            workflow="w", version="v1", runtime="apptainer", image_path="/i.sif",
+            bilayers=flag_command(d),
+        )
+    )  # fmt: skip
+    assert '"folder=$run_dir/data/in" -out "$run_dir/data/out"' in text
 
 
 def test_a_local_folder_with_only_a_config_yaml_is_found(tmp_path: Path) -> None:
