@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from biomeroworker.workflows.descriptor import load_descriptor
 
@@ -38,13 +39,31 @@ def peer_python() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def test_biomero_and_we_read_a_bilayers_config_alike(peer_python: str) -> None:
+def published_shapes(tmp_path: Path) -> Path:
+    """The test config with the shapes published bilayers configs have: a registry in
+    org, -name options, a bare key=, the out-folder flag named twice."""
+    data = yaml.safe_load(CONFIG.read_text())
+    data["docker_image"]["org"] = "docker.io/biomero"
+    data["inputs"][0]["cli_tag"] = "folder="
+    data["outputs"][0]["cli_tag"] = "-out"
+    data["parameters"][7]["cli_tag"] = "-out"
+    data["parameters"][2]["cli_tag"] = "-threads"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["fixture", "published shapes"])
+def test_biomero_and_we_read_a_bilayers_config_alike(
+    peer_python: str, variant: str, tmp_path: Path
+) -> None:
+    config = CONFIG if variant == "fixture" else published_shapes(tmp_path)
     proc = subprocess.run(
-        [peer_python, "-c", UPSTREAM, str(CONFIG)], capture_output=True, text=True, check=False
+        [peer_python, "-c", UPSTREAM, str(config)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     upstream = json.loads(proc.stdout)
-    ours = load_descriptor(CONFIG)
+    ours = load_descriptor(config)
     by_id = {p.id: p for p in ours.parameters}
     folders = dict(ours.folder_flags)
 
