@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", type=Path, metavar="INPUT", help="OME-Zarr folders or TIFFs"
     )
     p.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter value"
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter value; for a file parameter, a local file (staged beside the images)",
     )
     p.add_argument("--version", help="workflow version (default: the configured one)")
     p.add_argument("--partition", help="Slurm partition (default: from the config)")
