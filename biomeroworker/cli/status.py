@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from biomeroworker.run_record import RunRecord
+from biomeroworker.run_record import RunRecord
 
 DEFAULT_LIMIT = 50
 
@@ -25,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=DEFAULT_LIMIT,
         metavar="N",
-        help=f"newest N runs (default {DEFAULT_LIMIT}; 0 for all)",
+        help=f"newest N runs, a page (default {DEFAULT_LIMIT}; 0 for all)",
+    )
+    parser.add_argument(
+        "--after",
+        metavar="RUN",
+        help="the page of runs older than RUN (the last run of the previous page)",
     )
     parser.set_defaults(func=run)
 
@@ -42,14 +46,34 @@ def run(args: argparse.Namespace) -> int:
             check_run_access(found, viewer, admins)
             return _show_run(found, args.json)
         owner = visible_owner(viewer, want_all=args.all, admins=admins)
-        if args.json:
-            # The read model's own rows: a listed run carries no tasks (a record would).
-            print(json.dumps(tracker.list_runs(user=owner, limit=args.limit or None), indent=2))
-            return 0
-        runs = tracker.run_records(user=owner, limit=args.limit or None)
-        total = tracker.count_runs(user=owner)
-    _print_runs(runs, total)
+        after = None
+        if args.after:
+            anchor = tracker.run_record(args.after)
+            check_run_access(anchor, viewer, admins)
+            after = anchor.run_id
+        if args.limit > 0:
+            # one more than the page, to know whether an older page follows
+            rows = tracker.list_runs(user=owner, limit=args.limit + 1, after=after)
+            older = rows[args.limit - 1]["run_id"] if len(rows) > args.limit else None
+            rows = rows[: args.limit]
+        else:
+            rows, older = list(tracker.iter_runs(user=owner, after=after)), None
+        total = None if args.json else tracker.count_runs(user=owner)
+    more = None if older is None else _next_page(args, older)
+    if args.json:
+        # The read model's own rows: a listed run carries no tasks (a record would).
+        print(json.dumps(rows, indent=2))
+        if more:
+            print(more, file=sys.stderr)
+        return 0
+    _print_runs([RunRecord.from_row(row) for row in rows], total or 0, more)
     return 0
+
+
+def _next_page(args: argparse.Namespace, last: str) -> str:
+    every = " --all" if args.all else ""
+    limit = "" if args.limit == DEFAULT_LIMIT else f" --limit {args.limit}"
+    return f"older runs: biomero status{every}{limit} --after {last}"
 
 
 def _show_run(found: RunRecord, as_json: bool) -> int:
@@ -64,11 +88,12 @@ def _when(moment: datetime | None) -> str:
     return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
-def _print_runs(runs: list[RunRecord], total: int) -> None:
+def _print_runs(runs: list[RunRecord], total: int, more: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(caption=f"{len(runs)} of {total} runs (times UTC)")
+    caption = f"{len(runs)} of {total} runs (times UTC)" + (f"\n{more}" if more else "")
+    table = Table(caption=caption)
     for column in ("RUN", "WORKFLOW", "VERSION", "USER", "STATE", "STEP", "CREATED", "JOBS"):
         table.add_column(column)
     for item in runs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -282,11 +282,25 @@ class Tracker:
         with store_errors(self.url, "reading a run"), self._engine.connect() as conn:
             return queries.get_run(conn, queries.find_run_id(conn, str(run_ref)))
 
-    def list_runs(self, user: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Newest first; only ``user``'s runs when given."""
+    def list_runs(
+        self, user: str | None = None, limit: int | None = None, after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; only ``user``'s runs when given; with ``after`` (a run id, the
+        last of the previous page) the page that follows it (``queries.list_runs``)."""
         self.project()
         with store_errors(self.url, "listing runs"), self._engine.connect() as conn:
-            return queries.list_runs(conn, user=user, limit=limit)
+            return queries.list_runs(conn, user=user, limit=limit, after=after)
+
+    def iter_runs(
+        self, user: str | None = None, after: str | None = None, page: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every run (after ``after``), newest first, ``page`` runs at a time."""
+        while True:
+            runs = self.list_runs(user=user, limit=page, after=after)
+            yield from runs
+            if len(runs) < page:
+                return
+            after = runs[-1]["run_id"]
 
     def active_runs(self) -> list[dict[str, Any]]:
         """Runs not yet finished, oldest first (the order the supervisor admits them)."""

@@ -218,6 +218,9 @@ class Projector:
                     table.drop(conn, checkfirst=True)
                 self._set(conn, PROJECTION_NAME, 0)
             t.metadata.create_all(conn)
+            for table in t.OWN_TABLES:  # indexes added since the table was made
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
             if self._get(conn, PROJECTION_NAME) is None:
                 self._set(conn, PROJECTION_NAME, 0)
             if self._get(conn, TAKEOVER) is None:

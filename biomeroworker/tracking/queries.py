@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, tuple_
 
 from biomeroworker.tracking import tables as t
 from biomeroworker.tracking.errors import UnknownRunError
@@ -70,9 +70,9 @@ def find_run_id(conn: Connection, ref: str) -> str:
     ref = ref.strip().lower()
     if not _RUN_REF.fullmatch(ref):
         raise UnknownRunError(f"run {ref!r} is not a run id (hex digits and dashes)")
-    found = conn.execute(
-        select(t.runs.c.run_id).where(t.runs.c.run_id.like(ref + "%")).limit(2)
-    ).scalars()
+    # A whole id is a primary-key lookup; a prefix is a LIKE (no index on every collation).
+    match = t.runs.c.run_id == ref if len(ref) == 36 else t.runs.c.run_id.like(ref + "%")
+    found = conn.execute(select(t.runs.c.run_id).where(match).limit(2)).scalars()
     matches = list(found)
     if len(matches) != 1:
         reason = "is ambiguous" if len(matches) > 1 else "is not a known run"
@@ -93,11 +93,27 @@ def get_run(conn: Connection, run_id: str) -> dict[str, Any]:
 
 
 def list_runs(
-    conn: Connection, *, user: str | None = None, limit: int | None = None
+    conn: Connection,
+    *,
+    user: str | None = None,
+    limit: int | None = None,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    query = select(t.runs).order_by(t.runs.c.created_at.desc(), t.runs.c.run_id)
+    """Newest first (creation time, then run id, both descending); only ``user``'s runs
+    when given. ``after`` is a run id, the last one of the previous page: the runs that
+    follow it in that order (keyset pagination: each page is one range scan of an index,
+    however deep into the history it is, and runs recorded meanwhile do not shift it)."""
+    order = (t.runs.c.created_at, t.runs.c.run_id)
+    query = select(t.runs).order_by(*(column.desc() for column in order))
     if user is not None:
         query = query.where(t.runs.c.user_name == user)
+    if after is not None:
+        anchor = conn.execute(
+            select(t.runs.c.created_at).where(t.runs.c.run_id == after)
+        ).scalar_one_or_none()
+        if anchor is None:
+            raise UnknownRunError(f"run {after!r} is not a known run")
+        query = query.where(tuple_(*order) < tuple_(anchor, after))
     if limit is not None:
         query = query.limit(limit)
     return [_run_dict(row) for row in conn.execute(query)]

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -86,14 +87,14 @@ runs = Table(
     Column("run_id", String(36), primary_key=True),
     Column("workflow", String, nullable=False),
     Column("version", String, nullable=False),
-    Column("user_name", String, nullable=False, index=True),
+    Column("user_name", String, nullable=False),
     Column("omero_user_id", Integer, nullable=True),
     Column("omero_group_id", Integer, nullable=True),
     Column("state", String, nullable=False),
     Column("step", String, nullable=True),
     Column("inputs", Text, nullable=False),
     Column("parameters", Text, nullable=False),
-    Column("created_at", DateTime, nullable=False, index=True),
+    Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Column("ended_at", DateTime, nullable=True),
     Column("error_type", String, nullable=True),
@@ -112,6 +113,10 @@ runs = Table(
     Column("current_task", String, nullable=True),
     Column("main_task", String, nullable=True),
     Column("task_progress", String, nullable=True),
+    # `biomero status` pages newest first by (created_at, run_id), everyone's or one
+    # user's: each page is a range scan of one of these (queries.list_runs).
+    Index("ix_biomero_run_created", "created_at", "run_id"),
+    Index("ix_biomero_run_user_created", "user_name", "created_at", "run_id"),
 )
 
 tasks = Table(

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from biomeroworker.tracking import Tracker
 from biomeroworker.tracking import tables as t
+from tests.tracking_reads import check_paging, check_stats
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +193,13 @@ def test_a_missing_database_is_a_clear_error(database: str) -> None:
 
     with pytest.raises(TrackingStoreError, match="does not exist"):
         Tracker(database.rsplit("/", 1)[0] + "/biomero_no_such_db")
+
+
+def test_stats_are_aggregated_right_on_postgresql(url: str) -> None:
+    check_stats(url)
+
+
+def test_pages_give_every_run_once_in_order_while_runs_are_added_on_postgresql(
+    url: str,
+) -> None:
+    check_paging(url)

@@ -114,3 +114,22 @@ def test_tracking_rebuild_reports_the_events_replayed(store: dict[str, str], cap
     cli("tracking", "rebuild")
     # per run: requested, task added, task started, job submitted, status, completed; bob failed
     assert "replayed 13 events" in capsys.readouterr().out
+
+
+def test_status_pages_name_the_command_for_the_next_page(store, capsys, monkeypatch) -> None:
+    _as_user(monkeypatch, "root")
+    cli("status", "--all", "--limit", "1", "--json")
+    captured = capsys.readouterr()
+    (first,) = json.loads(captured.out)
+    hint = captured.err.strip()
+    assert hint == f"older runs: biomero status --all --limit 1 --after {first['run_id']}"
+    cli(*hint.split()[3:], "--json")
+    captured = capsys.readouterr()
+    (second,) = json.loads(captured.out)
+    assert {first["user"], second["user"]} == {"alice", "bob"}
+    assert captured.err == ""  # the last page
+
+
+def test_status_after_someone_elses_run_is_refused(store: dict[str, str]) -> None:
+    with pytest.raises(UnknownRunError):
+        cli("status", "--after", store["bob"])
