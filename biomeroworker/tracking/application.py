@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
@@ -51,6 +53,28 @@ CONFLICT_ATTEMPTS = 20
 CONFLICT_BACKOFF_S = 0.005
 
 A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One command of a batch, kept to run again after a version conflict."""
+
+    kind: type[Aggregate]
+    aggregate_id: UUID
+    command: Callable[[Any], bool] | None
+    before: Callable[[], list[Any]] | None = None
+
+
+@dataclass
+class _Batch:
+    """What a batch's commands changed: their aggregates and events, in order."""
+
+    steps: list[_Step] = field(default_factory=list)
+    aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.steps, self.aggregates, self.events = [], {}, []
 
 
 class TrackingApp(Application[UUID]):
@@ -142,6 +166,7 @@ class Tracker:
             )
             self._projector.create_tables()
         self._engine = engine
+        self._batch: _Batch | None = None
 
     @property
     def engine(self):  # type: ignore[no-untyped-def]
@@ -180,19 +205,24 @@ class Tracker:
         omero_user_id: int | None = None,
         omero_group_id: int | None = None,
     ) -> str:
-        run = WorkflowRun.request(
-            workflow=workflow,
-            workflow_version=version,
-            user_name=user_name,
-            omero_user_id=omero_user_id,
-            omero_group_id=omero_group_id,
-            inputs=dict(inputs or {}),
-            parameters=dict(parameters or {}),
-        )
-        with store_errors(self.url, "recording a run"):
-            self._app.save(run)
-        self._after_command()
-        return str(run.id)
+        run_id = uuid4()  # the same id if a conflict runs the batch again
+
+        def request() -> list[Any]:
+            return [
+                WorkflowRun.request(
+                    run_id=run_id,
+                    workflow=workflow,
+                    workflow_version=version,
+                    user_name=user_name,
+                    omero_user_id=omero_user_id,
+                    omero_group_id=omero_group_id,
+                    inputs=dict(inputs or {}),
+                    parameters=dict(parameters or {}),
+                )
+            ]
+
+        self._change(WorkflowRun, run_id, None, before=request)
+        return str(run_id)
 
     def start_task(
         self,
@@ -210,6 +240,7 @@ class Tracker:
         if kind not in TASK_KINDS:
             raise ValueError(f"task kind must be one of {', '.join(TASK_KINDS)}, not {kind!r}")
         run_uuid = _uuid(run_id, UnknownRunError, "run")
+        task_id = uuid4()  # the same id if a conflict runs the command again
         created: list[Task] = []
 
         def add(run: WorkflowRun) -> bool:
@@ -218,6 +249,7 @@ class Tracker:
             else:
                 task_name, task_version = STEP_TASK_NAMES[kind], __version__
             task = Task.start(
+                task_id=task_id,
                 run_id=run.id,
                 kind=kind,
                 name=name or task_name,
@@ -362,34 +394,92 @@ class Tracker:
     def _change_run(self, run_id: str | UUID, command: Callable[[WorkflowRun], bool]) -> bool:
         return self._change(WorkflowRun, _uuid(run_id, UnknownRunError, "run"), command)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record the commands run inside as one transaction.
+
+        Every aggregate they change is saved by one ``Application.save`` (one insert
+        of all their events, in the order the commands ran, and one commit), and the
+        read models catch up once at the end: a poll cycle that records the news of
+        many jobs pays for one commit instead of one per job. Commands inside return
+        what they would if the batch committed first; a version conflict at the end
+        reloads the aggregates and runs the batch's commands again, as a single
+        command does. An exception inside discards the whole batch: nothing of it is
+        recorded. Batches do not nest: an inner ``batch()`` joins the outer one.
+        """
+        if self._batch is not None:
+            yield
+            return
+        self._batch = _Batch()
+        try:
+            yield
+            batch = self._batch
+            self._commit(batch)
+        finally:
+            self._batch = None
+        if batch.steps:
+            self._after_command()
+
     def _change(
         self,
         kind: type[A],
         aggregate_id: UUID,
-        command: Callable[[A], bool],
+        command: Callable[[A], bool] | None,
         before: Callable[[], list[Any]] | None = None,
     ) -> bool:
-        """Load, command, save; on a version conflict reload and run the command again."""
+        """Load, command, save (at the end of the batch: ``batch``). A command outside
+        a batch is a batch of its own, and answers after its commit."""
+        if self._batch is None:
+            with self.batch():
+                self._change(kind, aggregate_id, command, before)
+                batch = self._batch
+            return bool(batch and batch.steps)
         with store_errors(self.url, f"recording a {kind.__name__} change"):
+            return self._step(self._batch, _Step(kind, aggregate_id, command, before))
+
+    def _step(self, batch: _Batch, step: _Step) -> bool:
+        """Run one command on the batch's copy of its aggregate; keep its events.
+        ``before`` gives aggregates the command created, saved before it (a new run
+        without a command)."""
+        changed: list[Any] = []
+        if step.command is not None:
+            aggregate = batch.aggregates.get(step.aggregate_id)
+            if aggregate is None:
+                aggregate = self._load(step.kind, step.aggregate_id)
+            if not step.command(aggregate):
+                return False
+            changed.append(aggregate)
+        if step.before is not None:
+            changed[:0] = step.before()
+        for obj in changed:
+            batch.aggregates[obj.id] = obj
+            batch.events.extend(obj.collect_events())
+        batch.steps.append(step)
+        return True
+
+    def _commit(self, batch: _Batch) -> None:
+        """Save the batch; on a version conflict reload and run its commands again."""
+        with store_errors(self.url, "recording changes"):
             for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-                aggregate = self._load(kind, aggregate_id)
-                if not command(aggregate):
-                    return False
+                if not batch.steps:
+                    return
                 try:
-                    self._app.save(*(before() if before else ()), aggregate)
-                    break
+                    # the events in command order (a new task before its run's
+                    # TaskAdded), then the aggregates, for snapshots
+                    self._app.save(*batch.events, *batch.aggregates.values())
+                    return
                 except RecordConflictError:
-                    log.debug(
-                        "%s %s changed concurrently; retry %d", kind.__name__, aggregate_id, attempt
-                    )
+                    log.debug("changed concurrently; retry %d", attempt)
                     if attempt == CONFLICT_ATTEMPTS:
                         raise TrackingStoreError(
-                            f"{kind.__name__} {aggregate_id}: still conflicting after "
-                            f"{attempt} attempts; too many concurrent writers"
+                            f"still conflicting after {attempt} attempts; too many "
+                            "concurrent writers"
                         ) from None
                     time.sleep(CONFLICT_BACKOFF_S * attempt)
-        self._after_command()
-        return True
+                    steps = batch.steps
+                    batch.clear()
+                    for step in steps:
+                        self._step(batch, step)
 
     def _load(self, kind: type[A], aggregate_id: UUID) -> A:
         missing = UnknownRunError if kind is WorkflowRun else UnknownTaskError

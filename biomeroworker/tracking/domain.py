@@ -193,9 +193,11 @@ class WorkflowRun(Aggregate):
         omero_group_id: int | None,
         inputs: dict[str, Any],
         parameters: dict[str, Any],
+        run_id: UUID | None = None,
     ) -> WorkflowRun:
         return cls._create(
             cls.WorkflowInitiated,
+            id=run_id,
             name=workflow,
             description=f"{workflow} {workflow_version} (biomero worker {__version__})",
             user=NO_OMERO_ID if omero_user_id is None else omero_user_id,
@@ -339,9 +341,18 @@ class Task(Aggregate):
         self.error_message: str | None = None
 
     @classmethod
-    def start(cls, *, run_id: UUID, kind: str, name: str, version: str | None) -> Task:
+    def start(
+        cls,
+        *,
+        run_id: UUID,
+        kind: str,
+        name: str,
+        version: str | None,
+        task_id: UUID | None = None,
+    ) -> Task:
         return cls._create(
             cls.TaskCreated,
+            id=task_id,
             workflow_id=run_id,
             task_name=name,
             task_version=version,

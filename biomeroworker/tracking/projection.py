@@ -24,6 +24,7 @@ alone. ``biomero_run`` / ``biomero_task`` are always written: the worker runs fr
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,18 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
-from sqlalchemy import Connection, Engine, Table, and_, delete, insert, inspect, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    delete,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from biomeroworker.tracking import tables as t
@@ -62,7 +74,7 @@ SCHEMA_VERSION = 2
 ORIGIN_BIOMERO = "biomero"
 ORIGIN_WORKER = "worker"
 
-Handler = Callable[[Connection, Any, bool], None]
+Handler = Callable[["_Rows", Any, bool], None]
 
 # biomero's listener -> the dashboard tables it writes (biomero/slurm_client.py,
 # initialize_analytics_system): enable_job_progress switches JobProgress and
@@ -71,6 +83,24 @@ JOB_ACCOUNTING = frozenset({t.job_view.name})
 JOB_PROGRESS = frozenset({t.job_progress_view.name, t.workflow_progress_view.name})
 WORKFLOW_ANALYTICS = frozenset({t.task_execution.name})
 ALL_DASHBOARDS = JOB_ACCOUNTING | JOB_PROGRESS | WORKFLOW_ANALYTICS
+DASHBOARD_NAMES = frozenset(table.name for table in t.DASHBOARD_TABLES)
+
+# Events that name a task (their originator) or a run; read in bulk before a batch.
+TASK_EVENTS = (
+    Task.TaskCreated,
+    Task.JobIdAdded,
+    Task.StatusUpdated,
+    Task.ProgressUpdated,
+    Task.ResultAdded,
+    Task.TaskCompleted,
+    Task.TaskFailed,
+)
+RUN_EVENTS = (
+    WorkflowRun.WorkflowInitiated,
+    WorkflowRun.TaskAdded,
+    WorkflowRun.WorkflowCompleted,
+    WorkflowRun.WorkflowFailed,
+)
 
 
 def dashboard_tables(
@@ -97,11 +127,6 @@ def _upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[st
     where = and_(*(table.c[name] == value for name, value in key.items()))
     if conn.execute(update(table).where(where).values(**values)).rowcount == 0:
         conn.execute(insert(table).values(**key, **values))
-
-
-def _update(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any]) -> None:
-    where = and_(*(table.c[name] == value for name, value in key.items()))
-    conn.execute(update(table).where(where).values(**values))
 
 
 def is_infrastructure(task_name: str | None) -> bool:
@@ -304,18 +329,25 @@ class Projector:
     def _apply_next(
         self, conn: Connection, position: int, takeover: int, window: _Window | None = None
     ) -> tuple[int, int]:
-        """Apply up to a batch after ``position``; return (how many, new position)."""
+        """Apply up to a batch after ``position``; return (how many, new position).
+
+        The rows the batch's events name are read in a few bulk queries, changed in
+        memory event by event, and written back once at the end (``_Rows``), all in
+        the caller's transaction."""
         notifications = self.recorder.select_notifications(
             start=position, limit=self.batch_size, inclusive_of_start=False
         )
-        for notification in notifications:
-            event = self._decode(notification)
-            dash = notification.id > takeover
-            if window is not None:
-                dash = dash and window.admits(event)
-            self.apply(conn, event, dash)
         if not notifications:
             return 0, position
+        events = [(n.id, self._decode(n)) for n in notifications]
+        rows = _Rows(conn)
+        self._preload(rows, [event for _, event in events])
+        for notification_id, event in events:
+            dash = notification_id > takeover
+            if window is not None:
+                dash = dash and window.admits(event)
+            self.apply(rows, event, dash)
+        rows.flush()
         self._move(conn, notifications[-1].id)
         return len(notifications), notifications[-1].id
 
@@ -327,88 +359,85 @@ class Projector:
             )
         return self.mapper.to_domain_event(notification)
 
-    def apply(self, conn: Connection, domain_event: DomainEventProtocol[Any], dash: bool) -> None:
+    def _preload(self, rows: _Rows, events: list[Any]) -> None:
+        """Read the runs, tasks and job rows these events will need, in bulk."""
+        task_ids = {str(e.originator_id) for e in events if isinstance(e, TASK_EVENTS)}
+        task_ids |= {str(e.task_id) for e in events if isinstance(e, WorkflowRun.TaskAdded)}
+        tasks = rows.load(t.tasks, task_ids)
+        run_ids = {str(e.originator_id) for e in events if isinstance(e, RUN_EVENTS)}
+        run_ids |= {task.run_id for task in tasks}
+        run_ids |= {str(e.workflow_id) for e in events if isinstance(e, Task.TaskCreated)}
+        rows.load(t.runs, run_ids)
+        if t.job_progress_view.name in self.dashboards:
+            jobs = {task.job_number for task in tasks if task.job_number is not None}
+            jobs |= {int(e.job_id) for e in events if isinstance(e, Task.JobIdAdded)}
+            rows.load(t.job_progress_view, jobs)
+
+    def apply(self, rows: _Rows, domain_event: DomainEventProtocol[Any], dash: bool) -> None:
         handler = self.handlers.get(type(domain_event))
         if handler is not None:
-            handler(conn, domain_event, dash)
+            handler(rows, domain_event, dash)
 
     # --- state rows and the dashboard rows derived from them ------------------
 
-    @staticmethod
-    def _run_row(conn: Connection, run_id: str) -> Any:
-        return conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
+    def _touch_run(self, rows: _Rows, run_id: str, when: datetime, **values: Any) -> None:
+        rows.update(t.runs, run_id, updated_at=naive_utc(when), **values)
 
-    @staticmethod
-    def _task_row(conn: Connection, task_id: str) -> Any:
-        return conn.execute(select(t.tasks).where(t.tasks.c.task_id == task_id)).first()
-
-    def _touch_run(self, conn: Connection, run_id: str, when: datetime, **values: Any) -> None:
-        _update(conn, t.runs, {"run_id": run_id}, {"updated_at": naive_utc(when), **values})
-
-    def _write_workflow_progress(self, conn: Connection, run_id: str) -> None:
+    def _write_workflow_progress(self, rows: _Rows, run_id: str) -> None:
         if t.workflow_progress_view.name not in self.dashboards:
             return
-        run = self._run_row(conn, run_id)
-        _upsert(
-            conn,
+        run = rows.get(t.runs, run_id)
+        rows.put(
             t.workflow_progress_view,
-            {"workflow_id": UUID(run_id)},
-            {
-                "status": run.dash_status,
-                "progress": run.dash_progress,
-                "user": run.dash_user,
-                "group": run.dash_group,
-                "name": run.wf_name,
-                "task": run.current_task,
-                "main_task_name": run.main_task or run.current_task,
-                "start_time": run.created_at,
-            },
+            workflow_id=UUID(run_id),
+            status=run.dash_status,
+            progress=run.dash_progress,
+            user=run.dash_user,
+            group=run.dash_group,
+            name=run.wf_name,
+            task=run.current_task,
+            main_task_name=run.main_task or run.current_task,
+            start_time=run.created_at,
         )
 
-    def _write_task_execution(self, conn: Connection, task_id: str) -> None:
+    def _write_task_execution(self, rows: _Rows, task_id: str) -> None:
         if t.task_execution.name not in self.dashboards:
             return
-        task = self._task_row(conn, task_id)
-        run = self._run_row(conn, task.run_id) if task.linked else None
-        _upsert(
-            conn,
+        task = rows.get(t.tasks, task_id)
+        run = rows.get(t.runs, task.run_id) if task.linked else None
+        rows.put(
             t.task_execution,
-            {"task_id": UUID(task_id)},
-            {
-                "task_name": task.name,
-                "task_version": task.version,
-                "user_id": run.dash_user if run is not None else None,
-                "group_id": run.dash_group if run is not None else None,
-                "status": task.dash_status,
-                "start_time": task.started_at,
-                "end_time": task.ended_at,
-                "error_type": task.error if task.state == FAILED else None,
-            },
+            task_id=UUID(task_id),
+            task_name=task.name,
+            task_version=task.version,
+            user_id=run.dash_user if run is not None else None,
+            group_id=run.dash_group if run is not None else None,
+            status=task.dash_status,
+            start_time=task.started_at,
+            end_time=task.ended_at,
+            error_type=task.error if task.state == FAILED else None,
         )
 
     def _write_job_progress(
-        self, conn: Connection, job: int, status: str | None, progress: Any = ...
+        self, rows: _Rows, job: int, status: str | None, progress: Any = ...
     ) -> None:
         """biomero's JobProgress: one row per job number, status and progress kept apart."""
         if t.job_progress_view.name not in self.dashboards:
             return
-        row = conn.execute(
-            select(t.job_progress_view).where(t.job_progress_view.c.slurm_job_id == job)
-        ).first()
-        values = {
-            "status": status if status is not None else (row.status if row else "UNKNOWN"),
-            "progress": (row.progress if row else None) if progress is ... else progress,
-        }
-        _upsert(conn, t.job_progress_view, {"slurm_job_id": job}, values)
+        row = rows.get(t.job_progress_view, job)
+        rows.put(
+            t.job_progress_view,
+            slurm_job_id=job,
+            status=status if status is not None else (row.status if row else "UNKNOWN"),
+            progress=(row.progress if row else None) if progress is ... else progress,
+        )
 
     # --- run events ----------------------------------------------------------
 
-    def _ignore(self, conn: Connection, e: Any, dash: bool) -> None:
+    def _ignore(self, rows: _Rows, e: Any, dash: bool) -> None:
         pass
 
-    def _run_initiated(
-        self, conn: Connection, e: WorkflowRun.WorkflowInitiated, dash: bool
-    ) -> None:
+    def _run_initiated(self, rows: _Rows, e: WorkflowRun.WorkflowInitiated, dash: bool) -> None:
         when = naive_utc(e.timestamp)
         ours = getattr(e, "recorded_by", None) == RECORDED_BY
         user, group = e.user, e.group
@@ -435,29 +464,28 @@ class Projector:
                 "parameters": "{}",
                 "origin": ORIGIN_BIOMERO,
             }
-        conn.execute(
-            insert(t.runs).values(
-                run_id=str(e.originator_id),
-                state=REQUESTED,
-                step=None,
-                created_at=when,
-                updated_at=when,
-                slurm_job_ids="",
-                wf_name=e.name,
-                dash_user=user,
-                dash_group=group,
-                dash_status="INITIALIZING",
-                dash_progress="0%",
-                **values,
-            )
+        rows.insert(
+            t.runs,
+            run_id=str(e.originator_id),
+            state=REQUESTED,
+            step=None,
+            created_at=when,
+            updated_at=when,
+            slurm_job_ids="",
+            wf_name=e.name,
+            dash_user=user,
+            dash_group=group,
+            dash_status="INITIALIZING",
+            dash_progress="0%",
+            **values,
         )
         if dash:
-            self._write_workflow_progress(conn, str(e.originator_id))
+            self._write_workflow_progress(rows, str(e.originator_id))
 
-    def _run_task_added(self, conn: Connection, e: WorkflowRun.TaskAdded, dash: bool) -> None:
+    def _run_task_added(self, rows: _Rows, e: WorkflowRun.TaskAdded, dash: bool) -> None:
         run_id = str(e.originator_id)
-        run = self._run_row(conn, run_id)
-        task = self._task_row(conn, str(e.task_id))
+        run = rows.get(t.runs, run_id)
+        task = rows.get(t.tasks, str(e.task_id))
         if run is None:
             return
         values: dict[str, Any] = {"state": RUNNING}
@@ -465,33 +493,31 @@ class Projector:
         if kind is not None:
             values["step"] = kind
         if task is not None:
-            _update(conn, t.tasks, {"task_id": task.task_id}, {"linked": True})
+            rows.update(t.tasks, task.task_id, linked=True)
             values["current_task"] = task.name
             if run.main_task is None and not is_infrastructure(task.name):
                 values["main_task"] = task.name
                 if run.origin == ORIGIN_BIOMERO:
                     values["workflow"] = task.name
                     values["version"] = task.version or ""
-        self._touch_run(conn, run_id, e.timestamp, **values)
+        self._touch_run(rows, run_id, e.timestamp, **values)
 
-    def _run_completed(
-        self, conn: Connection, e: WorkflowRun.WorkflowCompleted, dash: bool
-    ) -> None:
+    def _run_completed(self, rows: _Rows, e: WorkflowRun.WorkflowCompleted, dash: bool) -> None:
         run_id = str(e.originator_id)
         values: dict[str, Any] = {"state": COMPLETED, "ended_at": naive_utc(e.timestamp)}
         location = getattr(e, "result_location", None)
         if location is not None:
             values["result_location"] = location
         self._touch_run(
-            conn, run_id, e.timestamp, dash_status="DONE", dash_progress="100%", **values
+            rows, run_id, e.timestamp, dash_status="DONE", dash_progress="100%", **values
         )
-        if dash and self._run_row(conn, run_id) is not None:
-            self._write_workflow_progress(conn, run_id)
+        if dash and rows.get(t.runs, run_id) is not None:
+            self._write_workflow_progress(rows, run_id)
 
-    def _run_failed(self, conn: Connection, e: WorkflowRun.WorkflowFailed, dash: bool) -> None:
+    def _run_failed(self, rows: _Rows, e: WorkflowRun.WorkflowFailed, dash: bool) -> None:
         run_id = str(e.originator_id)
         self._touch_run(
-            conn,
+            rows,
             run_id,
             e.timestamp,
             state=CANCELLED if getattr(e, "cancelled", False) else FAILED,
@@ -500,45 +526,46 @@ class Projector:
             error=e.error_message,
             dash_status="FAILED",
         )
-        if dash and self._run_row(conn, run_id) is not None:
-            self._write_workflow_progress(conn, run_id)
+        if dash and rows.get(t.runs, run_id) is not None:
+            self._write_workflow_progress(rows, run_id)
 
     # --- task events ---------------------------------------------------------
 
-    def _task_created(self, conn: Connection, e: Task.TaskCreated, dash: bool) -> None:
+    def _task_created(self, rows: _Rows, e: Task.TaskCreated, dash: bool) -> None:
         task_id = str(e.originator_id)
         version = e.task_version
-        conn.execute(
-            insert(t.tasks).values(
-                task_id=task_id,
-                run_id=str(e.workflow_id),
-                kind=getattr(e, "kind", None) or upstream_kind(e.task_name),
-                name=e.task_name,
-                version=None if version is None else str(version),
-                state=STARTED,
-                result_locations="[]",
-                started_at=naive_utc(e.timestamp),
-                linked=False,
-                dash_status="CREATED",
-            )
+        rows.insert(
+            t.tasks,
+            task_id=task_id,
+            run_id=str(e.workflow_id),
+            kind=getattr(e, "kind", None) or upstream_kind(e.task_name),
+            name=e.task_name,
+            version=None if version is None else str(version),
+            state=STARTED,
+            result_locations="[]",
+            started_at=naive_utc(e.timestamp),
+            linked=False,
+            dash_status="CREATED",
         )
         if dash:
-            self._write_task_execution(conn, task_id)
+            self._write_task_execution(rows, task_id)
 
-    def _job_id_added(self, conn: Connection, e: Task.JobIdAdded, dash: bool) -> None:
-        task = self._task_row(conn, str(e.originator_id))
+    def _job_id_added(self, rows: _Rows, e: Task.JobIdAdded, dash: bool) -> None:
+        task = rows.get(t.tasks, str(e.originator_id))
         if task is None:
             return
         ref = getattr(e, "slurm_job_ref", None) or str(e.job_id)
         number = int(e.job_id)
         cluster = getattr(e, "cluster", None)
-        _update(
-            conn,
+        rows.update(
             t.tasks,
-            {"task_id": task.task_id},
-            {"slurm_job_id": ref, "job_number": number, "cluster": cluster, "job_state": None},
+            task.task_id,
+            slurm_job_id=ref,
+            job_number=number,
+            cluster=cluster,
+            job_state=None,
         )
-        run = self._run_row(conn, task.run_id)
+        run = rows.get(t.runs, task.run_id)
         if run is None:
             return
         job_ids = [j for j in run.slurm_job_ids.split(",") if j]
@@ -547,7 +574,7 @@ class Projector:
         values: dict[str, Any] = {"slurm_job_ids": ",".join(job_ids)}
         if cluster is not None:
             values["cluster"] = cluster
-        self._touch_run(conn, run.run_id, e.timestamp, **values)
+        self._touch_run(rows, run.run_id, e.timestamp, **values)
         if (
             dash
             and t.job_view.name in self.dashboards
@@ -555,107 +582,189 @@ class Projector:
             and None not in (run.dash_user, run.dash_group)
         ):
             # (biomero's JobAccounting fails on a NULL user: it writes no row then either)
-            _upsert(
-                conn,
+            rows.put(
                 t.job_view,
-                {"slurm_job_id": number},
-                {"user": run.dash_user, "group": run.dash_group, "task_id": e.originator_id},
+                slurm_job_id=number,
+                user=run.dash_user,
+                group=run.dash_group,
+                task_id=e.originator_id,
             )
 
-    def _status_updated(self, conn: Connection, e: Task.StatusUpdated, dash: bool) -> None:
-        task = self._task_row(conn, str(e.originator_id))
+    def _status_updated(self, rows: _Rows, e: Task.StatusUpdated, dash: bool) -> None:
+        task = rows.get(t.tasks, str(e.originator_id))
         if task is None:
             return
-        _update(
-            conn,
+        rows.update(
             t.tasks,
-            {"task_id": task.task_id},
-            {
-                "job_state": e.status,
-                "exit_code": getattr(e, "exit_code", None),
-                "elapsed_s": getattr(e, "elapsed_s", None),
-                "max_rss_bytes": getattr(e, "max_rss_bytes", None),
-                "dash_status": e.status,
-            },
+            task.task_id,
+            job_state=e.status,
+            exit_code=getattr(e, "exit_code", None),
+            elapsed_s=getattr(e, "elapsed_s", None),
+            max_rss_bytes=getattr(e, "max_rss_bytes", None),
+            dash_status=e.status,
         )
-        run = self._run_row(conn, task.run_id)
+        run = rows.get(t.runs, task.run_id)
         if run is not None and task.linked:
             status, progress = workflow_status(task.name, e.status, run.task_progress)
             self._touch_run(
-                conn, run.run_id, e.timestamp, dash_status=status, dash_progress=progress
+                rows, run.run_id, e.timestamp, dash_status=status, dash_progress=progress
             )
         if not dash:
             return
-        self._write_task_execution(conn, task.task_id)
+        self._write_task_execution(rows, task.task_id)
         if task.job_number is not None:
-            self._write_job_progress(conn, task.job_number, e.status)
+            self._write_job_progress(rows, task.job_number, e.status)
         if run is not None and task.linked:
-            self._write_workflow_progress(conn, run.run_id)
+            self._write_workflow_progress(rows, run.run_id)
 
-    def _progress_updated(self, conn: Connection, e: Task.ProgressUpdated, dash: bool) -> None:
-        task = self._task_row(conn, str(e.originator_id))
+    def _progress_updated(self, rows: _Rows, e: Task.ProgressUpdated, dash: bool) -> None:
+        task = rows.get(t.tasks, str(e.originator_id))
         if task is None:
             return
         note = getattr(e, "note", None)
-        _update(
-            conn,
-            t.tasks,
-            {"task_id": task.task_id},
-            {"progress": note if note is not None else e.progress},
-        )
-        run = self._run_row(conn, task.run_id)
+        rows.update(t.tasks, task.task_id, progress=note if note is not None else e.progress)
+        run = rows.get(t.runs, task.run_id)
         if run is not None and task.linked:
-            self._touch_run(conn, run.run_id, e.timestamp, task_progress=e.progress)
+            self._touch_run(rows, run.run_id, e.timestamp, task_progress=e.progress)
         if not dash:
             return
         if task.job_number is not None:
-            self._write_job_progress(conn, task.job_number, None, e.progress)
+            self._write_job_progress(rows, task.job_number, None, e.progress)
         if run is not None and task.linked:
-            self._write_workflow_progress(conn, run.run_id)
+            self._write_workflow_progress(rows, run.run_id)
 
-    def _result_added(self, conn: Connection, e: Task.ResultAdded, dash: bool) -> None:
-        task = self._task_row(conn, str(e.originator_id))
+    def _result_added(self, rows: _Rows, e: Task.ResultAdded, dash: bool) -> None:
+        task = rows.get(t.tasks, str(e.originator_id))
         location = e.result.get("location") if isinstance(e.result, dict) else None
         if task is None or location is None:
             return  # upstream's results are command outputs, not locations
         locations = [*json.loads(task.result_locations), location]
-        _update(
-            conn, t.tasks, {"task_id": task.task_id}, {"result_locations": json.dumps(locations)}
-        )
-        self._touch_run(conn, task.run_id, e.timestamp)
+        rows.update(t.tasks, task.task_id, result_locations=json.dumps(locations))
+        self._touch_run(rows, task.run_id, e.timestamp)
 
-    def _task_completed(self, conn: Connection, e: Task.TaskCompleted, dash: bool) -> None:
-        self._task_finished(conn, e, dash, COMPLETED, None, None)
+    def _task_completed(self, rows: _Rows, e: Task.TaskCompleted, dash: bool) -> None:
+        self._task_finished(rows, e, dash, COMPLETED, None, None)
 
-    def _task_failed(self, conn: Connection, e: Task.TaskFailed, dash: bool) -> None:
-        self._task_finished(conn, e, dash, FAILED, getattr(e, "error_type", None), e.error_message)
+    def _task_failed(self, rows: _Rows, e: Task.TaskFailed, dash: bool) -> None:
+        self._task_finished(rows, e, dash, FAILED, getattr(e, "error_type", None), e.error_message)
 
     def _task_finished(
         self,
-        conn: Connection,
+        rows: _Rows,
         e: Any,
         dash: bool,
         state: str,
         error_type: str | None,
         message: str | None,
     ) -> None:
-        task = self._task_row(conn, str(e.originator_id))
+        task = rows.get(t.tasks, str(e.originator_id))
         if task is None:
             return
-        _update(
-            conn,
+        rows.update(
             t.tasks,
-            {"task_id": task.task_id},
-            {
-                "state": state,
-                "ended_at": naive_utc(e.timestamp),
-                "error_type": error_type,
-                "error": message,
-            },
+            task.task_id,
+            state=state,
+            ended_at=naive_utc(e.timestamp),
+            error_type=error_type,
+            error=message,
         )
-        self._touch_run(conn, task.run_id, e.timestamp)
+        self._touch_run(rows, task.run_id, e.timestamp)
         if dash:
-            self._write_task_execution(conn, task.task_id)
+            self._write_task_execution(rows, task.task_id)
+
+
+class _Row(dict[str, Any]):
+    """A read-model row held by a batch; its columns read as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+IN_CHUNK = 500  # keys per IN (...) list
+
+
+class _Rows:
+    """The read-model rows one batch reads and writes.
+
+    Rows are read once (in bulk by ``load``, else one by one on first use), changed in
+    memory event by event, and written back by ``flush``: per table one DELETE of the
+    changed rows that were there and one multi-row INSERT of their new contents. So a
+    batch costs a handful of statements however many events it holds, and a row that
+    several events of the batch change is written once. The result equals applying
+    the events one at a time: each table is keyed by one column, every write of a
+    dashboard row gives all its columns (biomero's upserts), and an update of a row
+    that is not there changes nothing, as an UPDATE would. Inserting a run or task
+    that is already stored still fails (the INSERT hits its primary key)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rows: dict[Table, dict[Any, _Row | None]] = defaultdict(dict)
+        self.stored: dict[Table, set[Any]] = defaultdict(set)  # keys read from the table
+        self.changed: dict[Table, dict[Any, _Row]] = defaultdict(dict)
+
+    @staticmethod
+    def _key(table: Table) -> Column[Any]:
+        (column,) = table.primary_key.columns
+        return column
+
+    def load(self, table: Table, keys: Iterable[Any]) -> list[_Row]:
+        """Read the rows with these keys (those not read yet); return the ones found."""
+        key = self._key(table)
+        known = self.rows[table]
+        wanted = [k for k in set(keys) if k not in known]
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start : start + IN_CHUNK]
+            for found in self.conn.execute(select(table).where(key.in_(chunk))):
+                row = _Row(found._mapping)
+                known[row[key.name]] = row
+                self.stored[table].add(row[key.name])
+            for k in chunk:
+                known.setdefault(k, None)
+        return [row for k in set(keys) if (row := known.get(k)) is not None]
+
+    def get(self, table: Table, key: Any) -> _Row | None:
+        if key not in self.rows[table]:
+            self.load(table, [key])
+        return self.rows[table][key]
+
+    def insert(self, table: Table, **values: Any) -> None:
+        row = _Row({column.name: None for column in table.columns})
+        row.update(values)
+        key = row[self._key(table).name]
+        self.rows[table][key] = self.changed[table][key] = row
+
+    def update(self, table: Table, key: Any, **values: Any) -> None:
+        row = self.get(table, key)
+        if row is not None:
+            row.update(values)
+            self.changed[table][key] = row
+
+    def put(self, table: Table, **values: Any) -> None:
+        """Insert or replace the row (every column given: biomero's view upserts)."""
+        key = values[self._key(table).name]
+        row = self.rows[table].get(key)
+        if row is None:
+            self.insert(table, **values)
+        else:
+            row.update(values)
+            self.changed[table][key] = row
+
+    def flush(self) -> None:
+        for table, changed in self.changed.items():
+            key = self._key(table)
+            # A dashboard row may be there without having been read: replace by key.
+            if table.name in DASHBOARD_NAMES:
+                replaced = list(changed)
+            else:
+                replaced = [k for k in changed if k in self.stored[table]]
+            for start in range(0, len(replaced), IN_CHUNK):
+                chunk = replaced[start : start + IN_CHUNK]
+                self.conn.execute(delete(table).where(key.in_(chunk)))
+            self.conn.execute(insert(table), [dict(row) for row in changed.values()])
+        self.changed.clear()
 
 
 class _Window:

@@ -1,0 +1,97 @@
+"""`Tracker.batch()`: many commands, one save and one catch-up, the same events and rows
+as the commands one by one (SQLite file; the PostgreSQL side runs in the bench)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from biomeroworker.tracking import Tracker
+from biomeroworker.tracking import tables as t
+
+
+def topics(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT topic FROM workflowtracker_events ORDER BY id"))
+        names = [topic.rsplit(":", 1)[1] for topic in found.scalars()]
+    engine.dispose()
+    return names
+
+
+def view_rows(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        counts = {
+            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in t.VIEW_TABLES
+        }
+    engine.dispose()
+    return counts
+
+
+def one_run(tracker: Tracker, user: str, job: str) -> tuple[str, str]:
+    run_id = tracker.record_run_requested(
+        workflow="cellpose", version="v1", user_name=user, omero_user_id=2, omero_group_id=3
+    )
+    task = tracker.start_task(run_id, "job")
+    tracker.record_job_submitted(task, job, "c")
+    tracker.record_job_status(task, "COMPLETED", 0, 5.0, 1024)
+    tracker.complete_task(task)
+    tracker.complete_run(run_id, "Dataset:1")
+    return run_id, task
+
+
+def test_a_batch_records_the_events_of_its_commands_in_their_order(tmp_path: Path) -> None:
+    single, batched = (f"sqlite:///{tmp_path / name}.sqlite" for name in ("one", "batch"))
+    with Tracker(single) as tracker:
+        for n in range(3):
+            one_run(tracker, f"u{n}", str(100 + n))
+    with Tracker(batched) as tracker, tracker.batch():
+        for n in range(3):
+            one_run(tracker, f"u{n}", str(100 + n))
+        assert tracker.count_runs() == 0  # nothing saved before the batch ends
+    assert topics(batched) == topics(single)
+    assert view_rows(batched) == view_rows(single)
+    assert view_rows(batched)[t.job_view.name] == 3  # each task was linked before its job
+    with Tracker(batched) as tracker:
+        assert [r["state"] for r in tracker.list_runs()] == ["COMPLETED"] * 3
+
+
+def test_an_error_inside_a_batch_records_nothing_of_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
+    with Tracker(url) as tracker:
+        with pytest.raises(RuntimeError), tracker.batch():
+            one_run(tracker, "alice", "7")
+            raise RuntimeError("the cycle failed")
+        assert tracker.count_runs() == 0
+        assert topics(url) == []
+
+
+def test_a_batch_that_lost_a_race_runs_its_commands_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
+    with Tracker(url) as ours, Tracker(url) as theirs:
+        run_id = ours.record_run_requested(workflow="w", version="1", user_name="alice")
+        with ours.batch():
+            task = ours.start_task(run_id, "job")
+            ours.record_job_submitted(task, "55", "c")
+            # another writer adds a step to the same run before the batch is saved
+            other = theirs.start_task(run_id, "export")
+        run: dict[str, Any] = ours.get_run(run_id)
+    assert {(t_["task_id"], t_["slurm_job_id"]) for t_ in run["tasks"]} == {
+        (task, "55"),
+        (other, None),
+    }
+    assert topics(url).count("WorkflowRun.TaskAdded") == 2
+
+
+def test_commands_outside_a_batch_answer_whether_they_changed_anything(tmp_path: Path) -> None:
+    with Tracker(f"sqlite:///{tmp_path / 'tracking.sqlite'}") as tracker:
+        run_id = tracker.record_run_requested(workflow="w", version="1", user_name="alice")
+        task = tracker.start_task(run_id, "job")
+        tracker.record_job_submitted(task, "9", "c")
+        assert tracker.record_job_status(task, "RUNNING") is True
+        assert tracker.record_job_status(task, "RUNNING") is False
