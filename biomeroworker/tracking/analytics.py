@@ -2,10 +2,9 @@
 
 The database does the aggregation: each analysis is one grouped query over the read
 models, so the work in Python is bounded by the number of groups, never by the number
-of runs. Only what the two dialects spell differently is chosen per dialect (a
-duration in seconds); the rest is portable SQL, so PostgreSQL and SQLite give the same
-answers. Runs are grouped per day in SQL and the days folded into the asked period
-here (ISO weeks have no common spelling), and durations are rounded to milliseconds.
+of runs. What the two dialects spell differently (a duration in seconds, the first day
+of a period, the nearest-rank p95) is chosen per dialect; the rest is portable SQL, and
+PostgreSQL and SQLite give the same answers (durations rounded to milliseconds).
 """
 
 from __future__ import annotations
@@ -16,7 +15,18 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Numeric, Select, case, cast, extract, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Numeric,
+    Select,
+    case,
+    cast,
+    extract,
+    func,
+    literal_column,
+    select,
+)
 
 from biomeroworker.tracking import tables as t
 
@@ -71,15 +81,39 @@ def _scope(query: Select[Any], user: str | None, since: datetime | None) -> Sele
     return query
 
 
+# The first day of each period, spelt by each dialect (PostgreSQL weeks start on Monday,
+# as ISO weeks do; SQLite's 'weekday 0' is the next Sunday, six days after that Monday).
+_PERIOD_START = {
+    "postgresql": {
+        "day": "date_trunc('day', {})",
+        "week": "date_trunc('week', {})",
+        "month": "date_trunc('month', {})",
+        "year": "date_trunc('year', {})",
+    },
+    "sqlite": {
+        "day": "date({})",
+        "week": "date({}, 'weekday 0', '-6 days')",
+        "month": "date({}, 'start of month')",
+        "year": "date({}, 'start of year')",
+    },
+}
+
+
+def _period_start(conn: Connection, column: Any, period: str) -> ColumnElement[Any]:
+    """The first day of ``column``'s period, as SQL (``period`` is one of PERIODS)."""
+    template = _PERIOD_START[conn.dialect.name][period]
+    return literal_column(template.format(f"{column.table.name}.{column.name}"))
+
+
 def runs_per_workflow(
     conn: Connection, period: str, user: str | None, since: datetime | None
 ) -> list[dict[str, Any]]:
-    day = func.date(t.runs.c.created_at)  # a date on PostgreSQL, 'YYYY-MM-DD' on SQLite
+    start = _period_start(conn, t.runs.c.created_at, period)
     completed = func.sum(case((t.runs.c.state == "COMPLETED", 1), else_=0))
     failed = func.sum(case((t.runs.c.state == "FAILED", 1), else_=0))
     query = _scope(
         select(
-            day.label("day"),
+            start.label("start"),
             t.runs.c.workflow,
             t.runs.c.user_name,
             func.count().label("runs"),
@@ -88,16 +122,19 @@ def runs_per_workflow(
         ),
         user,
         since,
-    ).group_by(day, t.runs.c.workflow, t.runs.c.user_name)
-    counts: dict[tuple[str, str, str], dict[str, int]] = defaultdict(
-        lambda: {"runs": 0, "completed": 0, "failed": 0}
-    )
-    for row in conn.execute(query):
-        key = (period_key(_as_day(row.day), period), row.workflow, row.user_name)
-        counts[key]["runs"] += int(row.runs)
-        counts[key]["completed"] += int(row.completed or 0)
-        counts[key]["failed"] += int(row.failed or 0)
-    return [{"period": p, "workflow": w, "user": u, **n} for (p, w, u), n in sorted(counts.items())]
+    ).group_by(start, t.runs.c.workflow, t.runs.c.user_name)
+    rows = [
+        {
+            "period": period_key(_as_day(row.start), period),
+            "workflow": row.workflow,
+            "user": row.user_name,
+            "runs": int(row.runs),
+            "completed": int(row.completed or 0),
+            "failed": int(row.failed or 0),
+        }
+        for row in conn.execute(query)
+    ]
+    return sorted(rows, key=lambda r: (r["period"], r["workflow"], r["user"]))
 
 
 def step_durations(
@@ -105,26 +142,39 @@ def step_durations(
 ) -> list[dict[str, Any]]:
     """Per step kind: count, mean and nearest-rank p95 of completed tasks' durations."""
     seconds = _seconds(conn, t.tasks.c.started_at, t.tasks.c.ended_at)
-    ranked = _scope(
-        select(
-            t.tasks.c.kind.label("kind"),
-            seconds.label("seconds"),
-            func.row_number().over(partition_by=t.tasks.c.kind, order_by=seconds).label("rank"),
-            func.count().over(partition_by=t.tasks.c.kind).label("n"),
-            func.avg(seconds).over(partition_by=t.tasks.c.kind).label("mean_s"),
+    completed = (t.tasks.c.state == "COMPLETED", t.tasks.c.ended_at.is_not(None))
+    kind = t.tasks.c.kind
+    if conn.dialect.name == "postgresql":
+        # percentile_disc is the nearest rank: the first value at or past the fraction
+        p95 = func.percentile_disc(P95_PERCENT / 100).within_group(seconds)
+        query = _scope(
+            select(kind, func.count().label("n"), func.avg(seconds).label("mean_s"))
+            .add_columns(p95.label("seconds"))
+            .join(t.runs, t.runs.c.run_id == t.tasks.c.run_id)
+            .where(*completed),
+            user,
+            since,
+        ).group_by(kind)
+    else:
+        ranked = _scope(
+            select(
+                kind.label("kind"),
+                seconds.label("seconds"),
+                func.row_number().over(partition_by=kind, order_by=seconds).label("rank"),
+                func.count().over(partition_by=kind).label("n"),
+                func.avg(seconds).over(partition_by=kind).label("mean_s"),
+            )
+            .join(t.runs, t.runs.c.run_id == t.tasks.c.run_id)
+            .where(*completed),
+            user,
+            since,
+        ).subquery()
+        # ceil(0.95 n) without floating point: (95 n + 99) // 100
+        p95_rank = (ranked.c.n * P95_PERCENT + 99) // 100
+        query = select(ranked.c.kind, ranked.c.n, ranked.c.mean_s, ranked.c.seconds).where(
+            ranked.c.rank == p95_rank
         )
-        .join(t.runs, t.runs.c.run_id == t.tasks.c.run_id)
-        .where(t.tasks.c.state == "COMPLETED", t.tasks.c.ended_at.is_not(None)),
-        user,
-        since,
-    ).subquery()
-    # ceil(0.95 n) without floating point: (95 n + 99) // 100
-    p95_rank = (ranked.c.n * P95_PERCENT + 99) // 100
-    query = (
-        select(ranked.c.kind, ranked.c.n, ranked.c.mean_s, ranked.c.seconds)
-        .where(ranked.c.rank == p95_rank)
-        .order_by(ranked.c.kind)
-    )
+    rows = sorted(conn.execute(query), key=lambda r: r.kind)
     return [
         {
             "step": row.kind,
@@ -132,7 +182,7 @@ def step_durations(
             "mean_s": float(row.mean_s),
             "p95_s": float(row.seconds),
         }
-        for row in conn.execute(query)
+        for row in rows
     ]
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 20
 CONFLICT_ATTEMPTS = 20
 CONFLICT_BACKOFF_S = 0.005
+CACHE_SIZE = 5000  # aggregates kept between batches (_Fresh)
+REFRESH_PAGE = 1000
+REFRESH_PAGES = 5
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -75,6 +80,63 @@ class _Batch:
 
     def clear(self) -> None:
         self.steps, self.aggregates, self.events = [], {}, []
+
+
+class _Fresh:
+    """The aggregates this tracker loaded or saved, kept as fresh as the store.
+
+    Before each batch, ``refresh`` reads the notification log past the last id it saw
+    (one query, the same log the projection reads, committed in id order) and forgets
+    every kept aggregate that another writer has changed since. So a command works on
+    the state the store had when its batch began, as it would after loading the
+    aggregate from the store, without two queries per aggregate. Commands get copies;
+    only what a batch saved is kept. Bounded: the least recently used go first, and a
+    log that ran far ahead since the last look empties the cache."""
+
+    def __init__(self, app: Application[UUID], size: int = CACHE_SIZE) -> None:
+        self.app = app
+        self.size = size
+        self.kept: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self.seen: int | None = None
+
+    def refresh(self) -> None:
+        recorder = self.app.recorder
+        if self.seen is None or not self.kept:
+            self.kept.clear()
+            self.seen = recorder.max_notification_id() or 0
+            return
+        for _ in range(REFRESH_PAGES):
+            notes = recorder.select_notifications(  # type: ignore[attr-defined]
+                start=self.seen, limit=REFRESH_PAGE, inclusive_of_start=False
+            )
+            for note in notes:
+                kept = self.kept.get(UUID(str(note.originator_id)))
+                if kept is not None and note.originator_version > kept.version:
+                    del self.kept[kept.id]
+            if notes:
+                self.seen = notes[-1].id
+            if len(notes) < REFRESH_PAGE:
+                return
+        self.seen = None  # far behind: start afresh
+        self.refresh()
+
+    def get(self, aggregate_id: UUID) -> Aggregate | None:
+        kept = self.kept.get(aggregate_id)
+        if kept is None:
+            return None
+        self.kept.move_to_end(aggregate_id)
+        return deepcopy(kept)
+
+    def keep(self, aggregates: Iterable[Aggregate]) -> None:
+        for aggregate in aggregates:
+            self.kept[aggregate.id] = aggregate
+            self.kept.move_to_end(aggregate.id)
+        while len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+
+    def forget(self, ids: Iterable[UUID]) -> None:
+        for aggregate_id in ids:
+            self.kept.pop(aggregate_id, None)
 
 
 class TrackingApp(Application[UUID]):
@@ -167,6 +229,7 @@ class Tracker:
             self._projector.create_tables()
         self._engine = engine
         self._batch: _Batch | None = None
+        self._fresh = _Fresh(self._app)
 
     @property
     def engine(self):  # type: ignore[no-untyped-def]
@@ -410,6 +473,8 @@ class Tracker:
         if self._batch is not None:
             yield
             return
+        with store_errors(self.url, "reading the notification log"):
+            self._fresh.refresh()
         self._batch = _Batch()
         try:
             yield
@@ -417,6 +482,7 @@ class Tracker:
             self._commit(batch)
         finally:
             self._batch = None
+        self._fresh.keep(batch.aggregates.values())
         if batch.steps:
             self._after_command()
 
@@ -445,7 +511,11 @@ class Tracker:
         if step.command is not None:
             aggregate = batch.aggregates.get(step.aggregate_id)
             if aggregate is None:
-                aggregate = self._load(step.kind, step.aggregate_id)
+                aggregate = self._fresh.get(step.aggregate_id)
+                if aggregate is None:
+                    aggregate = self._load(step.kind, step.aggregate_id)
+                else:
+                    self._check_kind(step.kind, step.aggregate_id, aggregate)
             if not step.command(aggregate):
                 return False
             changed.append(aggregate)
@@ -476,6 +546,7 @@ class Tracker:
                             "concurrent writers"
                         ) from None
                     time.sleep(CONFLICT_BACKOFF_S * attempt)
+                    self._fresh.forget(batch.aggregates)
                     steps = batch.steps
                     batch.clear()
                     for step in steps:
@@ -492,6 +563,11 @@ class Tracker:
             raise missing(
                 f"{kind.__name__} {aggregate_id} was recorded by biomero 2.x: read-only history"
             ) from None
+        return self._check_kind(kind, aggregate_id, aggregate)
+
+    @staticmethod
+    def _check_kind(kind: type[A], aggregate_id: UUID, aggregate: Any) -> A:
         if not isinstance(aggregate, kind):
+            missing = UnknownRunError if kind is WorkflowRun else UnknownTaskError
             raise missing(f"{aggregate_id} is a {type(aggregate).__name__}, not a {kind.__name__}")
         return aggregate
