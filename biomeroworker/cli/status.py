@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from biomeroworker.run_record import RunRecord
+if TYPE_CHECKING:
+    from biomeroworker.run_record import RunRecord
 
 DEFAULT_LIMIT = 50
 
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if more:
             print(more, file=sys.stderr)
         return 0
+    from biomeroworker.run_record import RunRecord
+
     _print_runs([RunRecord.from_row(row) for row in rows], total or 0, more)
     return 0
 
