@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import data, machine, ours
+from bench import bench_tracking, data, machine, ours
 from bench.cluster_setup import BENCH, WORK, init_cluster, write_configs
 from bench.stats import cycles_within, fmt, median, ratio, table
 from biomeroworker.config import load_settings
@@ -337,7 +337,54 @@ def summary(results: dict[str, Any]) -> str:
                 f"from {ev['ours']['cycles']} measured cycles each",
             ]
         )
+    rows += tracking_rows(results.get("tracking"))
     return table(["figure (median)", "ours", "biomero 2.8.3", "ours/biomero", "note"], rows)
+
+
+def bench_tracking_part(plan: Plan) -> dict[str, Any]:
+    """bench/bench_tracking.py: its own JSON beside ours, and its curve on a full run."""
+    result = bench_tracking.measure(plan.quick)
+    say(f"  results: {bench_tracking.write(result).relative_to(BENCH.parent)}")
+    if not plan.quick:
+        curve = BENCH.parent / "docs" / "tracking-curves.png"
+        if bench_tracking.plot(result, curve):
+            say(f"  curve: {curve.relative_to(BENCH.parent)}")
+    return result
+
+
+def tracking_rows(tracking: dict[str, Any] | None) -> list[list[str]]:
+    """Our tracking on PostgreSQL (biomero's is not measured: its status has no paging)."""
+    if not tracking:
+        return []
+    tp = tracking["throughput"]
+    largest = tracking["reads"][-1]
+    slowest = max(bench_tracking.READ_LABELS, key=lambda key: largest[key])
+    return [
+        [
+            "tracking: append, events/s",
+            f"{tp['append_batched']['events_per_s']:.0f}",
+            "-",
+            "-",
+            f"cycles of {tp['cycle_runs']} runs; one command per transaction: "
+            f"{tp['append_single']['events_per_s']:.0f}",
+        ],
+        [
+            "tracking: projection, events/s",
+            f"{tp['project']['events_per_s']:.0f}",
+            "-",
+            "-",
+            f"catch-up of {tp['project']['events']} events; rebuild "
+            f"{tp['rebuild']['events_per_s']:.0f}",
+        ],
+        [
+            f"status/stats, {largest['runs']:,} runs (slowest)",
+            fmt(largest[slowest], "s"),
+            "-",
+            "-",
+            f"{bench_tracking.READ_LABELS[slowest]}; a new process for status --all "
+            f"{fmt(largest['process_s'], 's')}",
+        ],
+    ]
 
 
 def main() -> int:
@@ -379,6 +426,7 @@ def main() -> int:
     results["polling"] = bench_polling(plan, transport, peer, partition)
     results["e2e"] = bench_e2e(plan, config, transport, peer, ours_store)
     results["events"] = bench_events(plan, default_polling, transport, peer, ours_store)
+    results["tracking"] = bench_tracking_part(plan)
     transport.run(["rm", "-rf", ours.REMOTE])
     shutil.rmtree(WORK / "tmp", ignore_errors=True)
     results["seconds"] = round((dt.datetime.now() - started).total_seconds(), 1)

@@ -15,7 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -89,9 +88,9 @@ class _Fresh:
     (one query, the same log the projection reads, committed in id order) and forgets
     every kept aggregate that another writer has changed since. So a command works on
     the state the store had when its batch began, as it would after loading the
-    aggregate from the store, without two queries per aggregate. Commands get copies;
-    only what a batch saved is kept. Bounded: the least recently used go first, and a
-    log that ran far ahead since the last look empties the cache."""
+    aggregate from the store, without two queries per aggregate. A batch takes the
+    aggregates it uses out of the cache and puts back only what it saved. Bounded: the
+    least recently used go first, and a log that ran far ahead empties the cache."""
 
     def __init__(self, app: Application[UUID], size: int = CACHE_SIZE) -> None:
         self.app = app
@@ -120,12 +119,10 @@ class _Fresh:
         self.seen = None  # far behind: start afresh
         self.refresh()
 
-    def get(self, aggregate_id: UUID) -> Aggregate | None:
-        kept = self.kept.get(aggregate_id)
-        if kept is None:
-            return None
-        self.kept.move_to_end(aggregate_id)
-        return deepcopy(kept)
+    def take(self, aggregate_id: UUID) -> Aggregate | None:
+        """The kept aggregate, out of the cache: a batch that fails (an exception, a
+        conflict) leaves it out, changed or not; one that commits puts it back."""
+        return self.kept.pop(aggregate_id, None)
 
     def keep(self, aggregates: Iterable[Aggregate]) -> None:
         for aggregate in aggregates:
@@ -511,7 +508,7 @@ class Tracker:
         if step.command is not None:
             aggregate = batch.aggregates.get(step.aggregate_id)
             if aggregate is None:
-                aggregate = self._fresh.get(step.aggregate_id)
+                aggregate = self._fresh.take(step.aggregate_id)
                 if aggregate is None:
                     aggregate = self._load(step.kind, step.aggregate_id)
                 else:

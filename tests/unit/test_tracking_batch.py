@@ -95,3 +95,18 @@ def test_commands_outside_a_batch_answer_whether_they_changed_anything(tmp_path:
         tracker.record_job_submitted(task, "9", "c")
         assert tracker.record_job_status(task, "RUNNING") is True
         assert tracker.record_job_status(task, "RUNNING") is False
+
+
+def test_a_kept_aggregate_another_writer_changed_is_read_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
+    with Tracker(url) as ours, Tracker(url) as theirs:
+        run_id = ours.record_run_requested(workflow="w", version="1", user_name="alice")
+        task = ours.start_task(run_id, "job")
+        ours.record_job_submitted(task, "9", "c")
+        assert ours.record_job_status(task, "RUNNING") is True  # ours keeps the task
+        assert theirs.record_job_status(task, "SUSPENDED") is True
+        # a kept copy would say RUNNING is no news; the store says SUSPENDED
+        assert ours.record_job_status(task, "RUNNING") is True
+        states = [t_["job_state"] for t_ in ours.get_run(run_id)["tasks"]]
+    assert states == ["RUNNING"]
+    assert topics(url).count("Task.StatusUpdated") == 3
