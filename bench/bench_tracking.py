@@ -438,7 +438,7 @@ def measure(quick: bool, server: Server | None = None, reps: int | None = None) 
     server = server or Server("127.0.0.1", 5432, "postgres")
     sizes = [300, 3_000] if quick else [1_000, 10_000, 100_000]
     reps = reps or (1 if quick else 5)
-    single, batched, cycle = (30, 200, 100) if quick else (300, 3_000, 100)
+    single, batched, cycle = (30, 200, 100) if quick else (100, 3_000, 100)
     result: dict[str, Any] = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",

@@ -45,23 +45,10 @@ def _mebibytes(value: int | None) -> str:
     return "" if value is None else f"{value / 2**20:.1f}"
 
 
-def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """A plain text table: the runs table has a row per period, workflow and user, and
-    measuring every cell as rich does took longer than the query (1.5 s for 2,800 rows)."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-
-    print(f"\n{title}")
-    print(line(header).rstrip())
-    print("  ".join("-" * width for width in widths))
-    for row in rows:
-        print(line(row).rstrip())
-
-
 def _print_tables(result: dict[str, Any]) -> None:
-    _print_table(
+    from biomeroworker.cli.text import print_table
+
+    print_table(
         f"Runs per {result['period']}",
         ["PERIOD", "WORKFLOW", "USER", "RUNS", "COMPLETED", "FAILED"],
         [
@@ -70,7 +57,7 @@ def _print_tables(result: dict[str, Any]) -> None:
             for row in result["runs"]
         ],
     )
-    _print_table(
+    print_table(
         "Duration per step (completed tasks)",
         ["STEP", "COUNT", "MEAN S", "P95 S"],
         [
@@ -78,12 +65,12 @@ def _print_tables(result: dict[str, Any]) -> None:
             for row in result["step_durations"]
         ],
     )
-    _print_table(
+    print_table(
         "Failures by cause",
         ["ERROR TYPE", "STEP", "RUNS"],
         [[row["error_type"], row["step"], str(row["runs"])] for row in result["failures"]],
     )
-    _print_table(
+    print_table(
         "Slurm use per user",
         ["USER", "JOBS", "ELAPSED S", "MEAN S", "MAX RSS MiB"],
         [

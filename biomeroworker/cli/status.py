@@ -93,25 +93,26 @@ def _when(moment: datetime | None) -> str:
 
 
 def _print_runs(runs: list[RunRecord], total: int, more: str | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from biomeroworker.cli.text import print_table
 
-    caption = f"{len(runs)} of {total} runs (times UTC)" + (f"\n{more}" if more else "")
-    table = Table(caption=caption)
-    for column in ("RUN", "WORKFLOW", "VERSION", "USER", "STATE", "STEP", "CREATED", "JOBS"):
-        table.add_column(column)
-    for item in runs:
-        table.add_row(
-            item.run_id[:8],
-            item.workflow,
-            item.version,
-            item.user,
-            item.state,
-            item.step or "",
-            _when(item.created_at),
-            ",".join(item.slurm_job_ids),
-        )
-    Console().print(table)
+    print_table(
+        "",
+        ["RUN", "WORKFLOW", "VERSION", "USER", "STATE", "STEP", "CREATED", "JOBS"],
+        [
+            [
+                item.run_id[:8],
+                item.workflow,
+                item.version,
+                item.user,
+                item.state,
+                item.step or "",
+                _when(item.created_at),
+                ",".join(item.slurm_job_ids),
+            ]
+            for item in runs
+        ],
+        f"{len(runs)} of {total} runs (times UTC)" + (f"\n{more}" if more else ""),
+    )
 
 
 def _print_run(found: RunRecord) -> None:

@@ -70,6 +70,11 @@ SCHEMA = "biomero_views.schema"
 # Version of our own read models (biomero_run, biomero_task). A database marked with a
 # newer one was written by a newer worker and is refused.
 SCHEMA_VERSION = 2
+# Bump SCHEMA_VERSION too when the worker learns a new event topic: an older worker then
+# refuses the database (takeover.refusal reads only the topics past the projection).
+LAYOUT = "biomero_views.layout"
+# Our tables' indexes: bump when one is added, so create_tables adds it to existing tables.
+LAYOUT_VERSION = 1
 
 ORIGIN_BIOMERO = "biomero"
 ORIGIN_WORKER = "worker"
@@ -224,7 +229,25 @@ class Projector:
         except IntegrityError:
             self._create_tables()  # another process created the same rows first
 
+    def _ready(self) -> bool:
+        """Every table is there and marked current: nothing to create or check (two
+        queries, where creating with checks costs a reflection query per table and
+        index, and a write, on every open of the store)."""
+        with self.engine.connect() as conn:
+            existing = set(inspect(conn).get_table_names())
+            if not {table.name for table in t.metadata.sorted_tables} <= existing:
+                return False
+            marks = dict(conn.execute(select(t.positions.c.name, t.positions.c.position)).all())
+        return (
+            marks.get(SCHEMA) == SCHEMA_VERSION
+            and marks.get(LAYOUT) == LAYOUT_VERSION
+            and PROJECTION_NAME in marks
+            and TAKEOVER in marks
+        )
+
     def _create_tables(self) -> None:
+        if self._ready():
+            return
         newest = self.recorder.max_notification_id() or 0
         with self.engine.begin() as conn:
             existing = set(inspect(conn).get_table_names())
@@ -252,6 +275,7 @@ class Projector:
                 # Events already there were projected by biomero's own views.
                 self._set(conn, TAKEOVER, newest)
             self._set(conn, SCHEMA, SCHEMA_VERSION)
+            self._set(conn, LAYOUT, LAYOUT_VERSION)
 
     @staticmethod
     def _get(conn: Connection, name: str) -> int | None:

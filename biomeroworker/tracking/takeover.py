@@ -17,10 +17,10 @@ from sqlalchemy import table as sql_table
 
 from biomeroworker.tracking import tables as t
 from biomeroworker.tracking.domain import KNOWN_TOPICS, RECORDED_BY, WorkflowRun
-from biomeroworker.tracking.projection import SCHEMA, SCHEMA_VERSION
+from biomeroworker.tracking.projection import PROJECTION_NAME, SCHEMA, SCHEMA_VERSION
 
 EVENTS_TABLE = "workflowtracker_events"
-_events = sql_table(EVENTS_TABLE, column("topic"), column("state"))
+_events = sql_table(EVENTS_TABLE, column("id"), column("topic"), column("state"))
 INITIATED = WorkflowRun.WorkflowInitiated.TOPIC
 # biomero releases after 2.8 version their tables with Alembic under this name.
 UPSTREAM_MIGRATIONS = "alembic_version_biomero"
@@ -76,11 +76,15 @@ def _dashboard_problems(conn: Connection, names: set[str]) -> list[str]:
 
 def refusal(engine: Engine) -> str | None:
     """Why this database cannot be shared, or None. Cheap enough for every open."""
-    problems = survey(engine, count_runs=False).problems
+    problems = survey(engine, count_runs=False, every_topic=False).problems
     return "; ".join(problems) if problems else None
 
 
-def survey(engine: Engine, *, count_runs: bool = True) -> Survey:
+def survey(engine: Engine, *, count_runs: bool = True, every_topic: bool = True) -> Survey:
+    """What the database holds. Without ``every_topic``, only the topics of events the
+    projection has not applied yet are checked (those it applied were known to the worker
+    that applied them; a worker that adds topics marks a newer read-model schema, which
+    is refused): reading every event's topic on each open grew with the history."""
     found = Survey()
     names = set(inspect(engine).get_table_names())
     with engine.connect() as conn:
@@ -89,10 +93,15 @@ def survey(engine: Engine, *, count_runs: bool = True) -> Survey:
             found.migrations = conn.execute(
                 select(column("version_num")).select_from(sql_table(UPSTREAM_MIGRATIONS))
             ).scalar()
+        projected = 0  # events up to here were applied, so their topics are known
         if t.positions.name in names:
             marked = conn.execute(
                 select(t.positions.c.position).where(t.positions.c.name == SCHEMA)
             ).scalar()
+            position = conn.execute(
+                select(t.positions.c.position).where(t.positions.c.name == PROJECTION_NAME)
+            ).scalar()
+            projected = 0 if every_topic else int(position or 0)
             if marked is not None and int(marked) > SCHEMA_VERSION:
                 found.problems.append(
                     f"written by a newer biomero worker (read-model schema {marked}, this one "
@@ -100,7 +109,9 @@ def survey(engine: Engine, *, count_runs: bool = True) -> Survey:
                 )
         if EVENTS_TABLE not in names:
             return found
-        topics = conn.execute(select(_events.c.topic).distinct()).scalars()
+        topics = conn.execute(
+            select(_events.c.topic).distinct().where(_events.c.id > projected)
+        ).scalars()
         unknown = sorted(set(topics) - KNOWN_TOPICS)
         if unknown:
             found.problems.append(
