@@ -232,7 +232,7 @@ def bench_e2e(plan: Plan, config: Path, transport: Any, peer: Peer, store: Path)
             f", end->local {fmt(row['biomero_end_to_local_s'], 's')}"
         )
         parts = row["ours_where_it_goes_s"]
-        where = ", ".join(f"{k} {v}" for k, v in parts.items())
+        where = ", ".join(f"{k} {v}" for k, v in parts.items() if v)
         say(f"      ours, where it goes (median s): {where}")
         results.append(row)
     return results
