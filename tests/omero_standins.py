@@ -304,6 +304,17 @@ class StandInServer:
 
         return Gateway
 
+    def sudo_connector(self, user: str = "biomero-sudo", password: str = "s3cret") -> Any:  # noqa: S107 -- the stand-in's test password
+        """The worker's SudoConnector logging in to this server as ``user`` (an admin
+        with Sudo, added by the test), as OmeroSide uses it."""
+        from biomeroworker.omero.connect import OmeroServer, SudoConnector
+
+        gateway = self.gateway_class()
+        return SudoConnector(
+            OmeroServer("omero.example", 4064, user, password),
+            gateway=lambda s: gateway(s.user, s.password, host=s.host, port=s.port, secure=True),
+        )
+
     def login(self, user: str, group: str | None = None) -> Any:
         """A connected BlitzGateway for ``user`` (password "pw" unless set)."""
         conn = self.gateway_class()(

@@ -17,7 +17,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, overload
 
 import platformdirs
 
@@ -120,7 +119,7 @@ def fetch_descriptor(
     tried = []
     for name in DESCRIPTOR_FILES:
         source = ref.file_url(name, mirror)
-        body = _download(ref, source, path, fetch, mirror, missing_ok=True)
+        body = _download_if_there(ref, source, path, fetch, mirror)
         if body is None:
             tried.append(source)
             continue
@@ -179,50 +178,27 @@ def cached_folder(url: str, *, cache_root: Path | None = None) -> Path:
     return cache_path(parse_repo_url(url), cache_root).parent
 
 
-@overload
 def _download(
+    ref: RepoRef, source: str, path: Path, fetch: Fetch | None, mirror: str | None
+) -> bytes:
+    return _download_if_there(ref, source, path, fetch, mirror, missing_ok=False) or b""
+
+
+def _download_if_there(
     ref: RepoRef,
     source: str,
     path: Path,
     fetch: Fetch | None,
     mirror: str | None,
     *,
-    missing_ok: Literal[False] = False,
-) -> bytes: ...
-
-
-@overload
-def _download(
-    ref: RepoRef,
-    source: str,
-    path: Path,
-    fetch: Fetch | None,
-    mirror: str | None,
-    *,
-    missing_ok: Literal[True],
-) -> bytes | None: ...
-
-
-def _download(
-    ref: RepoRef,
-    source: str,
-    path: Path,
-    fetch: Fetch | None,
-    mirror: str | None,
-    *,
-    missing_ok: bool = False,
+    missing_ok: bool = True,
 ) -> bytes | None:
     """The file's bytes; with ``missing_ok``, None when the server answers 404."""
     try:
         return (fetch or (lambda u: http_get(u, allow_http=bool(mirror))))(source)
-    except urllib.error.HTTPError as exc:
-        if missing_ok and exc.code == 404:
-            return None
-        raise DescriptorError(
-            f"{path.name} of {ref} is not cached at {path} and could not be downloaded from "
-            f"{source}: {exc}"
-        ) from exc
     except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException) as exc:
+        if missing_ok and isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
+            return None
         raise DescriptorError(
             f"{path.name} of {ref} is not cached at {path} and could not be downloaded from "
             f"{source}: {exc}"

@@ -50,6 +50,17 @@ def cluster() -> LocalCluster:
     )
 
 
+@pytest.fixture(scope="session")
+def peer_python() -> str:
+    """The Python of biomero 2.8.3's own virtualenv (tools/install-peer-biomero, .venv-peer)."""
+    proc = subprocess.run(
+        [str(REPO / "tools" / "install-peer-biomero")], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"tools/install-peer-biomero failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
 REST_URL = "http://127.0.0.1:6820"
 LOCALSLURM_RUN = Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm"))
 

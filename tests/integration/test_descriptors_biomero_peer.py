@@ -29,16 +29,6 @@ print(json.dumps(parsed, default=str))
 KINDS = {"integer": "int", "float": "float", "boolean": "boolean", "string": "string"}
 
 
-@pytest.fixture(scope="module")
-def peer_python() -> str:
-    proc = subprocess.run(
-        [str(REPO / "tools" / "install-peer-biomero")], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"tools/install-peer-biomero failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout.strip().splitlines()[-1]
-
-
 def published_shapes(tmp_path: Path) -> Path:
     """The test config with the shapes published bilayers configs have: a registry in
     org, -name options, a bare key=, the out-folder flag named twice."""

@@ -82,31 +82,39 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     server.shutdown()
 
 
+def mirrored_config(  # type: ignore[no-untyped-def]
+    cluster, tmp_path: Path, url: str, workflows: str, *, before: str = "", own_tracking=True
+) -> Path:
+    """The cluster's slurm-config.ini with ``workflows`` added, the mirror as
+    workflow_mirror and (``own_tracking``) a tracking store of the test's own."""
+    text = cluster.config_path.read_text()
+    text = text.replace("[WORKFLOWS]\n", f"{before}[WORKFLOWS]\n{workflows}", 1)
+    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
+    if own_tracking:
+        text = text.replace(
+            "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{tmp_path}/t.sqlite\n"
+        )
+    config = tmp_path / "slurm-config.ini"
+    config.write_text(text)
+    return config
+
+
 def test_init_downloads_pinned_workflows_once_and_a_run_uses_them(  # type: ignore[no-untyped-def]
     cluster, mirror, tmp_path, monkeypatch, capsys
 ) -> None:
     url, asked = mirror
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty cache
-    extra = (
-        f"[WORKFLOWS]\nremote = remote\nremote_repo = {URL}\nremote_job_mem = 100M\n"
+    config = mirrored_config(
+        cluster,
+        tmp_path,
+        url,
+        f"remote = remote\nremote_repo = {URL}\nremote_job_mem = 100M\n"
         f"schema = schema\nschema_repo = {URL.replace('Remote', 'Schema')}\n"
-        "schema_job_mem = 100M\n"
+        "schema_job_mem = 100M\n",
+        # A converter image as NL-BIOMERO configures one: the native runtime runs no
+        # containers, so init says so and our converter runs for real instead.
+        before="[CONVERTERS]\nzarr_to_tiff = cellularimagingcf/convert_zarr_to_tiff:2.0.0\n\n",
     )
-    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
-    # A converter image as NL-BIOMERO configures one: the native runtime runs no
-    # containers, so init says so and our converter runs for real instead.
-    text = text.replace(
-        "[WORKFLOWS]\n",
-        "[CONVERTERS]\nzarr_to_tiff = cellularimagingcf/convert_zarr_to_tiff:2.0.0\n"
-        "\n[WORKFLOWS]\n",
-        1,
-    )
-    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
-    text = text.replace(
-        "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{tmp_path}/t.sqlite\n"
-    )
-    config = tmp_path / "slurm-config.ini"
-    config.write_text(text)
 
     assert main(["--config", str(config), "workflows"]) == 1  # configured, not cached yet
     assert "not cached" in capsys.readouterr().out
@@ -166,15 +174,8 @@ def test_init_reports_a_workflow_it_cannot_fetch_and_prepares_the_others(  # typ
 ) -> None:
     url, _ = mirror
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    extra = (
-        "[WORKFLOWS]\n"
-        "missing = missing\n"
-        "missing_repo = https://github.com/acme/W_Nowhere/tree/v9.9.9\n"
-    )
-    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
-    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
-    config = tmp_path / "slurm-config.ini"
-    config.write_text(text)
+    missing = "missing = missing\nmissing_repo = https://github.com/acme/W_Nowhere/tree/v9.9.9\n"
+    config = mirrored_config(cluster, tmp_path, url, missing, own_tracking=False)
     assert main(["--config", str(config), "init"]) == 2
     captured = capsys.readouterr()
     assert "FAILED   missing v9.9.9 descriptor" in captured.out
@@ -189,14 +190,8 @@ def test_init_fetches_a_bilayers_config_and_a_run_gets_its_flags_and_its_file(  
     url, asked = mirror
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     repo = f"https://github.com/acme/Threshold-Count/tree/{TAG}"
-    extra = f"[WORKFLOWS]\ncount = count\ncount_repo = {repo}\ncount_job_mem = 100M\n"
-    text = cluster.config_path.read_text().replace("[WORKFLOWS]\n", extra, 1)
-    text = text.replace("[WORKER]\n", f"[WORKER]\nworkflow_mirror = {url}\n", 1)
-    text = text.replace(
-        "[ANALYTICS]\n", f"[ANALYTICS]\nsqlalchemy_url = sqlite:///{tmp_path}/t.sqlite\n"
-    )
-    config = tmp_path / "slurm-config.ini"
-    config.write_text(text)
+    workflows = f"count = count\ncount_repo = {repo}\ncount_job_mem = 100M\n"
+    config = mirrored_config(cluster, tmp_path, url, workflows)
 
     asked.clear()
     assert main(["--config", str(config), "init"]) == 0

@@ -19,7 +19,6 @@ from omero_standins import StandInServer
 from biomeroworker.cli import main
 from biomeroworker.config import load_settings
 from biomeroworker.omero import actions, forms
-from biomeroworker.omero.connect import OmeroServer, SudoConnector
 from biomeroworker.omero.side import OmeroSide
 from biomeroworker.runs import RunEngine
 from biomeroworker.tracking.application import Tracker
@@ -27,15 +26,6 @@ from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = 3
-
-
-def side_for(server: StandInServer) -> OmeroSide:
-    gateway = server.gateway_class()
-    connector = SudoConnector(
-        OmeroServer("omero.example", 4064, "biomero-sudo", "s3cret"),
-        gateway=lambda s: gateway(s.user, s.password, host=s.host, port=s.port, secure=True),
-    )
-    return OmeroSide(connector)
 
 
 def test_an_omero_run_downloads_its_file_annotation_and_the_job_reads_it(  # type: ignore[no-untyped-def]
@@ -77,7 +67,9 @@ def test_an_omero_run_downloads_its_file_annotation_and_the_job_reads_it(  # typ
             server.session_as("alice", "lab"), tracker, catalog, answers
         )
         (run_id,) = requested.run_ids
-        engine = RunEngine(settings, transport, tracker, data_sides={"omero": side_for(server)})
+        engine = RunEngine(
+            settings, transport, tracker, data_sides={"omero": OmeroSide(server.sudo_connector())}
+        )
         engine.drive(run_id)
         run = tracker.get_run(run_id)
     transport.close()

@@ -155,16 +155,6 @@ HISTORY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def peer_python() -> str:
-    proc = subprocess.run(
-        [str(REPO / "tools" / "install-peer-biomero")], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"tools/install-peer-biomero failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout.strip().splitlines()[-1]
-
-
 def peer(python: str, url: str, command: str, runs: list[dict] | None = None) -> list[dict]:
     """biomero 2.8.3's tracker on ``url``; a failure of biomero is a failure of the test."""
     proc = subprocess.run(

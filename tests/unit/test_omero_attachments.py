@@ -17,7 +17,7 @@ import pytest
 from omero_standins import StandInServer
 
 from biomeroworker.errors import BiomeroError
-from biomeroworker.omero.connect import OmeroError, OmeroServer, SudoConnector
+from biomeroworker.omero.connect import OmeroError
 from biomeroworker.omero.exporter import check_attachments, download_attachments
 from biomeroworker.omero.forms import Catalog, file_key, read_choices, workflow_inputs
 from biomeroworker.omero.side import OmeroSide
@@ -101,12 +101,7 @@ def test_a_request_checks_the_annotations_the_user_names(server: StandInServer) 
 
 
 def side_for(server: StandInServer) -> OmeroSide:
-    gateway = server.gateway_class()
-    connector = SudoConnector(
-        OmeroServer("omero.example", 4064, "biomero-sudo", "s3cret"),
-        gateway=lambda s: gateway(s.user, s.password, host=s.host, port=s.port, secure=True),
-    )
-    return OmeroSide(connector)
+    return OmeroSide(server.sudo_connector())
 
 
 def test_download_streams_each_file_into_its_parameters_folder(

@@ -18,7 +18,7 @@ import pytest
 import zarr
 from omero_standins import StandInServer
 
-from biomeroworker.omero.connect import OmeroError, OmeroServer, SudoConnector
+from biomeroworker.omero.connect import OmeroError
 from biomeroworker.omero.exporter import export_selection, zarr_exporter
 from biomeroworker.omero.results import EXPORT_INDEX, read_index
 from biomeroworker.omero.side import OmeroSide
@@ -36,12 +36,7 @@ def server() -> StandInServer:
 
 
 def side_for(server: StandInServer, workers: int) -> OmeroSide:
-    gateway = server.gateway_class()
-    connector = SudoConnector(
-        OmeroServer("omero.example", 4064, "biomero-sudo", "s3cret"),
-        gateway=lambda s: gateway(s.user, s.password, host=s.host, port=s.port, secure=True),
-    )
-    return OmeroSide(connector, export_workers=workers)
+    return OmeroSide(server.sudo_connector(), export_workers=workers)
 
 
 def run_for(image_ids: list[int]) -> RunRecord:
