@@ -21,6 +21,7 @@ from typing import Any
 
 from biomeroworker.errors import BiomeroError
 from biomeroworker.omero.options import ROI_SHAPES, ImportOptions
+from biomeroworker.workflows.attachments import MAX_FILES
 from biomeroworker.workflows.attachments import describe as describe_attachment
 from biomeroworker.workflows.catalog import Workflow
 from biomeroworker.workflows.descriptor import Parameter
@@ -377,6 +378,8 @@ def read_files(inputs: Mapping[str, Any], wf: Workflow) -> dict[str, list[int]]:
         key = file_key(wf.name, param.id)
         raw = inputs.get(key)
         items = list(raw) if isinstance(raw, list | tuple) else [] if raw is None else [raw]
+        if len(items) > MAX_FILES:
+            raise BiomeroError(f"{key}: {len(items)} files; at most {MAX_FILES} are staged")
         ids = [whole_number(key, i) for i in items if i is not None]
         if any(i < 1 for i in ids):
             raise BiomeroError(f"{key}: file annotation ids are positive numbers, got {ids}")

@@ -30,6 +30,7 @@ FILES_DIR = "data/files"
 # What one downloaded attachment may weigh: pipelines are kilobytes, models hundreds of
 # megabytes; anything past this is refused before a byte is written.
 MAX_ATTACHMENT_BYTES = 4 << 30
+MAX_FILES = 100  # per file parameter
 MAX_NAME_BYTES = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -70,6 +71,8 @@ def references(raw: object) -> list[Reference]:
     """A file parameter's value as given: OMERO file annotation ids (whole numbers) or
     local file paths (texts), one or a list; never both kinds."""
     items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    if len(items) > MAX_FILES:
+        raise AttachmentError(f"{len(items)} files; a file parameter takes at most {MAX_FILES}")
     if items and all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in items):
         return [int(i) for i in items]  # type: ignore[arg-type]
     if items and all(isinstance(i, str | Path) and str(i).strip() for i in items):

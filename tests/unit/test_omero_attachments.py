@@ -74,7 +74,7 @@ def test_the_form_reads_ids_as_the_plugin_sends_them(given: Any, ids: list[int])
     assert choice.parameters == {"pipeline": "data/files/pipeline", "threads": 2}
 
 
-@pytest.mark.parametrize("given", [["/etc/passwd"], [-3], [1.5], "../x"])
+@pytest.mark.parametrize("given", [["/etc/passwd"], [-3], [1.5], "../x", list(range(1, 102))])
 def test_a_file_parameter_from_omero_never_names_a_path(given: Any) -> None:
     with pytest.raises(BiomeroError, match="FILE_pipeline"):
         read_choices({"cp": True, file_key("cp", "pipeline"): given}, catalog())

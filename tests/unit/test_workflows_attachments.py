@@ -67,7 +67,7 @@ def test_references_are_ids_or_paths_never_a_mix() -> None:
     assert references(5) == [5]
     assert references([5, 7]) == [5, 7]
     assert references("/tmp/a.txt") == ["/tmp/a.txt"]
-    for bad in ([5, "/tmp/a"], [True], [0], [], [""], 1.5):
+    for bad in ([5, "/tmp/a"], [True], [0], [], [""], 1.5, list(range(1, 102))):
         with pytest.raises(AttachmentError):
             references(bad)
 
