@@ -121,7 +121,7 @@ def test_an_unknown_column_in_a_row_is_refused(tracker: Tracker) -> None:
     with pytest.raises(TypeError, match="'colour'"):
         RunRecord.from_row({**row, "colour": "blue"})
     row["tasks"][0]["colour"] = "blue"
-    with pytest.raises(TypeError, match="TaskRecord has no field 'colour'"):
+    with pytest.raises(TypeError, match=r"TaskRecord.*'colour'"):
         RunRecord.from_row(row)
 
 
