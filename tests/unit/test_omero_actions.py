@@ -121,7 +121,7 @@ def test_waiting_gives_up_at_the_deadline_and_the_run_goes_on(tracker: Tracker) 
         now[0] += seconds
 
     (run,) = actions.wait_for(tracker, [run_id], 1.0, sleep=sleep, clock=lambda: now[0])
-    assert run["state"] == "REQUESTED" and now[0] >= 60
+    assert run.state == "REQUESTED" and now[0] >= 60
 
 
 def _record(tracker: Tracker, server: StandInServer, user: str) -> str:
