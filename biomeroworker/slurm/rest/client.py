@@ -316,7 +316,8 @@ def _merge(
     A killed job that accounting has not closed yet stays COMPLETING: calling it
     FAILED now could be wrong a second later (OUT_OF_MEMORY), and FAILED is final.
     """
-    result = {k: v for k, v in known.items() if k not in missing}
+    absent = set(missing)  # a list here made every poll known x missing
+    result = {k: v for k, v in known.items() if k not in absent}
     extra = extra or {}
     result.update(answer(missing, extra))
     for key in killed:
