@@ -104,6 +104,8 @@ class _Fresh:
             self.kept.clear()
             self.seen = recorder.max_notification_id() or 0
             return
+        if recorder.max_notification_id() == self.seen:
+            return  # nobody wrote since: nothing to read
         for _ in range(REFRESH_PAGES):
             notes = recorder.select_notifications(  # type: ignore[attr-defined]
                 start=self.seen, limit=REFRESH_PAGE, inclusive_of_start=False
@@ -118,6 +120,15 @@ class _Fresh:
                 return
         self.seen = None  # far behind: start afresh
         self.refresh()
+
+    def saved(self, notification_ids: list[int]) -> None:
+        """Our own batch got these ids: when they follow the last id seen without a gap,
+        nobody else wrote in between (ids are taken and committed in order under the
+        table lock) and there is nothing to read back."""
+        if self.seen is not None and notification_ids == list(
+            range(self.seen + 1, self.seen + 1 + len(notification_ids))
+        ):
+            self.seen = notification_ids[-1]
 
     def take(self, aggregate_id: UUID) -> Aggregate | None:
         """The kept aggregate, out of the cache: a batch that fails (an exception, a
@@ -533,7 +544,8 @@ class Tracker:
                 try:
                     # the events in command order (a new task before its run's
                     # TaskAdded), then the aggregates, for snapshots
-                    self._app.save(*batch.events, *batch.aggregates.values())
+                    recordings = self._app.save(*batch.events, *batch.aggregates.values())
+                    self._fresh.saved([r.notification.id for r in recordings])
                     return
                 except RecordConflictError:
                     log.debug("changed concurrently; retry %d", attempt)
