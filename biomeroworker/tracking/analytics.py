@@ -18,11 +18,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Numeric,
     Select,
     case,
-    cast,
-    extract,
     func,
     literal_column,
     select,
@@ -59,10 +56,21 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def _seconds(conn: Connection, start: Any, end: Any) -> ColumnElement[float]:
-    """``end - start`` in seconds, rounded to milliseconds, in the connection's dialect."""
+    """``end - start`` in seconds, a float, in the connection's dialect (SQLite's is
+    off by microseconds: results are rounded to milliseconds here, after the SQL)."""
     if conn.dialect.name == "postgresql":
-        return func.round(cast(extract("epoch", end - start), Numeric), 3)
-    return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+        return func.date_part(literal_column("'epoch'"), end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def _task_scope(
+    query: Select[Any], user: str | None, since: datetime | None, *, by_user: bool = False
+) -> Select[Any]:
+    """Tasks of the runs in scope: joined with their runs only when a run's column is
+    needed (a filter, or the user to group by)."""
+    if user is None and since is None and not by_user:
+        return query
+    return _scope(query.join(t.runs, t.runs.c.run_id == t.tasks.c.run_id), user, since)
 
 
 def _as_day(value: Any) -> date:
@@ -147,25 +155,22 @@ def step_durations(
     if conn.dialect.name == "postgresql":
         # percentile_disc is the nearest rank: the first value at or past the fraction
         p95 = func.percentile_disc(P95_PERCENT / 100).within_group(seconds)
-        query = _scope(
+        query = _task_scope(
             select(kind, func.count().label("n"), func.avg(seconds).label("mean_s"))
             .add_columns(p95.label("seconds"))
-            .join(t.runs, t.runs.c.run_id == t.tasks.c.run_id)
             .where(*completed),
             user,
             since,
         ).group_by(kind)
     else:
-        ranked = _scope(
+        ranked = _task_scope(
             select(
                 kind.label("kind"),
                 seconds.label("seconds"),
                 func.row_number().over(partition_by=kind, order_by=seconds).label("rank"),
                 func.count().over(partition_by=kind).label("n"),
                 func.avg(seconds).over(partition_by=kind).label("mean_s"),
-            )
-            .join(t.runs, t.runs.c.run_id == t.tasks.c.run_id)
-            .where(*completed),
+            ).where(*completed),
             user,
             since,
         ).subquery()
@@ -179,8 +184,8 @@ def step_durations(
         {
             "step": row.kind,
             "count": int(row.n),
-            "mean_s": float(row.mean_s),
-            "p95_s": float(row.seconds),
+            "mean_s": round(float(row.mean_s), 3),
+            "p95_s": round(float(row.seconds), 3),
         }
         for row in rows
     ]
@@ -204,18 +209,17 @@ def failures_by_cause(
 
 def slurm_use(conn: Connection, user: str | None, since: datetime | None) -> list[dict[str, Any]]:
     """Per user: jobs, total and mean elapsed seconds, largest MaxRSS."""
-    query = _scope(
+    query = _task_scope(
         select(
             t.runs.c.user_name,
             func.count().label("jobs"),
             func.sum(t.tasks.c.elapsed_s).label("elapsed_s"),
             func.avg(t.tasks.c.elapsed_s).label("mean_elapsed_s"),
             func.max(t.tasks.c.max_rss_bytes).label("max_rss_bytes"),
-        )
-        .join(t.runs, t.runs.c.run_id == t.tasks.c.run_id)
-        .where(t.tasks.c.slurm_job_id.is_not(None)),
+        ).where(t.tasks.c.slurm_job_id.is_not(None)),
         user,
         since,
+        by_user=True,
     ).group_by(t.runs.c.user_name)
     return [
         {
