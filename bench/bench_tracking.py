@@ -408,8 +408,8 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     left.legend(fontsize=7)
     tp = result["throughput"]
     bars = {
-        "append, one command\nper transaction": tp["append_single"]["events_per_s"],
-        f"append, cycles of\n{tp['cycle_runs']} runs (batch)": tp["append_batched"]["events_per_s"],
+        "append,\n1 command\na transaction": tp["append_single"]["events_per_s"],
+        f"append,\nbatches of\n{tp['cycle_runs']} commands": tp["append_batched"]["events_per_s"],
         "projection\ncatch-up": tp["project"]["events_per_s"],
         "rebuild": tp["rebuild"]["events_per_s"],
     }
