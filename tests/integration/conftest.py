@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import secrets
@@ -15,11 +16,14 @@ import psycopg2
 import pytest
 import requests
 
+from biomeroworker.config import load_settings
+from biomeroworker.prepare import init_cluster
 from biomeroworker.transport.local import LocalTransport
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
 REPO = Path(__file__).resolve().parents[2]
 LOCALSLURM = REPO / "localslurm"
+LOCALSLURM_RUN = Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm"))
 
 
 @dataclass(frozen=True)
@@ -36,18 +40,40 @@ class LocalCluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> LocalCluster:
-    """The local cluster, brought up (idempotently) if anything is missing."""
-    proc = subprocess.run([str(LOCALSLURM / "up")], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"localslurm/up failed:\n{proc.stdout}\n{proc.stderr}")
-    user = "hpcuser"
-    return LocalCluster(
-        alias="localslurm",
-        user=user,
-        home=Path(pwd.getpwnam(user).pw_dir),
-        config_path=LOCALSLURM / "run" / "slurm-config.ini",
-        ssh_dir=Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm")) / "ssh",
-    )
+    """The local cluster, brought up (idempotently) if anything is missing, and prepared
+    for localslurm's config (`biomero init`: folders, job scripts, the native workflow
+    environment). Parallel test processes (tools/run-tests) each ask: the first does the
+    work under a lock, so no two build the cluster's virtualenv at once on a fresh machine."""
+    with _machine_lock("tests-init"):
+        proc = subprocess.run([str(LOCALSLURM / "up")], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"localslurm/up failed:\n{proc.stdout}\n{proc.stderr}")
+        user = "hpcuser"
+        cluster = LocalCluster(
+            alias="localslurm",
+            user=user,
+            home=Path(pwd.getpwnam(user).pw_dir),
+            config_path=LOCALSLURM / "run" / "slurm-config.ini",
+            ssh_dir=LOCALSLURM_RUN / "ssh",
+        )
+        settings = load_settings(config_file=cluster.config_path)
+        options = SSHOptions(cluster.alias, command_timeout_s=1800)
+        with contextlib.closing(SSHTransport(options)) as transport:
+            list(init_cluster(transport, settings))
+    return cluster
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """An exclusive lock shared by every test process on this machine (Python opens the
+    file close-on-exec: daemons that localslurm/up starts under it do not keep it)."""
+    LOCALSLURM_RUN.mkdir(parents=True, exist_ok=True)
+    with open(LOCALSLURM_RUN / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +88,6 @@ def peer_python() -> str:
 
 
 REST_URL = "http://127.0.0.1:6820"
-LOCALSLURM_RUN = Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm"))
 
 
 def _slurmrestd_pid() -> str | None:
@@ -75,7 +100,8 @@ def _slurmrestd_pid() -> str | None:
 @pytest.fixture(scope="session")
 def rest_cluster(cluster: LocalCluster) -> LocalCluster:
     """The cluster with slurmrestd running (idempotent, like localslurm/up)."""
-    proc = subprocess.run([str(LOCALSLURM / "up"), "--rest"], capture_output=True, text=True)
+    with _machine_lock("tests-init"):
+        proc = subprocess.run([str(LOCALSLURM / "up"), "--rest"], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"localslurm/up --rest failed:\n{proc.stdout}\n{proc.stderr}")
     return cluster

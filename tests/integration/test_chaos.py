@@ -6,7 +6,12 @@ one Slurm job per step, one download per completed run, and no .partial-* left."
 
 from __future__ import annotations
 
+import pytest
+
 from bench.chaos import FAULTS, chaos, format_report
+
+# It stops slurmdbd and cuts SSH connections: no other test may share the cluster meanwhile.
+pytestmark = pytest.mark.serial
 
 
 def test_every_run_ends_once_under_random_faults(new_database, cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -290,6 +290,7 @@ def test_total_limit_admits_runs_one_at_a_time_in_order(env) -> None:  # type: i
     assert second_up["started_at"] >= first_run["ended_at"]
 
 
+@pytest.mark.serial  # stops slurmdbd and cuts every SSH session of the service account
 def test_slurmdbd_outage_and_a_cut_ssh_connection_do_not_fail_the_run(env, cluster) -> None:  # type: ignore[no-untyped-def]
     run_id = _request(env, "nap", nap_s=10)
     proc = _start(env)
