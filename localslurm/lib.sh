@@ -52,6 +52,24 @@ our_pid() {
     echo "$pid"
 }
 
+# One up/down at a time on this machine (every checkout's tests call them; two at once
+# could both start a daemon, and the loser, exiting, removes the winner's pid file).
+# Held on descriptor 9 until the script exits; daemons (and apt-get, whose package
+# scripts may start some) run with 9>&- so none keeps it.
+machine_lock() {
+    mkdir -p "$RUN"
+    exec 9>"$RUN/up.lock"
+    flock -w 900 9 || die "$RUN/up.lock still held after 15 minutes (a daemon started with descriptor 9 open?)"
+}
+
+# Forget a stopped daemon's pid file, unless it already names a newer process: another
+# checkout's `up` may have started the daemon again meanwhile (the cluster is shared).
+forget_pid() {
+    local f
+    f=$(pidfile "$1")
+    [[ -s $f && $(<"$f") != "$2" ]] || rm -f "$f"
+}
+
 logfile() {
     case $1 in
         munged) echo "$LOGS/munged.log" ;;
