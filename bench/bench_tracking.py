@@ -139,23 +139,17 @@ def cycles(tracker: Tracker, first: int, count: int) -> None:
             tracker.complete_run(run_id, f"Dataset:{n}")
 
 
+def rate(events: int, seconds: float, **extra: int) -> dict[str, float]:
+    return {**extra, "events": events, "seconds": seconds, "events_per_s": events / seconds}
+
+
 def throughput(server: Server, single_runs: int, batched_runs: int, cycle: int) -> dict:
     result: dict[str, Any] = {"cycle_runs": cycle}
     with server.database() as url, Tracker(url, project=False) as tracker:
         seconds, _ = timed(lambda: [one_run(tracker, n) for n in range(single_runs)])
-        events = count_events(url)
-        result["append_single"] = {
-            "runs": single_runs,
-            "events": events,
-            "seconds": seconds,
-            "events_per_s": events / seconds,
-        }
+        result["append_single"] = rate(count_events(url), seconds, runs=single_runs)
         seconds, applied = timed(tracker.project)
-        result["project_small"] = {
-            "events": applied,
-            "seconds": seconds,
-            "events_per_s": applied / seconds,
-        }
+        result["project_small"] = rate(applied, seconds)
     with server.database() as url, Tracker(url, project=False) as tracker:
 
         def batched() -> None:
@@ -163,25 +157,11 @@ def throughput(server: Server, single_runs: int, batched_runs: int, cycle: int) 
                 cycles(tracker, first, min(cycle, batched_runs - first))
 
         seconds, _ = timed(batched)
-        events = count_events(url)
-        result["append_batched"] = {
-            "runs": batched_runs,
-            "events": events,
-            "seconds": seconds,
-            "events_per_s": events / seconds,
-        }
+        result["append_batched"] = rate(count_events(url), seconds, runs=batched_runs)
         seconds, applied = timed(tracker.project)
-        result["project"] = {
-            "events": applied,
-            "seconds": seconds,
-            "events_per_s": applied / seconds,
-        }
+        result["project"] = rate(applied, seconds)
         seconds, replayed = timed(tracker.rebuild)
-        result["rebuild"] = {
-            "events": replayed,
-            "seconds": seconds,
-            "events_per_s": replayed / seconds,
-        }
+        result["rebuild"] = rate(replayed, seconds)
     return result
 
 

@@ -63,6 +63,18 @@ def insert(tracker: Tracker, table: sa.Table, rows: list[dict[str, Any]]) -> Non
         conn.execute(sa.insert(table), rows)
 
 
+def view_row_counts(url: str) -> dict[str, int]:
+    """Rows in each read-model table."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = {
+            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in t.VIEW_TABLES
+        }
+    engine.dispose()
+    return found
+
+
 def check_stats(url: str) -> None:
     """Counts per period, mean and nearest-rank p95, failures, Slurm use: hand-checked."""
     with Tracker(url) as tracker:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from biomeroworker.tracking import Tracker
 from biomeroworker.tracking import tables as t
+from tests.tracking_reads import view_row_counts
 
 
 def topics(url: str) -> list[str]:
@@ -20,17 +21,6 @@ def topics(url: str) -> list[str]:
         names = [topic.rsplit(":", 1)[1] for topic in found.scalars()]
     engine.dispose()
     return names
-
-
-def view_rows(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        counts = {
-            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in t.VIEW_TABLES
-        }
-    engine.dispose()
-    return counts
 
 
 def one_run(tracker: Tracker, user: str, job: str) -> tuple[str, str]:
@@ -55,8 +45,8 @@ def test_a_batch_records_the_events_of_its_commands_in_their_order(tmp_path: Pat
             one_run(tracker, f"u{n}", str(100 + n))
         assert tracker.count_runs() == 0  # nothing saved before the batch ends
     assert topics(batched) == topics(single)
-    assert view_rows(batched) == view_rows(single)
-    assert view_rows(batched)[t.job_view.name] == 3  # each task was linked before its job
+    assert view_row_counts(batched) == view_row_counts(single)
+    assert view_row_counts(batched)[t.job_view.name] == 3  # each task was linked before its job
     with Tracker(batched) as tracker:
         assert [r["state"] for r in tracker.list_runs()] == ["COMPLETED"] * 3
 

@@ -17,6 +17,7 @@ from biomeroworker.config import AnalyticsSettings, load_settings
 from biomeroworker.tracking import Tracker
 from biomeroworker.tracking import tables as t
 from biomeroworker.tracking.application import dashboards_of, rebuild_since
+from tests.tracking_reads import view_row_counts
 
 SWITCHED = {
     "enable_job_accounting": {"biomero_job_view"},
@@ -59,19 +60,8 @@ def finished_run(tracker: Tracker, job_id: str = "4242") -> str:
     return run_id
 
 
-def counts(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        found = {
-            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in t.VIEW_TABLES
-        }
-    engine.dispose()
-    return found
-
-
 def filled(url: str) -> set[str]:
-    return {name for name, count in counts(url).items() if count}
+    return {name for name, count in view_row_counts(url).items() if count}
 
 
 @pytest.fixture(autouse=True)
@@ -109,10 +99,10 @@ def test_a_reloaded_config_switches_the_dashboards_from_the_next_event(tmp_path:
         tracker.use_dashboards(dashboards_of(off))
         assert tracker.dashboards == DASHBOARDS - SWITCHED["enable_job_accounting"]
         finished_run(tracker)
-        assert counts(url)["biomero_job_view"] == 0
+        assert view_row_counts(url)["biomero_job_view"] == 0
         tracker.use_dashboards(dashboards_of(AnalyticsSettings()))
         finished_run(tracker, "4243")
-    assert counts(url)["biomero_job_view"] == 1
+    assert view_row_counts(url)["biomero_job_view"] == 1
 
 
 def test_the_rebuild_window_gives_dashboard_rows_only_to_runs_begun_inside_it(
