@@ -11,6 +11,7 @@ as typed, read-only ``RunRecord``s (biomeroworker.run_record) for code that acts
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -71,14 +72,16 @@ class _Step:
 
 @dataclass
 class _Batch:
-    """What a batch's commands changed: their aggregates and events, in order."""
+    """What a batch's commands changed (their aggregates and events, in order), and
+    every aggregate it read (changed or not), to keep after it commits."""
 
     steps: list[_Step] = field(default_factory=list)
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
+    read: dict[UUID, Aggregate] = field(default_factory=dict)
 
     def clear(self) -> None:
-        self.steps, self.aggregates, self.events = [], {}, []
+        self.steps, self.aggregates, self.events, self.read = [], {}, [], {}
 
 
 class _Fresh:
@@ -97,8 +100,14 @@ class _Fresh:
         self.size = size
         self.kept: OrderedDict[UUID, Aggregate] = OrderedDict()
         self.seen: int | None = None
+        # The supervisor's step threads and its loop share one tracker.
+        self.lock = threading.Lock()
 
     def refresh(self) -> None:
+        with self.lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         recorder = self.app.recorder
         if self.seen is None or not self.kept:
             self.kept.clear()
@@ -119,32 +128,36 @@ class _Fresh:
             if len(notes) < REFRESH_PAGE:
                 return
         self.seen = None  # far behind: start afresh
-        self.refresh()
+        self._refresh()
 
     def saved(self, notification_ids: list[int]) -> None:
         """Our own batch got these ids: when they follow the last id seen without a gap,
         nobody else wrote in between (ids are taken and committed in order under the
         table lock) and there is nothing to read back."""
-        if self.seen is not None and notification_ids == list(
-            range(self.seen + 1, self.seen + 1 + len(notification_ids))
-        ):
-            self.seen = notification_ids[-1]
+        with self.lock:
+            if self.seen is not None and notification_ids == list(
+                range(self.seen + 1, self.seen + 1 + len(notification_ids))
+            ):
+                self.seen = notification_ids[-1]
 
     def take(self, aggregate_id: UUID) -> Aggregate | None:
         """The kept aggregate, out of the cache: a batch that fails (an exception, a
         conflict) leaves it out, changed or not; one that commits puts it back."""
-        return self.kept.pop(aggregate_id, None)
+        with self.lock:
+            return self.kept.pop(aggregate_id, None)
 
     def keep(self, aggregates: Iterable[Aggregate]) -> None:
-        for aggregate in aggregates:
-            self.kept[aggregate.id] = aggregate
-            self.kept.move_to_end(aggregate.id)
-        while len(self.kept) > self.size:
-            self.kept.popitem(last=False)
+        with self.lock:
+            for aggregate in aggregates:
+                self.kept[aggregate.id] = aggregate
+                self.kept.move_to_end(aggregate.id)
+            while len(self.kept) > self.size:
+                self.kept.popitem(last=False)
 
     def forget(self, ids: Iterable[UUID]) -> None:
-        for aggregate_id in ids:
-            self.kept.pop(aggregate_id, None)
+        with self.lock:
+            for aggregate_id in ids:
+                self.kept.pop(aggregate_id, None)
 
 
 class TrackingApp(Application[UUID]):
@@ -236,7 +249,7 @@ class Tracker:
             )
             self._projector.create_tables()
         self._engine = engine
-        self._batch: _Batch | None = None
+        self._local = threading.local()  # each thread's open batch
         self._fresh = _Fresh(self._app)
 
     @property
@@ -465,6 +478,14 @@ class Tracker:
     def _change_run(self, run_id: str | UUID, command: Callable[[WorkflowRun], bool]) -> bool:
         return self._change(WorkflowRun, _uuid(run_id, UnknownRunError, "run"), command)
 
+    @property
+    def _batch(self) -> _Batch | None:
+        return getattr(self._local, "batch", None)
+
+    @_batch.setter
+    def _batch(self, batch: _Batch | None) -> None:
+        self._local.batch = batch
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Record the commands run inside as one transaction.
@@ -476,7 +497,8 @@ class Tracker:
         what they would if the batch committed first; a version conflict at the end
         reloads the aggregates and runs the batch's commands again, as a single
         command does. An exception inside discards the whole batch: nothing of it is
-        recorded. Batches do not nest: an inner ``batch()`` joins the outer one.
+        recorded. Batches do not nest: an inner ``batch()`` joins the outer one. Each
+        thread has its own: the commands of another thread are not part of it.
         """
         if self._batch is not None:
             yield
@@ -490,7 +512,7 @@ class Tracker:
             self._commit(batch)
         finally:
             self._batch = None
-        self._fresh.keep(batch.aggregates.values())
+        self._fresh.keep([*batch.read.values(), *batch.aggregates.values()])
         if batch.steps:
             self._after_command()
 
@@ -517,13 +539,14 @@ class Tracker:
         without a command)."""
         changed: list[Any] = []
         if step.command is not None:
-            aggregate = batch.aggregates.get(step.aggregate_id)
+            aggregate = batch.aggregates.get(step.aggregate_id) or batch.read.get(step.aggregate_id)
             if aggregate is None:
                 aggregate = self._fresh.take(step.aggregate_id)
                 if aggregate is None:
                     aggregate = self._load(step.kind, step.aggregate_id)
                 else:
                     self._check_kind(step.kind, step.aggregate_id, aggregate)
+                batch.read[step.aggregate_id] = aggregate
             if not step.command(aggregate):
                 return False
             changed.append(aggregate)
@@ -555,7 +578,7 @@ class Tracker:
                             "concurrent writers"
                         ) from None
                     time.sleep(CONFLICT_BACKOFF_S * attempt)
-                    self._fresh.forget(batch.aggregates)
+                    self._fresh.forget([*batch.read, *batch.aggregates])
                     steps = batch.steps
                     batch.clear()
                     for step in steps:

@@ -3,6 +3,7 @@ as the commands one by one (SQLite file; the PostgreSQL side runs in the bench).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,42 @@ def test_a_kept_aggregate_another_writer_changed_is_read_again(tmp_path: Path) -
         states = [t_["job_state"] for t_ in ours.get_run(run_id)["tasks"]]
     assert states == ["RUNNING"]
     assert topics(url).count("Task.StatusUpdated") == 3
+
+
+def test_threads_sharing_a_tracker_each_record_their_own_commands(tmp_path: Path) -> None:
+    """The supervisor's step threads and its loop share one tracker: one thread's batch
+    must not take in another thread's commands."""
+    url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
+    errors: list[BaseException] = []
+    with Tracker(url) as tracker:
+        run_id = tracker.record_run_requested(workflow="w", version="1", user_name="alice")
+
+        def batched() -> None:
+            try:
+                for n in range(5):
+                    with tracker.batch():
+                        task = tracker.start_task(run_id, "job")
+                        tracker.record_job_submitted(task, str(100 + n), "c")
+            except BaseException as exc:
+                errors.append(exc)
+
+        def single() -> None:
+            try:
+                for _ in range(5):
+                    task = tracker.start_task(run_id, "export")
+                    tracker.complete_task(task)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for work in (batched, single)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        tasks = tracker.get_run(run_id)["tasks"]
+    assert sorted(t_["kind"] for t_ in tasks) == ["export"] * 5 + ["job"] * 5
+    assert {t_["slurm_job_id"] for t_ in tasks if t_["kind"] == "job"} == {
+        str(100 + n) for n in range(5)
+    }
+    assert all(t_["state"] == "COMPLETED" for t_ in tasks if t_["kind"] == "export")
