@@ -10,7 +10,7 @@ run's final failure is recorded there as usual.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, insert, update
@@ -70,6 +70,16 @@ class AttemptStore:
         return count
 
     def of(self, run_id: str) -> Attempts | None:
+        return self.of_all([run_id]).get(run_id)
+
+    def of_all(self, run_ids: Iterable[str]) -> dict[str, Attempts]:
+        """The recorded attempts of those of ``run_ids`` that have any, one query per
+        thousand runs (a restarted supervisor reads them for every active run at once)."""
+        ids = list(dict.fromkeys(run_ids))
+        found: dict[str, Attempts] = {}
         with self.engine.connect() as conn:
-            row = conn.execute(attempts.select().where(attempts.c.run_id == run_id)).first()
-        return None if row is None else Attempts(row.step, row.failed, row.error, row.at)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                for row in conn.execute(attempts.select().where(attempts.c.run_id.in_(chunk))):
+                    found[row.run_id] = Attempts(row.step, row.failed, row.error, row.at)
+        return found

@@ -42,7 +42,7 @@ from biomeroworker.runs import (
     next_step,
     source,
 )
-from biomeroworker.supervisor.attempts import AttemptStore
+from biomeroworker.supervisor.attempts import Attempts, AttemptStore
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.tracking.errors import TrackingStoreError
 from biomeroworker.transport.base import Transport
@@ -153,6 +153,7 @@ class Supervisor:
         self._reap()
         mine = self.admit(self.engine.tracker.active_run_records())
         self._release_finished({r.run_id for r in mine})
+        self._learn_attempts(mine)
         waiting = []
         started_any = False
         for run in mine:
@@ -258,17 +259,27 @@ class Supervisor:
         """False while the run's step waits out its backoff after a failed attempt."""
         step = next_step(run).value
         if run.run_id not in self.retry_at:
-            self.retry_at[run.run_id] = (step, self._recorded_retry(run.run_id, step))
+            self._learn_attempts([run])
         failed_step, not_before = self.retry_at[run.run_id]
         return failed_step != step or time.monotonic() >= not_before
 
-    def _recorded_retry(self, run_id: str, step: str) -> float:
-        """When the step may run again, from its recorded failed attempts (after a restart)."""
+    def _learn_attempts(self, runs: list[RunRecord]) -> None:
+        """For runs this process has not seen yet: when each one's step may run again,
+        from the failed attempts recorded for it (after a restart), in one query."""
+        new = [r for r in runs if r.run_id not in self.retry_at]
+        if not new:
+            return
         try:
-            found = self.attempts.of(run_id)
+            found = self.attempts.of_all(r.run_id for r in new)
         except SQLAlchemyError as exc:
-            log.warning("run %s: cannot read its earlier attempts: %s", run_id, redact(str(exc)))
-            return 0.0
+            log.warning("cannot read the runs' earlier attempts: %s", redact(str(exc)))
+            found = {}
+        for run in new:
+            step = next_step(run).value
+            self.retry_at[run.run_id] = (step, self._retry_after(found.get(run.run_id), step))
+
+    def _retry_after(self, found: Attempts | None, step: str) -> float:
+        """When ``step`` may run again after the recorded failed attempts ``found``."""
         if found is None or found.step != step:
             return 0.0
         since = time.time() - found.at

@@ -1,6 +1,7 @@
 """Claiming many runs at once keeps what claiming one does: a free or expired lease is
-taken, our own is kept, another live holder's is left alone (SQLite here; the
-supervisor's integration tests run the same on PostgreSQL)."""
+taken, our own is kept, another live holder's is left alone; reading many runs' failed
+attempts at once reads what reading each does (SQLite here; the supervisor's
+integration tests run the same on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from biomeroworker.supervisor.attempts import AttemptStore
 from biomeroworker.supervisor.leases import CHUNK, LeaseStore
 
 
@@ -41,3 +43,16 @@ def test_claim_all_claims_more_runs_than_one_statement_holds(tmp_path: Path) -> 
     assert theirs.claim(runs[CHUNK])
     assert ours.claim_all(runs) == set(runs) - {runs[CHUNK]}
     assert ours.claim_all([]) == set()
+
+
+def test_attempts_of_many_runs_are_those_of_each(tmp_path: Path) -> None:
+    store = AttemptStore(create_engine(f"sqlite:///{tmp_path / 'attempts.sqlite'}"))
+    for _ in range(2):
+        store.failed("twice", "stage up", "OSError: disk full")
+    store.failed("once", "submit job", "KeyError: 'x'")
+    runs = ["twice", "never", "once", *(f"run-{i}" for i in range(2500))]
+    found = store.of_all(runs)
+    assert set(found) == {"twice", "once"}
+    assert (found["twice"].step, found["twice"].failed) == ("stage up", 2)
+    assert found["once"] == store.of("once")
+    assert store.of("never") is None
