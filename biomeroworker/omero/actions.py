@@ -32,6 +32,9 @@ from biomeroworker.run_record import RunRecord
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.tracking.errors import UnknownRunError
 
+# Waiting in the script: the first checks come soon (a short run is reported within a
+# second of its end), then back off to every WAIT_POLL_S.
+WAIT_POLL_FIRST_S = 0.5
 WAIT_POLL_S = 5.0
 
 
@@ -195,11 +198,13 @@ def wait_for(
 ) -> list[RunRecord]:
     """Poll the read models until every run finished or ``minutes`` passed."""
     deadline = clock() + minutes * 60
+    interval = WAIT_POLL_FIRST_S
     while True:
         runs = [tracker.run_record(r) for r in run_ids]
         if all(r.finished for r in runs) or clock() >= deadline:
             return runs
-        sleep(WAIT_POLL_S)
+        sleep(interval)
+        interval = min(interval * 1.5, WAIT_POLL_S)
 
 
 def run_workflow(

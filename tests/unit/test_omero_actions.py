@@ -124,6 +124,21 @@ def test_waiting_gives_up_at_the_deadline_and_the_run_goes_on(tracker: Tracker) 
     assert run.state == "REQUESTED" and now[0] >= 60
 
 
+def test_waiting_checks_soon_first_then_backs_off_to_the_steady_interval(
+    tracker: Tracker,
+) -> None:
+    run_id = tracker.record_run_requested(workflow="seg", version="v2", user_name="alice")
+    now, waits = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    actions.wait_for(tracker, [run_id], 1.0, sleep=sleep, clock=lambda: now[0])
+    assert waits[0] == actions.WAIT_POLL_FIRST_S
+    assert waits == sorted(waits) and waits[-1] == actions.WAIT_POLL_S
+
+
 def _record(tracker: Tracker, server: StandInServer, user: str) -> str:
     return tracker.record_run_requested(
         workflow="seg",
