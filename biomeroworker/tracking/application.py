@@ -149,6 +149,9 @@ class _Fresh:
     def keep(self, aggregates: Iterable[Aggregate]) -> None:
         with self.lock:
             for aggregate in aggregates:
+                kept = self.kept.get(aggregate.id)
+                if kept is not None and kept.version > aggregate.version:
+                    continue  # another thread saved a newer one meanwhile
                 self.kept[aggregate.id] = aggregate
                 self.kept.move_to_end(aggregate.id)
             while len(self.kept) > self.size:
