@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:
 from biomeroworker.config import Settings, load_settings  # noqa: E402
 from biomeroworker.errors import BiomeroError  # noqa: E402
 from biomeroworker.prepare import init_cluster  # noqa: E402
+from biomeroworker.run_record import RunRecord  # noqa: E402
 from biomeroworker.runs import RunEngine  # noqa: E402
 from biomeroworker.tracking.application import Tracker  # noqa: E402
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport  # noqa: E402
@@ -381,7 +382,7 @@ def check(
         if "problem" in finding:
             problems.append(finding)
     partial_local = [str(p) for p in results.rglob(".partial-*")]
-    remote = [engine.layout(runs[p.run_id]).remote_run for p in planned]
+    remote = [engine.layout(RunRecord.from_row(runs[p.run_id])).remote_run for p in planned]
     found = transport.run(["find", *remote, "-name", ".partial-*"], check=False, idempotent=True)
     partial_remote = found.stdout.split()
     return {
