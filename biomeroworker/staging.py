@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import io
 import logging
 import os
 import shutil
@@ -86,22 +88,84 @@ def local_manifest(paths: Iterable[Path]) -> Manifest:
     return _scan(paths)[0]
 
 
-def _scan(paths: Iterable[Path]) -> tuple[Manifest, list[Path]]:
-    """The manifest, and every entry that is neither a regular file nor a folder."""
+def _scan(paths: Iterable[Path], listing: list[Entry] | None = None) -> tuple[Manifest, list[Path]]:
+    """The manifest, and every entry that is neither a regular file nor a folder.
+
+    With ``listing``, every file and every empty folder is appended to it, named
+    ``./<top>/...`` (``top`` the name of the path given) with the index of its path.
+    """
     files = size = 0
     odd: list[Path] = []
-    pending = [Path(p) for p in paths]
-    while pending:
-        path = pending.pop()
-        info = path.lstat()
-        if stat.S_ISREG(info.st_mode):
-            files += 1
-            size += info.st_size
-        elif stat.S_ISDIR(info.st_mode):
-            pending.extend(Path(entry.path) for entry in os.scandir(path))
-        else:
-            odd.append(path)
+    for index, top in enumerate(paths):
+        pending = [(str(top), f"./{Path(top).name}")]
+        while pending:
+            path, name = pending.pop()
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                files += 1
+                size += info.st_size
+                if listing is not None:
+                    listing.append(Entry(name, info.st_size, index))
+            elif stat.S_ISDIR(info.st_mode):
+                with os.scandir(path) as found:
+                    children = [(entry.path, f"{name}/{entry.name}") for entry in found]
+                if not children and listing is not None:
+                    listing.append(Entry(name, -1, index))
+                pending.extend(children)
+            else:
+                odd.append(Path(path))
     return Manifest(files, size), odd
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file (``size`` >= 0) or empty folder (``size`` -1) of a transfer."""
+
+    name: str  # relative, starting with "./": never read as an option by tar
+    size: int
+    root: int = 0  # which of the sources it belongs to (uploads)
+
+
+# Streams: a transfer of many files goes as up to this many tar streams at once, each
+# over its own channel of the one connection and each with a share of the files, so
+# that one side's per-file work (creating files) overlaps the others' transfer.
+MAX_STREAMS = 4
+# A stream is worth its channel and its two tar processes from this many files on.
+_FILES_PER_STREAM = 250
+# A file costs about as much as this many bytes on the wire (creating it, its header);
+# shares are balanced on bytes plus this per file.
+_FILE_COST_BYTES = 64 << 10
+
+
+def stream_count(files: int, limit: int = MAX_STREAMS) -> int:
+    """How many parallel streams a transfer of ``files`` files uses."""
+    return max(1, min(limit, files // _FILES_PER_STREAM))
+
+
+def split_entries(entries: Sequence[Entry], streams: int) -> list[list[Entry]]:
+    """``entries`` cut into at most ``streams`` runs of about equal cost, in order
+    (neighbours, often the chunks of one folder, stay in one stream)."""
+    if streams <= 1 or len(entries) <= 1:
+        return [list(entries)]
+    costs = [max(e.size, 0) + _FILE_COST_BYTES for e in entries]
+    share = sum(costs) / streams
+    parts: list[list[Entry]] = [[]]
+    done = 0.0
+    for entry, cost in zip(entries, costs, strict=True):
+        if done >= share * len(parts) and len(parts) < streams:
+            parts.append([])
+        parts[-1].append(entry)
+        done += cost
+    return [part for part in parts if part]
+
+
+def _listing_file(folder: str, entries: Iterable[Entry], tag: str) -> Path:
+    """A NUL-separated list of names for ``tar -T`` (names may hold any byte but NUL)."""
+    path = Path(folder) / f"list-{tag}"
+    with path.open("wb") as fh:
+        for entry in entries:
+            fh.write(os.fsencode(entry.name) + b"\0")
+    return path
 
 
 def remote_manifest(
@@ -124,6 +188,41 @@ def remote_manifest(
         raise CommandError(list(result.argv), result.exit_code, result.stdout, result.stderr)
     sizes = result.stdout.split()
     return Manifest(len(sizes), sum(int(s) for s in sizes))
+
+
+def remote_listing(
+    transport: Transport, path: str, idle_timeout_s: float | None = None
+) -> tuple[Manifest, list[Entry], list[str]] | None:
+    """The manifest of ``path`` on the cluster, its files and empty folders (named
+    ``./...``), and every entry that is neither; None when ``path`` does not exist.
+
+    One ``find`` lists it all, NUL-separated, so a name may hold any character but NUL.
+    A name that is not UTF-8 is listed with U+FFFD in place of its odd bytes: such a
+    listing is good for counting, not for naming files (see ``_nameable``).
+    """
+    argv = ["find", path, "-mindepth", "1", "-printf", "%y %s %P\\0"]
+    result = transport.run(argv, check=False, idempotent=True, idle_timeout_s=idle_timeout_s)
+    if result.exit_code != 0:
+        if "No such file" in result.stderr:
+            return None
+        raise CommandError(argv, result.exit_code, "", result.stderr)
+    files: list[Entry] = []
+    folders: list[str] = []
+    parents: set[str] = set()
+    odd: list[str] = []
+    size = 0
+    for record in result.stdout.split("\0")[:-1]:
+        kind, length, name = record.split(" ", 2)
+        parents.add(name.rpartition("/")[0])
+        if kind == "f":
+            files.append(Entry(f"./{name}", int(length)))
+            size += int(length)
+        elif kind == "d":
+            folders.append(name)
+        else:
+            odd.append(name)
+    entries = files + [Entry(f"./{name}", -1) for name in folders if name not in parents]
+    return Manifest(len(files), size), entries, odd
 
 
 def _check_names(sources: Sequence[Path]) -> None:
@@ -175,12 +274,59 @@ def tar_create_argv(sources: Sequence[Path]) -> list[str]:
     return argv
 
 
+def tar_list_argv(sources: Sequence[Path], lists: Sequence[tuple[int, Path]]) -> list[str]:
+    """``tar`` packing the entries named in NUL-separated list files, each ``(i, list)``
+    holding names (``./<name of sources[i]>/...``) relative to the folder of source i.
+
+    ``--no-recursion``: a folder in a list is sent as an (empty) folder; its contents
+    are named by the lists themselves. ``--verbatim-files-from``: no name is an option.
+    """
+    argv = ["tar", "-c", "-f", "-", "--no-recursion", "--null", "--verbatim-files-from"]
+    for index, listing in lists:
+        folder = Path(os.path.abspath(sources[index])).parent
+        argv += ["-C", str(folder), "-T", str(listing)]
+    return argv
+
+
+def _locked(progress: Progress | None) -> Progress | None:
+    """``progress`` called by one stream at a time (callers keep plain counters)."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(n: int) -> None:
+        with lock:
+            progress(n)
+
+    return report
+
+
+def _together(tasks: Sequence[Callable[[], None]]) -> list[BaseException]:
+    """Run every task at once, one thread each; wait for all; return their errors."""
+    errors: list[BaseException | None] = [None] * len(tasks)
+
+    def run(k: int) -> None:
+        try:
+            tasks[k]()
+        except BaseException as exc:  # returned to the caller
+            errors[k] = exc
+
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(1, len(tasks))]
+    for thread in threads:
+        thread.start()
+    if tasks:
+        run(0)
+    for thread in threads:
+        thread.join()
+    return [e for e in errors if e is not None]
+
+
 @contextlib.contextmanager
-def _packed(sources: Sequence[Path]) -> Iterator[BinaryIO]:
-    """The output of a local ``tar`` over ``sources``; a failed ``tar`` raises on exit."""
+def _packed(argv: Sequence[str]) -> Iterator[BinaryIO]:
+    """The output of a local ``tar`` (``argv``); a failed ``tar`` raises on exit."""
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
-            tar_create_argv(sources),
+            list(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
@@ -216,11 +362,14 @@ def stage_up(
     progress: Progress | None = None,
     expected: Manifest | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    streams: int | None = None,
 ) -> StageReport:
-    """Put files and folders (OME-Zarr, TIFF) into ``remote_dir`` as one tar stream.
+    """Put files and folders (OME-Zarr, TIFF) into ``remote_dir`` as tar streams.
 
     ``expected`` is ``inputs_manifest(sources)`` when the caller already has it (a walk
-    of 20,000 chunk files is not free); otherwise it is computed here.
+    of 20,000 chunk files is not free); otherwise it is computed here. ``streams``: how
+    many tar streams at once (default ``stream_count`` of the files); each carries a
+    share of the files over its own channel.
     """
     sources = [Path(s) for s in sources]
     _check_names(sources)
@@ -229,11 +378,18 @@ def stage_up(
     if remote_manifest(transport, remote_dir, idle_timeout_s) == expected:
         log.info("stage up: %s already holds %s; adopted", remote_dir, expected)
         return StageReport(expected, time.monotonic() - started, 0, adopted=True)
+    count = stream_count(expected.files) if streams is None else max(1, streams)
+    shares: list[list[Entry]] = []
+    if count > 1:
+        listing: list[Entry] = []
+        _scan(sources, listing)
+        shares = split_entries(listing, count)
+    progress = _locked(progress)
     last_error: Exception | None = None
     for attempt in range(1, attempts + 1):
         partial = f"{remote_dir}.partial-{uuid.uuid4().hex[:8]}"
         try:
-            _send_tar(transport, sources, partial, progress, idle_timeout_s)
+            _send_tar(transport, sources, partial, progress, idle_timeout_s, shares)
             arrived = remote_manifest(transport, partial, idle_timeout_s)
             if arrived != expected:
                 raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
@@ -253,14 +409,36 @@ def _send_tar(
     partial: str,
     progress: Progress | None,
     idle_timeout_s: float,
+    shares: Sequence[Sequence[Entry]] = (),
 ) -> None:
+    """Send ``sources`` into ``partial``: whole as one stream, or one stream per share."""
     transport.run(["mkdir", "-p", partial], idempotent=True)
-    with _packed(sources) as stream:
-        transport.run(
-            ["tar", "-x", "-f", "-", "-C", partial],
-            stdin=_Counting(stream, progress),
-            idle_timeout_s=idle_timeout_s,
-        )
+
+    def send(argv: list[str]) -> None:
+        with _packed(argv) as stream:
+            transport.run(
+                # -i: read to the end of the input (past tar's end blocks), so the
+                # command ends after our EOF has arrived, never while it is on its way.
+                ["tar", "-x", "-i", "-f", "-", "-C", partial],
+                stdin=_Counting(stream, progress),
+                idle_timeout_s=idle_timeout_s,
+            )
+
+    if len(shares) <= 1:
+        send(tar_create_argv(sources))
+        return
+    with tempfile.TemporaryDirectory(prefix="biomero-stage-") as folder:
+        argvs = []
+        for k, share in enumerate(shares):
+            roots = sorted({entry.root for entry in share})
+            lists = [
+                (i, _listing_file(folder, (e for e in share if e.root == i), f"{k}-{i}"))
+                for i in roots
+            ]
+            argvs.append(tar_list_argv(sources, lists))
+        errors = _together([functools.partial(send, argv) for argv in argvs])
+    if errors:
+        raise errors[0]
 
 
 def _remove_remote(transport: Transport, path: str) -> None:
@@ -315,25 +493,39 @@ def stage_down(
     attempts: int = 2,
     progress: Progress | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    streams: int | None = None,
 ) -> StageReport:
-    """Bring ``remote_dir`` back into ``local_dir`` as one tar stream.
+    """Bring ``remote_dir`` back into ``local_dir`` as tar streams.
 
     ``local_dir`` must not exist, or be an empty folder; one that already holds exactly
     the expected files is adopted. Anything else is refused (DestinationError) and
     left untouched. Only the ``.partial-*`` folder this call makes is ever removed.
+    ``streams``: how many tar streams at once (default ``stream_count`` of the files);
+    each carries a share of the listed files over its own channel.
     """
     started = time.monotonic()
-    expected = remote_manifest(transport, remote_dir, idle_timeout_s)
-    if expected is None:
+    found = remote_listing(transport, remote_dir, idle_timeout_s)
+    if found is None:
         raise StagingError(f"{remote_dir} does not exist on the cluster")
+    expected, entries, odd = found
+    if odd:
+        raise UnsafeArchiveError(
+            f"refused the results in {remote_dir}: {odd[0]!r} is a link or special file; "
+            f"results may hold files and folders only. Nothing was kept"
+        )
     if check_destination(local_dir, expected):
         return StageReport(expected, time.monotonic() - started, 0, adopted=True)
+    count = stream_count(expected.files) if streams is None else max(1, streams)
+    # A name that did not arrive as UTF-8 cannot be named back to tar: one whole stream.
+    nameable = all("\ufffd" not in entry.name for entry in entries)
+    shares = split_entries(entries, count) if count > 1 and nameable else []
+    progress = _locked(progress)
     last_error: Exception | None = None
     for attempt in range(1, attempts + 1):
         partial = local_dir.with_name(f"{local_dir.name}.partial-{uuid.uuid4().hex[:8]}")
         partial.mkdir(parents=True)  # a new name: fails rather than reuse anything
         try:
-            _receive_tar(transport, remote_dir, partial, progress, expected, idle_timeout_s)
+            _receive(transport, remote_dir, partial, progress, expected, idle_timeout_s, shares)
             arrived = local_manifest([partial])
             if arrived != expected:
                 raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
@@ -434,7 +626,7 @@ class _Unpacker:
                     raise UnsafeArchiveError(f"{name!r} runs through a file") from None
             self._folders.add(prefix)
 
-    def file(self, member: tarfile.TarInfo, parts: tuple[str, ...], tar: tarfile.TarFile) -> None:
+    def file(self, member: tarfile.TarInfo, parts: tuple[str, ...], reader: _ForwardReader) -> None:
         self.files += 1
         self.bytes += member.size
         if self.limit is not None and (
@@ -450,17 +642,80 @@ class _Unpacker:
             fd = os.open(self.dest.joinpath(*parts), flags, 0o600)
         except FileExistsError:
             raise UnsafeArchiveError(f"{member.name!r} appears twice in the stream") from None
-        with os.fdopen(fd, "wb") as out:
-            # Straight from the stream, as tarfile's own extraction copies (reading through
-            # extractfile() costs three times the CPU); its position is the member's data.
-            source = tar.fileobj
-            assert source is not None
-            source.seek(member.offset_data)
-            tarfile.copyfileobj(source, out, member.size, tarfile.ReadError, _COPY_BYTES)
+        try:
+            # Straight from the stream's buffer into the file, no copy in between.
+            reader.copy_to(fd, member.offset_data, member.size)
             # Owner read/write always; group/other read (and x) as sent; no setuid bits.
             os.fchmod(fd, (member.mode & 0o755) | 0o600)
             with contextlib.suppress(OSError, OverflowError, ValueError):
                 os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
+
+
+class _ForwardReader:
+    """A tar stream for ``tarfile.TarFile(mode="r")``, read forward only.
+
+    tarfile's own stream mode (``r|``) copies the rest of its buffer on every read, so
+    each 512-byte header cost a copy of up to its whole buffer: 12 s of CPU for 20,000
+    files. Here a read copies only what it returns, file data goes from the chunk just
+    read straight to the file, and a seek backwards is an error (tarfile never needs
+    one when reading members in order).
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._chunk = b""  # the last chunk read from the stream
+        self._at = 0  # how much of it was consumed
+        self._start = 0  # stream offset of the chunk's first byte
+
+    def _fill(self) -> bool:
+        self._start += len(self._chunk)
+        self._chunk = self._stream.read(_COPY_BYTES)
+        self._at = 0
+        return bool(self._chunk)
+
+    def tell(self) -> int:
+        return self._start + self._at
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            raise tarfile.ReadError("a tar stream is never read to its end in one piece")
+        parts = []
+        while size > 0:
+            if self._at == len(self._chunk) and not self._fill():
+                break
+            piece = self._chunk[self._at : self._at + size]
+            self._at += len(piece)
+            size -= len(piece)
+            parts.append(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self.tell():
+            raise tarfile.ReadError("the tar stream can only be read forward")
+        self._skip(offset - self.tell())
+        return self.tell()
+
+    def _skip(self, size: int) -> None:
+        while size > 0:
+            if self._at == len(self._chunk) and not self._fill():
+                raise tarfile.ReadError("unexpected end of data")
+            step = min(size, len(self._chunk) - self._at)
+            self._at += step
+            size -= step
+
+    def copy_to(self, fd: int, offset: int, size: int) -> None:
+        """Write ``size`` bytes found at ``offset`` (not before the position) to ``fd``."""
+        self.seek(offset)
+        while size > 0:
+            if self._at == len(self._chunk) and not self._fill():
+                raise tarfile.ReadError("unexpected end of data")
+            view = memoryview(self._chunk)[self._at : self._at + size]
+            self._at += len(view)
+            size -= len(view)
+            while view:
+                view = view[os.write(fd, view) :]
 
 
 def unpack(stream: BinaryIO, dest: Path, limit: Manifest | None = None) -> None:
@@ -472,13 +727,16 @@ def unpack(stream: BinaryIO, dest: Path, limit: Manifest | None = None) -> None:
     forgotten once written.
     """
     unpacker = _Unpacker(dest, limit)
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=_COPY_BYTES) as tar:
+    reader = _ForwardReader(stream)
+    # TarFile parses the headers (GNU and pax names included) as it would for its own
+    # extraction; members are then checked and written by us, never by tarfile.
+    with tarfile.TarFile(fileobj=reader, mode="r") as tar:  # type: ignore[arg-type]
         while (member := tar.next()) is not None:
             parts = member_parts(member)
             if member.type == tarfile.DIRTYPE:
                 unpacker.folder(parts, member.name)
             else:
-                unpacker.file(member, parts, tar)
+                unpacker.file(member, parts, reader)
             tar.members.clear()  # tarfile keeps every member it read; we need none
 
 
@@ -490,6 +748,44 @@ def _tar_reader(fd: int, dest: Path, limit: Manifest | None, errors: list[BaseEx
         errors.append(exc)
 
 
+def _receive(
+    transport: Transport,
+    remote_dir: str,
+    dest: Path,
+    progress: Progress | None,
+    expected: Manifest,
+    idle_timeout_s: float,
+    shares: Sequence[Sequence[Entry]],
+) -> None:
+    """Unpack ``remote_dir`` into ``dest``: whole as one stream, or one per share."""
+    if len(shares) <= 1:
+        _receive_tar(transport, remote_dir, dest, progress, expected, idle_timeout_s)
+        return
+    errors = _together(
+        [
+            functools.partial(
+                _receive_tar,
+                transport,
+                remote_dir,
+                dest,
+                progress,
+                _manifest_of(share),
+                idle_timeout_s,
+                share,
+            )
+            for share in shares
+        ]
+    )
+    refused = [e for e in errors if isinstance(e, UnsafeArchiveError)]
+    if refused or errors:
+        raise (refused or errors)[0]
+
+
+def _manifest_of(entries: Iterable[Entry]) -> Manifest:
+    sizes = [entry.size for entry in entries if entry.size >= 0]
+    return Manifest(len(sizes), sum(sizes))
+
+
 def _receive_tar(
     transport: Transport,
     remote_dir: str,
@@ -497,7 +793,17 @@ def _receive_tar(
     progress: Progress | None,
     limit: Manifest | None,
     idle_timeout_s: float,
+    share: Sequence[Entry] | None = None,
 ) -> None:
+    """One stream from the cluster into ``dest``: all of ``remote_dir``, or ``share``."""
+    argv = ["tar", "-c", "-f", "-", "-C", remote_dir]
+    names: BinaryIO | None = None
+    if share is None:
+        argv.append(".")
+    else:
+        # The names go to tar's stdin as data, NUL-separated; each starts with "./".
+        argv += ["--no-recursion", "--null", "-T", "-"]
+        names = io.BytesIO(b"".join(os.fsencode(entry.name) + b"\0" for entry in share))
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
     reader = threading.Thread(target=_tar_reader, args=(read_fd, dest, limit, errors), daemon=True)
@@ -507,7 +813,8 @@ def _receive_tar(
     failed: BaseException | None = None
     try:
         transport.run(
-            ["tar", "-c", "-f", "-", "-C", remote_dir, "."],
+            argv,
+            stdin=names,
             stdout=sink,  # type: ignore[arg-type]
             idle_timeout_s=idle_timeout_s,
         )

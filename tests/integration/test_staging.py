@@ -18,7 +18,13 @@ from typing import BinaryIO
 import pytest
 
 from biomeroworker.errors import ConnectError
-from biomeroworker.staging import StagingError, UnsafeArchiveError, stage_down, stage_up
+from biomeroworker.staging import (
+    Manifest,
+    StagingError,
+    UnsafeArchiveError,
+    stage_down,
+    stage_up,
+)
 from biomeroworker.transport.base import CommandResult
 from biomeroworker.transport.local import LocalTransport
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport
@@ -102,11 +108,12 @@ class FakeCutTransport:
         if self.cuts == 0 or (stdin is None and stdout is None):
             return self.real.run(argv, stdin=stdin, stdout=stdout, **kwargs)
         self.cuts -= 1
-        if stdin is not None:
-            cut = io.BytesIO(stdin.read(self.after_bytes))
+        if stdout is None:
+            cut = io.BytesIO(stdin.read(self.after_bytes))  # type: ignore[union-attr]
             return self.real.run(argv, stdin=cut, stdout=stdout, **kwargs)
+        # A download (its stdin, if any, is the list of names to send): cut its output.
         kept = _FirstBytes(stdout, self.after_bytes)
-        self.real.run(argv, stdout=kept, **kwargs)
+        self.real.run(argv, stdin=stdin, stdout=kept, **kwargs)
         raise ConnectError("FakeCutTransport: connection dropped mid-stream")
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
@@ -237,6 +244,80 @@ def test_download_refuses_absolute_links(transport, tmp_path: Path) -> None:  # 
     dest.mkdir()
     with pytest.raises(UnsafeArchiveError):
         stage_down(transport, remote, dest / "out")
+    assert os.listdir(dest) == []
+
+
+def _tree(root: Path) -> tuple[dict[str, str], list[str]]:
+    """Every file's digest and every folder under ``root``."""
+    folders = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
+    return _digests(root), folders
+
+
+def test_parallel_streams_carry_every_file_byte_and_empty_folder(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "other").mkdir()
+    zarr = _zarr(tmp_path / "src", chunks=60)
+    (zarr / "empty" / "deeper").mkdir(parents=True)
+    sources = [zarr, _tiff(tmp_path / "src", "a.tif"), _tiff(tmp_path / "other", "b.tif", 999)]
+    remote = _remote_dir(transport)
+    up = stage_up(transport, sources, remote, streams=3)
+    down = stage_down(transport, remote, tmp_path / "back", streams=3)
+    src_digests, src_folders = _tree(tmp_path / "src")
+    back_digests, back_folders = _tree(tmp_path / "back")
+    assert back_digests == {**src_digests, **_digests(tmp_path / "other")}
+    assert back_folders == src_folders
+    assert up.manifest == down.manifest == Manifest(len(back_digests), up.manifest.bytes)
+    assert _siblings(transport, remote) == ["in"]
+
+
+def test_parallel_streams_keep_hostile_names(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    inner = src / "-folder $(x)"
+    inner.mkdir(parents=True)
+    for name in HOSTILE_NAMES:
+        _tiff(inner, name, 10)
+        _tiff(inner, f"2-{name}", 10)
+    remote = _remote_dir(transport)
+    stage_up(transport, [inner], remote, streams=4)
+    stage_down(transport, remote, tmp_path / "back", streams=4)
+    assert _digests(tmp_path / "back") == _digests(src)
+    assert not transport.run(["test", "-e", MARKER], check=False).ok
+    assert not Path(MARKER).exists()
+
+
+def test_a_broken_parallel_download_is_retried_and_leaves_no_partial(
+    transport, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_zarr(tmp_path / "src", chunks=60)], remote)
+    cut = FakeCutTransport(transport, cuts=1, after_bytes=50_000)
+    report = stage_down(cut, remote, tmp_path / "dest" / "out", streams=3)
+    assert report.attempts == 2
+    assert os.listdir(tmp_path / "dest") == ["out"]
+    assert _digests(tmp_path / "dest" / "out") == _digests(tmp_path / "src")
+
+
+def test_a_broken_parallel_upload_is_retried_and_leaves_no_partial(
+    transport, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    src = _zarr(tmp_path / "src", chunks=60)
+    remote = _remote_dir(transport)
+    report = stage_up(
+        FakeCutTransport(transport, cuts=1, after_bytes=50_000), [src], remote, streams=3
+    )
+    assert report.attempts == 2
+    assert _siblings(transport, remote) == ["in"]
+    stage_down(transport, remote, tmp_path / "back")
+    assert _digests(tmp_path / "back") == _digests(tmp_path / "src")
+
+
+def test_parallel_download_refuses_links(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    stage_up(transport, [_zarr(tmp_path / "src")], remote)
+    transport.run(["ln", "-s", "../../../../../../etc/passwd", f"{remote}/img.ome.zarr/leak.tif"])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError, match=r"leak\.tif"):
+        stage_down(transport, remote, dest / "out", streams=3)
     assert os.listdir(dest) == []
 
 

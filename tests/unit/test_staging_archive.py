@@ -23,13 +23,17 @@ from biomeroworker.localdirs import MARKER, FolderTakenError, claim, owner_of, r
 from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import log_tail
 from biomeroworker.staging import (
+    MAX_STREAMS,
     DestinationError,
+    Entry,
     Manifest,
     StagingError,
     UnsafeArchiveError,
     copy_results,
     local_manifest,
+    split_entries,
     stage_down,
+    stream_count,
     unpack,
 )
 from biomeroworker.transport.base import CommandResult
@@ -206,6 +210,66 @@ def test_a_stream_longer_than_its_listing_stops_at_the_first_extra_byte(tmp_path
     stream = _tar(_file("a", b"x" * 10), _file("b", b"y" * 10))
     with pytest.raises(StagingError, match="more than"):
         unpack(io.BytesIO(stream), tmp_path, limit=Manifest(2, 15))
+
+
+class _Trickle(io.BytesIO):
+    """A stream that hands out a few bytes per read, as a pipe may."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(min(7, size) if size is not None and size >= 0 else 7)
+
+
+def test_members_split_across_any_read_boundary_unpack_intact(tmp_path: Path) -> None:
+    payloads = {f"./d{n % 3}/f{n}": os.urandom(n * 97) for n in range(12)}
+    stream = _tar(_member("./d0", tarfile.DIRTYPE), *(_file(k, v) for k, v in payloads.items()))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    unpack(_Trickle(stream), dest)
+    assert {f"./{p.relative_to(dest)}": p.read_bytes() for p in dest.rglob("f*")} == payloads
+
+
+def test_a_stream_cut_inside_a_file_fails_and_is_not_taken_for_a_short_file(
+    tmp_path: Path,
+) -> None:
+    stream = _tar(_file("a", b"x" * 5000))
+    with pytest.raises(tarfile.ReadError):
+        unpack(io.BytesIO(stream[: 512 + 3000]), tmp_path)
+
+
+def test_shares_are_in_order_cover_every_entry_and_balance_bytes_and_files() -> None:
+    entries = [Entry(f"./f{n}", 1000 * (n % 5)) for n in range(1000)] + [Entry("./e", -1)]
+    shares = split_entries(entries, 4)
+    assert [e for share in shares for e in share] == entries
+    assert len(shares) == 4
+    costs = [sum(max(e.size, 0) + (64 << 10) for e in share) for share in shares]
+    assert max(costs) - min(costs) <= 2 * ((64 << 10) + 4000)
+    assert split_entries(entries[:1], 4) == [entries[:1]]
+
+
+def test_few_files_go_as_one_stream_and_many_as_several() -> None:
+    assert stream_count(1) == stream_count(200) == 1
+    assert stream_count(600) == 2
+    assert stream_count(2_000) == stream_count(100_000) == MAX_STREAMS
+
+
+def test_parallel_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
+    transport: LocalTransport, tmp_path: Path
+) -> None:
+    out = transport.home / "run" / "out"
+    out.mkdir(parents=True)
+    for n in range(6):
+        (out / f"mask{n}.tif").write_bytes(b"x" * 4000)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("keep me")
+    before = _snapshot(tmp_path, skip=transport.home)
+    stream = _hostile_streams(outside)["hard link to a file outside, then a write to it"]
+    cluster = HostileCluster(transport, stream)
+    with pytest.raises(UnsafeArchiveError, match="refused the results in run/out"):
+        stage_down(cluster, "run/out", tmp_path / "mine", streams=3)  # type: ignore[arg-type]
+    assert cluster.streams == 3
+    assert _snapshot(tmp_path, skip=transport.home) == before
+    assert not (tmp_path / "mine").exists()
 
 
 class HostileCluster:
