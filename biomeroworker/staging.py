@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import io
+import json
 import logging
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -198,7 +201,8 @@ def remote_listing(
 
     One ``find`` lists it all, NUL-separated, so a name may hold any character but NUL.
     A name that is not UTF-8 is listed with U+FFFD in place of its odd bytes: such a
-    listing is good for counting, not for naming files (see ``_nameable``).
+    listing is good for counting, not for naming files (stage_down then sends the whole
+    folder as one stream).
     """
     argv = ["find", path, "-mindepth", "1", "-printf", "%y %s %P\\0"]
     result = transport.run(argv, check=False, idempotent=True, idle_timeout_s=idle_timeout_s)
@@ -740,12 +744,78 @@ def unpack(stream: BinaryIO, dest: Path, limit: Manifest | None = None) -> None:
             tar.members.clear()  # tarfile keeps every member it read; we need none
 
 
-def _tar_reader(fd: int, dest: Path, limit: Manifest | None, errors: list[BaseException]) -> None:
+# The unpacking process: ``python -c`` this, with the destination and the limit.
+_CHILD = "import sys; from biomeroworker.staging import unpack_main; sys.exit(unpack_main())"
+_PIPE_BYTES = 1 << 20
+
+
+def unpack_main(argv: Sequence[str] | None = None) -> int:
+    """Unpack the tar stream on stdin into ``argv[0]``, held to ``argv[1]`` files and
+    ``argv[2]`` bytes: the body of the unpacking process. A failure is one JSON line on
+    stderr (``kind``: unsafe, staging or other) and exit status 1."""
+    dest, files, size = sys.argv[1:4] if argv is None else argv
     try:
-        with os.fdopen(fd, "rb") as stream:
-            unpack(stream, dest, limit)
-    except BaseException as exc:  # surfaced by the caller
-        errors.append(exc)
+        with os.fdopen(0, "rb", buffering=0, closefd=False) as stream:
+            unpack(stream, Path(dest), Manifest(int(files), int(size)))
+    except UnsafeArchiveError as exc:
+        failure = {"kind": "unsafe", "message": str(exc)}
+    except StagingError as exc:
+        failure = {"kind": "staging", "message": str(exc)}
+    except Exception as exc:  # reported to the parent, which decides
+        failure = {"kind": "other", "message": f"{type(exc).__name__}: {exc}"}
+    else:
+        return 0
+    sys.stderr.write(json.dumps(failure) + "\n")
+    return 1
+
+
+class _Unpacking:
+    """Our unpacker reading one pipe, in a process of its own.
+
+    In its own process it takes none of this process's GIL, which paramiko needs to
+    receive the stream: receiving and unpacking run side by side on two cores, and
+    several streams unpack without queueing for one lock. It runs ``unpack`` (the same
+    code, the same refusals) from this very package.
+    """
+
+    def __init__(self, read_fd: int, dest: Path, limit: Manifest) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+        }
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(dest), str(limit.files), str(limit.bytes)],
+                stdin=read_fd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+        finally:
+            os.close(read_fd)
+
+    def finish(self, timeout_s: float) -> BaseException | None:
+        """Wait for the end of the stream to be written; the unpacker's error, if any."""
+        try:
+            _, err = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return StagingError(f"the unpacker wrote nothing for {timeout_s:g} s; stopped it")
+        if self.proc.returncode == 0:
+            return None
+        text = err.decode(errors="replace").strip()
+        try:
+            failure = json.loads(text.splitlines()[-1])
+            kind, message = failure["kind"], failure["message"]
+        except (ValueError, IndexError, KeyError, TypeError):
+            kind, message = "other", f"exit status {self.proc.returncode}: {text[-500:]}"
+        if kind == "unsafe":
+            return UnsafeArchiveError(message)
+        if kind == "staging":
+            return StagingError(message)
+        return StagingError(f"could not unpack the results: {message}")
 
 
 def _receive(
@@ -791,7 +861,7 @@ def _receive_tar(
     remote_dir: str,
     dest: Path,
     progress: Progress | None,
-    limit: Manifest | None,
+    limit: Manifest,
     idle_timeout_s: float,
     share: Sequence[Entry] | None = None,
 ) -> None:
@@ -805,9 +875,10 @@ def _receive_tar(
         argv += ["--no-recursion", "--null", "-T", "-"]
         names = io.BytesIO(b"".join(os.fsencode(entry.name) + b"\0" for entry in share))
     read_fd, write_fd = os.pipe()
-    errors: list[BaseException] = []
-    reader = threading.Thread(target=_tar_reader, args=(read_fd, dest, limit, errors), daemon=True)
-    reader.start()
+    with contextlib.suppress(OSError, AttributeError):  # fewer, larger hand-overs
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    os.set_inheritable(write_fd, False)
+    unpacking = _Unpacking(read_fd, dest, limit)
     pipe = os.fdopen(write_fd, "wb")
     sink = _ProgressSink(pipe, progress)
     failed: BaseException | None = None
@@ -823,8 +894,7 @@ def _receive_tar(
     finally:
         with contextlib.suppress(BrokenPipeError):  # the reader stopped early: said below
             pipe.close()
-        reader.join(timeout=60)
-    error = errors[0] if errors else None
+        error = unpacking.finish(max(60.0, idle_timeout_s))
     if isinstance(error, UnsafeArchiveError):
         # A refusal wins over whatever the transfer did next: it must not be retried.
         raise UnsafeArchiveError(
@@ -834,9 +904,7 @@ def _receive_tar(
     if failed is not None:
         raise failed
     if error is not None:
-        if isinstance(error, StagingError):
-            raise error
-        raise StagingError(f"could not unpack the results: {error}")
+        raise error
 
 
 class _ProgressSink:

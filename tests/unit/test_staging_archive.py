@@ -272,6 +272,22 @@ def test_parallel_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
     assert not (tmp_path / "mine").exists()
 
 
+def test_a_name_that_is_not_utf8_comes_back_intact_through_one_whole_stream(
+    transport: LocalTransport, tmp_path: Path
+) -> None:
+    out = transport.home / "run" / "out"
+    out.mkdir(parents=True)
+    for n in range(6):
+        (out / f"mask{n}.tif").write_bytes(os.urandom(100 + n))
+    odd = os.fsencode(out) + b"/caf\xe9.tif"  # Latin-1, not UTF-8
+    with open(odd, "wb") as fh:
+        fh.write(b"latin")
+    report = stage_down(transport, "run/out", tmp_path / "back", streams=3)
+    assert report.manifest.files == 7
+    with open(os.fsencode(tmp_path / "back") + b"/caf\xe9.tif", "rb") as fh:
+        assert fh.read() == b"latin"
+
+
 class HostileCluster:
     """A FAKE cluster answer: the real LocalTransport for every command, except that
     the results stream (``tar -c``) is replaced by bytes the test built."""
