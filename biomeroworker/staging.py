@@ -145,6 +145,17 @@ def stream_count(files: int, limit: int = MAX_STREAMS) -> int:
     return max(1, min(limit, files // _FILES_PER_STREAM))
 
 
+def download_streams() -> int:
+    """The most streams a download uses by default: one per two cores here.
+
+    Each download stream is unpacked by a process of ours that creates files, which
+    costs CPU here (uploads create their files on the cluster). On 2 cores, where
+    paramiko's receiving thread takes one, a second unpacker only competes with the
+    first: several download streams measured slower than one (docs/performance.md).
+    """
+    return max(1, min(MAX_STREAMS, (os.cpu_count() or 2) // 2))
+
+
 def split_entries(entries: Sequence[Entry], streams: int) -> list[list[Entry]]:
     """``entries`` cut into at most ``streams`` runs of about equal cost, in order
     (neighbours, often the chunks of one folder, stay in one stream)."""
@@ -397,14 +408,22 @@ def stage_up(
             arrived = remote_manifest(transport, partial, idle_timeout_s)
             if arrived != expected:
                 raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
-            transport.run(["rm", "-rf", remote_dir], idempotent=True)
-            transport.run(["mv", "-T", partial, remote_dir])
+            transport.run(["sh", "-c", _REPLACE, "sh", remote_dir, partial])
             return StageReport(expected, time.monotonic() - started, attempt)
         except (StagingError, TransportError) as exc:
             last_error = exc
             log.warning("stage up attempt %d/%d failed: %s", attempt, attempts, exc)
             _remove_remote(transport, partial)
     raise StagingError(f"upload to {remote_dir} failed after {attempts} attempts: {last_error}")
+
+
+# Two steps in one command each, to spare a round trip. The scripts are constants; the
+# paths reach them only as positional arguments ($1, $2), never as part of the script.
+# Make the folder and unpack into it; -i: read to the end of the input (past tar's end
+# blocks), so the command ends after our EOF has arrived, never while it is on its way.
+_UNPACK_INTO = 'mkdir -p -- "$1" && exec tar -x -i -f - -C "$1"'
+# Put the checked partial folder ($2) in the place of the destination ($1).
+_REPLACE = 'rm -rf -- "$1" && exec mv -T -- "$2" "$1"'
 
 
 def _send_tar(
@@ -416,14 +435,11 @@ def _send_tar(
     shares: Sequence[Sequence[Entry]] = (),
 ) -> None:
     """Send ``sources`` into ``partial``: whole as one stream, or one stream per share."""
-    transport.run(["mkdir", "-p", partial], idempotent=True)
 
     def send(argv: list[str]) -> None:
         with _packed(argv) as stream:
             transport.run(
-                # -i: read to the end of the input (past tar's end blocks), so the
-                # command ends after our EOF has arrived, never while it is on its way.
-                ["tar", "-x", "-i", "-f", "-", "-C", partial],
+                ["sh", "-c", _UNPACK_INTO, "sh", partial],
                 stdin=_Counting(stream, progress),
                 idle_timeout_s=idle_timeout_s,
             )
@@ -504,8 +520,9 @@ def stage_down(
     ``local_dir`` must not exist, or be an empty folder; one that already holds exactly
     the expected files is adopted. Anything else is refused (DestinationError) and
     left untouched. Only the ``.partial-*`` folder this call makes is ever removed.
-    ``streams``: how many tar streams at once (default ``stream_count`` of the files);
-    each carries a share of the listed files over its own channel.
+    ``streams``: how many tar streams at once (default ``stream_count`` of the files, at
+    most ``download_streams()``); each carries a share of the listed files over its own
+    channel.
     """
     started = time.monotonic()
     found = remote_listing(transport, remote_dir, idle_timeout_s)
@@ -519,7 +536,7 @@ def stage_down(
         )
     if check_destination(local_dir, expected):
         return StageReport(expected, time.monotonic() - started, 0, adopted=True)
-    count = stream_count(expected.files) if streams is None else max(1, streams)
+    count = stream_count(expected.files, download_streams()) if streams is None else max(1, streams)
     # A name that did not arrive as UTF-8 cannot be named back to tar: one whole stream.
     nameable = all("\ufffd" not in entry.name for entry in entries)
     shares = split_entries(entries, count) if count > 1 and nameable else []
@@ -669,15 +686,31 @@ class _ForwardReader:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._chunk = b""  # the last chunk read from the stream
-        self._at = 0  # how much of it was consumed
-        self._start = 0  # stream offset of the chunk's first byte
+        # One buffer, filled again and again (readinto): no allocation per chunk.
+        self._view = memoryview(bytearray(_COPY_BYTES))
+        self._end = 0  # how much of the buffer the last read filled
+        self._at = 0  # how much of that was consumed
+        self._start = 0  # stream offset of the buffer's first byte
 
     def _fill(self) -> bool:
-        self._start += len(self._chunk)
-        self._chunk = self._stream.read(_COPY_BYTES)
+        self._start += self._end
         self._at = 0
-        return bool(self._chunk)
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            self._end = readinto(self._view) or 0
+        else:
+            chunk = self._stream.read(len(self._view))
+            self._end = len(chunk)
+            self._view[: self._end] = chunk
+        return self._end > 0
+
+    def _piece(self, size: int) -> memoryview:
+        """Up to ``size`` bytes at the position (valid until the next fill); consumed."""
+        if self._at == self._end and not self._fill():
+            return self._view[:0]
+        piece = self._view[self._at : min(self._end, self._at + size)]
+        self._at += len(piece)
+        return piece
 
     def tell(self) -> int:
         return self._start + self._at
@@ -686,37 +719,29 @@ class _ForwardReader:
         if size < 0:
             raise tarfile.ReadError("a tar stream is never read to its end in one piece")
         parts = []
-        while size > 0:
-            if self._at == len(self._chunk) and not self._fill():
-                break
-            piece = self._chunk[self._at : self._at + size]
-            self._at += len(piece)
+        while size > 0 and (piece := self._piece(size)):
             size -= len(piece)
-            parts.append(piece)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.append(bytes(piece))
+        return b"".join(parts)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if whence != os.SEEK_SET or offset < self.tell():
             raise tarfile.ReadError("the tar stream can only be read forward")
-        self._skip(offset - self.tell())
-        return self.tell()
-
-    def _skip(self, size: int) -> None:
+        size = offset - self.tell()
         while size > 0:
-            if self._at == len(self._chunk) and not self._fill():
+            piece = self._piece(size)
+            if not piece:
                 raise tarfile.ReadError("unexpected end of data")
-            step = min(size, len(self._chunk) - self._at)
-            self._at += step
-            size -= step
+            size -= len(piece)
+        return self.tell()
 
     def copy_to(self, fd: int, offset: int, size: int) -> None:
         """Write ``size`` bytes found at ``offset`` (not before the position) to ``fd``."""
         self.seek(offset)
         while size > 0:
-            if self._at == len(self._chunk) and not self._fill():
+            view = self._piece(size)
+            if not view:
                 raise tarfile.ReadError("unexpected end of data")
-            view = memoryview(self._chunk)[self._at : self._at + size]
-            self._at += len(view)
             size -= len(view)
             while view:
                 view = view[os.write(fd, view) :]

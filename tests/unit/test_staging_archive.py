@@ -30,6 +30,7 @@ from biomeroworker.staging import (
     StagingError,
     UnsafeArchiveError,
     copy_results,
+    download_streams,
     local_manifest,
     split_entries,
     stage_down,
@@ -218,6 +219,9 @@ class _Trickle(io.BytesIO):
     def read(self, size: int | None = -1) -> bytes:
         return super().read(min(7, size) if size is not None and size >= 0 else 7)
 
+    def readinto(self, buffer: Any) -> int:
+        return super().readinto(memoryview(buffer)[:7])
+
 
 def test_members_split_across_any_read_boundary_unpack_intact(tmp_path: Path) -> None:
     payloads = {f"./d{n % 3}/f{n}": os.urandom(n * 97) for n in range(12)}
@@ -250,6 +254,14 @@ def test_few_files_go_as_one_stream_and_many_as_several() -> None:
     assert stream_count(1) == stream_count(200) == 1
     assert stream_count(600) == 2
     assert stream_count(2_000) == stream_count(100_000) == MAX_STREAMS
+
+
+@pytest.mark.parametrize(("cores", "streams"), [(None, 1), (1, 1), (2, 1), (4, 2), (64, 4)])
+def test_downloads_use_one_stream_per_two_cores(
+    cores: int | None, streams: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert download_streams() == streams
 
 
 def test_parallel_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
