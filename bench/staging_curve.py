@@ -28,7 +28,7 @@ from typing import Any
 from bench import data, machine
 from bench.bench_staging import NullSink
 from bench.ours import make_tar
-from biomeroworker.staging import stage_down, stage_up, stream_count
+from biomeroworker.staging import download_streams, stage_down, stage_up, stream_count
 from biomeroworker.transport.ssh import SSHOptions, SSHTransport
 
 ROOT = Path("/tmp/biomero-bench-curve")
@@ -82,7 +82,8 @@ def measure(
     row: dict[str, Any] = {
         "files": files,
         "bytes": total,
-        "streams_auto": stream_count(files),
+        "streams_auto_up": stream_count(files),
+        "streams_auto_down": stream_count(files, download_streams()),
         "load_average": loads,
         "runs": runs,
     }

@@ -1,11 +1,14 @@
-"""Data up to the cluster and results back: one tar stream per run over one channel.
+"""Data up to the cluster and results back: tar streams over channels of one connection.
 
 No zip on the worker and no 7z on the login node: a tar stream is written on one side
-while the other unpacks it. Uploads are packed by the system ``tar`` (C, no GIL).
-Downloads are unpacked here, member by member, by our own code: the cluster is not
-trusted, so only regular files and folders with plain relative names are accepted and
-anything else (links, devices, FIFOs, absolute names, ``..``) refuses the whole
-download, whatever Python's tarfile filters would allow at its patch level.
+while the other unpacks it. A transfer of many files goes as several streams at once,
+each with a share of the files (``stream_count``, ``split_entries``), so that the
+per-file work of one overlaps the others' bytes. Uploads are packed by the system
+``tar`` (C, no GIL). Downloads are unpacked here, member by member, by our own code in
+a process of its own: the cluster is not trusted, so only regular files and folders
+with plain relative names are accepted and anything else (links, devices, FIFOs,
+absolute names, ``..``) refuses the whole download, whatever Python's tarfile filters
+would allow at its patch level.
 
 A transfer lands in a ``.partial-*`` folder, is checked (file count and bytes) and only
 then renamed into place, so a broken transfer never counts as done and a retry starts
@@ -420,8 +423,13 @@ def stage_up(
 # Two steps in one command each, to spare a round trip. The scripts are constants; the
 # paths reach them only as positional arguments ($1, $2), never as part of the script.
 # Make the folder and unpack into it; -i: read to the end of the input (past tar's end
-# blocks), so the command ends after our EOF has arrived, never while it is on its way.
-_UNPACK_INTO = 'mkdir -p -- "$1" && exec tar -x -i -f - -C "$1"'
+# blocks), so the command ends after our EOF has arrived, never while it is on its way;
+# -b 256: read and write 128 kB at a time instead of tar's 10 kB records.
+_UNPACK_INTO = 'mkdir -p -- "$1" && exec tar -x -i -b 256 -f - -C "$1"'
+# Make the folder and, inside it, every folder named (NUL-separated) on stdin: several
+# streams then never make the same folder at once (GNU tar reports "Cannot open" when a
+# folder it found missing was made by another tar before it could make it).
+_FOLDERS = 'mkdir -p -- "$1" && cd -- "$1" && exec xargs -0 -r mkdir -p --'
 # Put the checked partial folder ($2) in the place of the destination ($1).
 _REPLACE = 'rm -rf -- "$1" && exec mv -T -- "$2" "$1"'
 
@@ -447,6 +455,14 @@ def _send_tar(
     if len(shares) <= 1:
         send(tar_create_argv(sources))
         return
+    folders = sorted(
+        {os.path.dirname(e.name) for share in shares for e in share if e.size >= 0} - {"."}
+    )
+    transport.run(
+        ["sh", "-c", _FOLDERS, "sh", partial],
+        stdin=io.BytesIO(b"".join(os.fsencode(name) + b"\0" for name in folders)),
+        idle_timeout_s=idle_timeout_s,
+    )
     with tempfile.TemporaryDirectory(prefix="biomero-stage-") as folder:
         argvs = []
         for k, share in enumerate(shares):

@@ -84,14 +84,24 @@ def _siblings(transport, remote_dir: str) -> list[str]:  # type: ignore[no-untyp
 class FakeCutTransport:
     """A real transport whose first ``cuts`` streams break midway, as a dropped link would.
 
-    Uploads lose the end of their input; downloads lose the end of their output and then
-    report the connection as dropped. Everything else goes to the real transport.
+    Uploads lose the end of their input (an input shorter than ``after_bytes``, such as
+    a list of folders to make, passes whole and is not counted); downloads lose the end of
+    their output and then report the connection as dropped. Everything else goes to the
+    real transport.
     """
 
     def __init__(self, real, *, cuts: int, after_bytes: int = 150_000) -> None:  # type: ignore[no-untyped-def]
         self.real = real
         self.cuts = cuts
         self.after_bytes = after_bytes
+        self._lock = threading.Lock()  # parallel streams take cuts from several threads
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cuts == 0:
+                return False
+            self.cuts -= 1
+            return True
 
     @property
     def commands_run(self) -> int:
@@ -107,10 +117,16 @@ class FakeCutTransport:
     ) -> CommandResult:
         if self.cuts == 0 or (stdin is None and stdout is None):
             return self.real.run(argv, stdin=stdin, stdout=stdout, **kwargs)
-        self.cuts -= 1
         if stdout is None:
-            cut = io.BytesIO(stdin.read(self.after_bytes))  # type: ignore[union-attr]
-            return self.real.run(argv, stdin=cut, stdout=stdout, **kwargs)
+            head = stdin.read(self.after_bytes + 1)  # type: ignore[union-attr]
+            # Only a stream long enough to break midway is cut, and only while cuts are left.
+            if len(head) > self.after_bytes and self._take_cut():
+                head = head[: self.after_bytes]
+            else:
+                head += stdin.read()  # type: ignore[union-attr]
+            return self.real.run(argv, stdin=io.BytesIO(head), stdout=stdout, **kwargs)
+        if not self._take_cut():
+            return self.real.run(argv, stdin=stdin, stdout=stdout, **kwargs)
         # A download (its stdin, if any, is the list of names to send): cut its output.
         kept = _FirstBytes(stdout, self.after_bytes)
         self.real.run(argv, stdin=stdin, stdout=kept, **kwargs)
