@@ -241,6 +241,9 @@ def _in_process_supervisor(env, holder: str) -> Supervisor:  # type: ignore[no-u
     return Supervisor(engine, LeaseStore(env["tracker"].engine, holder, ttl_s=30), workers=2)
 
 
+# Six jobs must run at once: beside other test processes' jobs the node may not have
+# six free slots, and a job that waits for one may start after the first ones ended.
+@pytest.mark.serial
 def test_one_status_command_per_cycle_for_all_waiting_jobs(env) -> None:  # type: ignore[no-untyped-def]
     runs = [_request(env, "nap", nap_s=20) for _ in range(6)]
     sup = _in_process_supervisor(env, "counting")
