@@ -99,6 +99,8 @@ class SSHTransport:
         transport = conn.client.get_transport()
         if transport is not None:
             transport.set_keepalive(opts.keepalive_s)
+        for c in _with_gateways(conn):
+            _no_delay(c)
         return conn
 
     def _drop_locked(self) -> None:
@@ -312,6 +314,23 @@ def _prefer_fast_ciphers(sock: object, **kwargs: object) -> paramiko.Transport:
     fast = tuple(c for c in _FAST_CIPHERS if c in offered)
     options.ciphers = fast + tuple(c for c in offered if c not in fast)
     return transport
+
+
+def _no_delay(conn: fabric.Connection) -> None:
+    """Send each SSH message at once (TCP_NODELAY), as OpenSSH does.
+
+    paramiko leaves Nagle's algorithm on, so a small message written in two pieces waits
+    for the server's delayed ACK: every command paid about 40 ms to open its channel
+    (44 ms a command against 3 ms with it, on localslurm). A hop through a ProxyJump
+    gateway is a channel, not a socket: its gateway's own socket gets it instead.
+    """
+    transport = conn.client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # not TCP (a Unix socket from a ProxyCommand): nothing to do
+            log.debug("ssh: TCP_NODELAY not set: %s", exc)
 
 
 def _is_active(conn: fabric.Connection) -> bool:

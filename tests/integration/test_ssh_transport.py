@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -33,6 +34,32 @@ def test_commands_share_one_tcp_connection(cluster) -> None:  # type: ignore[no-
         assert transport.reconnects == 0
     finally:
         transport.close()
+
+
+def test_messages_leave_at_once_without_waiting_for_acks(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """TCP_NODELAY on the connection's socket (and on a ProxyJump gateway's): with Nagle
+    on, every channel open waited for the server's delayed ACK (about 40 ms)."""
+    direct = SSHTransport(SSHOptions(cluster.alias))
+    config = _alias_config(
+        tmp_path,
+        cluster,
+        "Host jumped\n  HostName 127.0.0.1\n  Port 2222\n  User hpcuser\n"
+        "  IdentityFile {ssh}/id_ed25519\n  ProxyJump localslurm\n"
+        "Host localslurm\n  HostName 127.0.0.1\n  Port 2222\n  User hpcuser\n"
+        "  IdentityFile {ssh}/id_ed25519\n",
+    )
+    jumped = SSHTransport(SSHOptions("jumped", ssh_config_path=config))
+    try:
+        direct.run(["true"])
+        jumped.run(["true"])
+        sock = direct._client().get_transport().sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        gateway = jumped._conn.gateway  # type: ignore[union-attr]
+        gateway_sock = gateway.client.get_transport().sock
+        assert gateway_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        direct.close()
+        jumped.close()
 
 
 def test_alias_supplies_host_port_user_and_key(cluster) -> None:  # type: ignore[no-untyped-def]
