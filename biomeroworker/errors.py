@@ -75,3 +75,8 @@ class CommandError(TransportError):
 
 class SlurmError(BiomeroError):
     """Slurm refused a request or answered with something we cannot read."""
+
+
+class CredentialsRefused(SlurmError):
+    """The cluster refused who we are (a token), or we had no token to show: the request
+    itself was never judged, so a step that met this failed an attempt, not its job."""

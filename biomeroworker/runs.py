@@ -29,7 +29,13 @@ import platformdirs
 from biomeroworker.config import Settings
 from biomeroworker.convert.zarr_to_tiff import convert as convert_zarr
 from biomeroworker.convert.zarr_to_tiff import tiff_name
-from biomeroworker.errors import BiomeroError, CommandTimeout, ConnectError, TransportError
+from biomeroworker.errors import (
+    BiomeroError,
+    CommandTimeout,
+    ConnectError,
+    CredentialsRefused,
+    TransportError,
+)
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
 from biomeroworker.layout import RunLayout
 from biomeroworker.localdirs import adopt, claim, release
@@ -547,6 +553,10 @@ class RunEngine:
             except (ConnectError, CommandTimeout):
                 # The answer was lost, perhaps not the job: the task stays open and the
                 # next attempt looks for the job by its run-unique name before submitting.
+                raise
+            except CredentialsRefused:
+                # No job was judged: an attempt failed (retried with backoff, and the
+                # run fails after step_attempts), so a token fixed meanwhile saves the run.
                 raise
             except BiomeroError as exc:
                 raise self._fail(task, "SubmitError", str(exc)) from exc

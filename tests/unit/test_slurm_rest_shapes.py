@@ -15,6 +15,7 @@ import pytest
 from biomeroworker.errors import SlurmError
 from biomeroworker.slurm import JobState
 from biomeroworker.slurm.rest import shapes
+from biomeroworker.slurm.rest.errors import RestUnavailable
 from biomeroworker.slurm.rest.shapes import SHAPES
 
 V38, V39, V40, V41 = (SHAPES[f"v0.0.{n}"] for n in (38, 39, 40, 41))
@@ -56,6 +57,16 @@ def test_v041_submit_answer_with_result_object_gives_the_job_id() -> None:
 def test_refused_submission_says_why() -> None:
     recorded = {"errors": [{"error": "environment must be set", "error_code": 2127}]}
     with pytest.raises(SlurmError, match="environment must be set"):
+        shapes.submitted_job_id(recorded)
+
+
+def test_submission_cut_between_slurmrestd_and_slurmctld_is_unknown_not_refused() -> None:
+    """Recorded from slurmrestd 22.05 (v0.0.38) with a token slurmctld refuses: the job
+    may or may not be queued, so the engine must look for it by name, not fail the run."""
+    recorded = {
+        "errors": [{"error_code": 5005, "error": "Zero Bytes were transmitted or received"}]
+    }
+    with pytest.raises(RestUnavailable, match="looked for by name"):
         shapes.submitted_job_id(recorded)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from biomeroworker.errors import ConnectError, SlurmError
+from biomeroworker.errors import ConnectError, CredentialsRefused
 
 
-class RestAuthError(SlurmError):
+class RestAuthError(CredentialsRefused):
     """slurmrestd (or slurmctld/slurmdbd behind it) refused the user name or token."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from biomeroworker.errors import SlurmError
 from biomeroworker.slurm.parse import JobStatus, Partition
+from biomeroworker.slurm.rest.errors import RestUnavailable
 from biomeroworker.slurm.states import JobState, parse_state
 from biomeroworker.slurm.values import expand_task_ids
 
@@ -63,6 +64,10 @@ def _shape(version: str, *, minor: int) -> ApiShape:
 SHAPES: Mapping[str, ApiShape] = {
     f"v0.0.{minor}": _shape(f"v0.0.{minor}", minor=minor) for minor in range(36, 45)
 }
+# Slurm's errno for a broken link between slurmrestd and slurmctld: connection, send,
+# receive and shutdown errors (1001-1004) and the socket errors 5000-5005 (zero-length
+# receive ... "Zero Bytes were transmitted or received", which a refused token also gives).
+LINK_ERRORS = frozenset({1001, 1002, 1003, 1004, *range(5000, 5006)})
 TESTED_LIVE = ("v0.0.36", "v0.0.37", "v0.0.38")
 
 
@@ -107,6 +112,13 @@ def submitted_job_id(body: Mapping[str, Any]) -> str:
     if not job_id and isinstance(body.get("result"), dict):
         job_id = body["result"].get("job_id")
     job_id = number(job_id)
+    if not job_id and error_numbers(body) & LINK_ERRORS:
+        # slurmrestd lost its link to slurmctld (a token slurmctld refuses ends the same
+        # way): whether the job was queued is unknown, so this is not a refusal.
+        raise RestUnavailable(
+            f"slurmrestd could not complete the submission with slurmctld ({error_text(body)}); "
+            "the job is looked for by name before it is submitted again"
+        )
     if not job_id:
         raise SlurmError(f"slurmrestd refused the job: {error_text(body)}")
     return str(job_id)
