@@ -112,14 +112,15 @@ def submitted_job_id(body: Mapping[str, Any]) -> str:
     if not job_id and isinstance(body.get("result"), dict):
         job_id = body["result"].get("job_id")
     job_id = number(job_id)
-    if not job_id and error_numbers(body) & LINK_ERRORS:
-        # slurmrestd lost its link to slurmctld (a token slurmctld refuses ends the same
-        # way): whether the job was queued is unknown, so this is not a refusal.
-        raise RestUnavailable(
-            f"slurmrestd could not complete the submission with slurmctld ({error_text(body)}); "
-            "the job is looked for by name before it is submitted again"
-        )
     if not job_id:
+        if error_numbers(body) & LINK_ERRORS:
+            # slurmrestd lost its link to slurmctld (a token slurmctld refuses ends the
+            # same way): whether the job was queued is unknown, so this is not a refusal.
+            raise RestUnavailable(
+                "slurmrestd could not complete the submission with slurmctld "
+                f"({error_text(body)}); the job is looked for by name before it is "
+                "submitted again"
+            )
         raise SlurmError(f"slurmrestd refused the job: {error_text(body)}")
     return str(job_id)
 
