@@ -46,6 +46,13 @@ def events(tracker: Tracker) -> int:
         return int(conn.execute(text("SELECT count(*) FROM workflowtracker_events")).scalar_one())
 
 
+def _after(since: float, moments: list[str]) -> float | None:
+    """Seconds from ``since`` (epoch) to the first of the recorded ISO ``moments``."""
+    if not moments:
+        return None
+    return round(min(dt.datetime.fromisoformat(m).timestamp() for m in moments) - since, 1)
+
+
 def one_size(config: Path, images: list[Path], size: int, out: Path, limit_s: float) -> dict:
     settings = load_settings(config_file=str(config))
     transport = SSHTransport(SSHOptions("localslurm"))
@@ -62,7 +69,7 @@ def one_size(config: Path, images: list[Path], size: int, out: Path, limit_s: fl
             request_s = time.monotonic() - started
             events_before, commands_before = events(tracker), transport.commands_run
             sup = Supervisor(engine, LeaseStore(tracker.engine, f"batch-{size}", ttl_s=600))
-            cpu0, started = time.process_time(), time.monotonic()
+            cpu0, started, since = time.process_time(), time.monotonic(), time.time()
             while time.monotonic() - started < limit_s:
                 sup.cycle()
                 if not tracker.active_runs() and not sup.in_flight:
@@ -73,6 +80,8 @@ def one_size(config: Path, images: list[Path], size: int, out: Path, limit_s: fl
             sup.shutdown()
             runs = [tracker.get_run(r) for r in run_ids]
             tasks = [t for r in runs for t in r["tasks"]]
+            submitted = [t["started_at"] for t in tasks if t["kind"] == "job"]
+            ended = [r["ended_at"] for r in runs if r["state"] == "COMPLETED"]
             row = {
                 "batch_size": size,
                 "images": len(images),
@@ -86,6 +95,10 @@ def one_size(config: Path, images: list[Path], size: int, out: Path, limit_s: fl
                 "events": events(tracker) - events_before,
                 "request_s": round(request_s, 1),
                 "wall_s": round(wall_s, 1),
+                # From the supervisor's start: its first job task (submission) and the
+                # first run done, against the last run's end (wall_s).
+                "first_job_s": _after(since, submitted),
+                "first_run_done_s": _after(since, ended),
                 "supervisor_cpu_s": round(cpu_s, 1),
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()],

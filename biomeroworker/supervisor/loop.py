@@ -1,11 +1,16 @@
 """`biomero supervise`: claim recorded runs and drive each to its end.
 
-One cycle: list the active runs (oldest first), claim those within the limits, start
-the next step of each run that is not waiting (transfers and submissions run on a small
-thread pool), then poll ALL waiting jobs with one command and advance those that changed.
-The poll interval drops to its minimum after any news and backs off to its ceiling while
-nothing moves. Nothing lives only in memory: a restarted supervisor reads the same runs
-from the event store and carries on; a Slurm job keeps running while no supervisor does.
+One cycle: list the active runs (oldest first), claim those within the limits, queue
+the next step of the runs that are not waiting (transfers and submissions run on a small
+thread pool), then poll ALL waiting jobs with one command and advance those that changed,
+recording what that poll says in one transaction. The pool holds a few steps at a time
+(``QUEUED_PER_WORKER`` per worker); the other runs wait in a backlog, furthest along first
+(``STEP_PRIORITY``), from which a worker that finishes a step takes the next: so a job
+reaches Slurm while new runs are still uploading. The poll interval drops to its minimum
+after any news (and stays there while runs wait in the backlog) and backs off to its
+ceiling while nothing moves. Nothing lives only in memory: a restarted supervisor reads
+the same runs from the event store and carries on; a Slurm job keeps running while no
+supervisor does.
 
 One run cannot take the supervisor down. An unreachable cluster or database is waited
 out. Anything else a step raises (a bug, a file it cannot read, a MemoryError) is a
@@ -46,9 +51,33 @@ from biomeroworker.supervisor.attempts import Attempts, AttemptStore
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.tracking.errors import TrackingStoreError
 from biomeroworker.transport.base import Transport
-from biomeroworker.waits import indexed
+from biomeroworker.waits import Polled, indexed
 
 log = logging.getLogger(__name__)
+
+# Steps in the pool at once (running or queued), per worker: a worker that finishes one
+# finds the next queued, and a run that gets further along (its job ready to submit)
+# waits behind a handful of steps, not behind every new run's upload.
+QUEUED_PER_WORKER = 2
+
+# Which runs get a step first when more could start one than the pool holds: the run
+# furthest along (its results come home, its job reaches Slurm) before new runs' exports
+# and uploads; among equals the oldest (the active runs come oldest first).
+STEP_PRIORITY = {
+    step: rank
+    for rank, step in enumerate(
+        (
+            Step.COMPLETE,
+            Step.IMPORT,
+            Step.STAGE_DOWN,
+            Step.SUBMIT_JOB,
+            Step.SUBMIT_CONVERT,
+            Step.STAGE_UP,
+            Step.CONVERT_HERE,
+            Step.EXPORT,
+        )
+    )
+}
 
 
 def config_stamp(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -93,6 +122,7 @@ class Supervisor:
         leases: LeaseStore,
         *,
         workers: int = 2,
+        queued: int | None = None,
         status_dir: Path | None = None,
         reload: Callable[[], tuple[Settings, Transport]] | None = None,
     ) -> None:
@@ -105,6 +135,12 @@ class Supervisor:
         self.leases = leases
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="biomero-step")
         self.in_flight: dict[str, Future[None]] = {}
+        # At most this many steps in the pool; the other runs wait in ``backlog`` (the last
+        # cycle's, in STEP_PRIORITY order), from which finishing steps take the next.
+        self.max_queued = max(1, queued if queued is not None else QUEUED_PER_WORKER * workers)
+        self.queued = 0
+        self.backlog: list[RunRecord] = []
+        self.queue_lock = threading.Lock()
         self.held: set[str] = set()
         self.stopping = threading.Event()
         w = engine.settings.worker
@@ -155,21 +191,45 @@ class Supervisor:
         self._release_finished({r.run_id for r in mine})
         self._learn_attempts(mine)
         waiting = []
-        started_any = False
+        ready = []
         for run in mine:
             if run.run_id in self.in_flight or not self._due(run):
                 continue
             job = self.engine.active_job(run)
             if job is not None:
                 waiting.append((run, job))
-            elif not self.stopping.is_set():
-                self.in_flight[run.run_id] = self.pool.submit(self._step, run)
-                started_any = True
+            else:
+                ready.append(run)
+        started_any = self._queue_steps(ready)
         news = self._poll(waiting) if waiting else False
-        self.interval_s = (
-            self.fast_s if news or started_any else min(self.interval_s * 1.5, self.slow_s)
-        )
+        # While runs wait in the backlog, the next cycle comes soon: it finds the runs
+        # whose steps ended meanwhile, which may go before the backlog.
+        busy = news or started_any or bool(self.backlog)
+        self.interval_s = self.fast_s if busy else min(self.interval_s * 1.5, self.slow_s)
         self._write_status()
+
+    # -- the step queue --------------------------------------------------------------
+
+    def _queue_steps(self, ready: list[RunRecord]) -> bool:
+        """Queue the next step of ``ready`` runs, furthest along first, while the pool has
+        room; the rest become the backlog (replacing the last cycle's). True if any was
+        queued now."""
+        ranked = sorted(
+            ready, key=lambda run: STEP_PRIORITY.get(next_step(run), len(STEP_PRIORITY))
+        )
+        with self.queue_lock:
+            before = self.queued
+            # A worker may have taken a run of the old backlog since this cycle began.
+            self.backlog = [run for run in ranked if run.run_id not in self.in_flight]
+            self._fill()
+            return self.queued > before
+
+    def _fill(self) -> None:
+        """Move runs from the backlog into the pool up to ``max_queued`` (queue_lock held)."""
+        while self.backlog and self.queued < self.max_queued and not self.stopping.is_set():
+            run = self.backlog.pop(0)
+            self.queued += 1
+            self.in_flight[run.run_id] = self.pool.submit(self._step, run)
 
     def _reload_config(self) -> None:
         """A changed slurm-config.ini (the OMERO.biomero admin page edits it while we
@@ -228,20 +288,84 @@ class Supervisor:
             log.warning("poll failed (will retry): %s", exc)
             return False
         self.counters.polls += 1
+        return self._advance_waiting([run for run, _job in waiting], polled)
+
+    def _advance_waiting(self, runs: list[RunRecord], polled: Polled) -> bool:
+        """Advance the waiting ``runs`` with this cycle's poll, recording all of it in one
+        transaction (``Tracker.batch``): one commit and one catch-up of the read models
+        for the cycle instead of one per job status, progress or ended task.
+
+        Nothing in a waiting step reads back what it recorded (the run is read again only
+        to see whether someone else cancelled it), so a batch changes no decision. A run's
+        exception stays its own: it is caught inside the batch and handled after the
+        commit, and the other runs' recordings are kept. A commit that fails records
+        nothing of the batch; then each run is advanced again on its own, as without the
+        batch, from its record as the store now has it (a run whose step has moved on was
+        recorded after all), with the engine's clocks of unlisted jobs as they were
+        before the batch. A waiting step does nothing outside the store but read (a log's
+        tail), so doing it again is harmless."""
+        engine = self.engine
+        clocks = dict(engine.unseen_since), dict(engine.stalled)
+        try:
+            with engine.tracker.batch():
+                outcomes = [self._advance_one(run, polled) for run in runs]
+        except Exception as exc:  # the commit failed: nothing of the batch was recorded
+            log.warning(
+                "recording the poll of %d run(s) in one transaction failed; recording each "
+                "run on its own: %s",
+                len(runs),
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
+            for kept, clock in zip((engine.unseen_since, engine.stalled), clocks, strict=True):
+                kept.clear()
+                kept.update(clock)  # type: ignore[arg-type]
+            outcomes = [self._advance_again(run, polled) for run in runs]
         news = False
-        for run, _job in waiting:
-            try:
-                news |= self.engine.poll_news(run, polled)
-                self.engine.advance(run, polled)
-            except (RunFailed, RunCancelled) as exc:
+        for run, moved, exc in outcomes:
+            news |= moved
+            if isinstance(exc, RunFailed | RunCancelled):
                 self.counters.failed_runs += 1
                 log.info("run %s: %s", run.run_id, exc)
                 news = True
-            except Exception as exc:  # one run never stops the others
+            elif exc is not None:  # one run never stops the others
                 self._attempt_failed(run, next_step(run), exc)
         return news
 
+    def _advance_one(
+        self, run: RunRecord, polled: Polled
+    ) -> tuple[RunRecord, bool, Exception | None]:
+        """The waiting run's news and step, with what it raised (not raised)."""
+        moved = False
+        try:
+            moved = self.engine.poll_news(run, polled)
+            self.engine.advance(run, polled)
+        except Exception as exc:
+            return run, moved, exc
+        return run, moved, None
+
+    def _advance_again(
+        self, run: RunRecord, polled: Polled
+    ) -> tuple[RunRecord, bool, Exception | None]:
+        """``_advance_one`` on its own after a batch that failed, from the run's record now."""
+        try:
+            fresh = self.engine.tracker.run_record(run.run_id)
+        except Exception as exc:
+            return run, False, exc
+        if next_step(fresh) is not next_step(run):
+            return fresh, True, None  # the failed commit was recorded after all
+        return self._advance_one(fresh, polled)
+
     def _step(self, run: RunRecord) -> None:
+        try:
+            self._do_step(run)
+        finally:
+            # The run stays in ``in_flight`` until the next cycle reaps it (that cycle
+            # reads the records after this step's), but its room in the pool is free.
+            with self.queue_lock:
+                self.queued -= 1
+                self._fill()
+
+    def _do_step(self, run: RunRecord) -> None:
         step = next_step(run)
         try:
             self.engine.advance(run)
@@ -329,16 +453,19 @@ class Supervisor:
         )
 
     def _reap(self) -> None:
-        for run_id, future in list(self.in_flight.items()):
-            if future.done():
+        with self.queue_lock:  # workers add to in_flight as they take from the backlog
+            done = {r: f for r, f in self.in_flight.items() if f.done()}
+            for run_id in done:
                 del self.in_flight[run_id]
-                if future.exception() is not None:
-                    log.error("run %s: step crashed: %r", run_id, future.exception())
+        for run_id, future in done.items():
+            if future.exception() is not None:
+                log.error("run %s: step crashed: %r", run_id, future.exception())
 
     def _release_finished(self, current: set[str]) -> None:
         """Runs that left the active list: clean up cancelled ones, tell the DataSide of
         finished ones (an OMERO run's E-mail), drop their leases."""
-        gone = self.held - current - set(self.in_flight)
+        with self.queue_lock:
+            gone = self.held - current - set(self.in_flight)
         for run_id in gone:
             try:
                 run = self.engine.tracker.run_record(run_id)
@@ -386,6 +513,10 @@ class Supervisor:
         self.stopping.set()
 
     def shutdown(self) -> None:
+        """Let the steps in the pool finish (the backlog is dropped), release the leases."""
+        self.stopping.set()
+        with self.queue_lock:
+            self.backlog = []
         self.pool.shutdown(wait=True)
         self.leases.release(self.held | set(self.in_flight))
         log.info("supervisor %s stopped; Slurm jobs keep running", self.leases.holder)
