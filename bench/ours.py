@@ -396,13 +396,13 @@ def events_run(
         engine = RunEngine(settings, transport, tracker, sleep=compressed)
         poll = engine.slurm.poll
 
-        def counting_poll(ids: Any) -> Any:
+        def counting_poll(ids: Any, expected: Any = None) -> Any:
             if not at_first_poll:
                 # slurmdbd lists a new job only after a few seconds; a 10-minute wait
                 # would not notice, so the counted cycles start once it does.
                 wait_visible(transport, list(ids))
                 at_first_poll.append(count_events(store))
-            return poll(ids)
+            return poll(ids, expected)
 
         engine.slurm.poll = counting_poll  # type: ignore[method-assign]
         run_id = engine.request("noop", [image], {}, output_dir=store.parent / "tmp" / "held")

@@ -17,7 +17,7 @@ import logging
 import posixpath
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -37,6 +37,7 @@ from biomeroworker.errors import (
     TransportError,
 )
 from biomeroworker.inputs import RequestCheck, check_images, check_request, partitions_of
+from biomeroworker.late_accounting import LateAccounting
 from biomeroworker.layout import RunLayout
 from biomeroworker.localdirs import adopt, claim, release
 from biomeroworker.prepare import cluster_layout, prepared_on_cluster
@@ -57,7 +58,7 @@ from biomeroworker.userpaths import (
     readable_by,
     writable_by,
 )
-from biomeroworker.waits import JobView, indexed, view_of
+from biomeroworker.waits import JobView, Polled, indexed, view_of
 from biomeroworker.workflows.attachments import folder as attachment_folder
 from biomeroworker.workflows.attachments import job_parameters, local_files, staging_sources
 from biomeroworker.workflows.catalog import LOCAL_VERSION, get_workflow
@@ -317,6 +318,8 @@ class RunEngine:
         # task id -> (run id, message) for jobs waiting without any status past the limit
         # while accounting could not be asked: reported, not failed.
         self.stalled: dict[str, tuple[str, str]] = {}
+        # Jobs seen ending by the controller's word, whose accounting is filled in later.
+        self.late = LateAccounting()
         self.checked: RequestCheck | None = None  # the last request's checks (for the CLI)
 
     def reconfigure(self, settings: Settings, transport: Transport) -> None:
@@ -652,6 +655,8 @@ class RunEngine:
                 summary.elapsed_s,
                 summary.max_rss_bytes,
             )
+        if view.final:
+            self.late.note(task.task_id, view, array=kind == "convert")
         progress = f"{view.done}/{view.expected}"
         if view.expected > 1 and task.progress != progress:
             self.tracker.record_progress(task.task_id, progress)
@@ -850,6 +855,20 @@ class RunEngine:
             raise
         return step
 
+    def poll_waiting(self, runs: Iterable[RunRecord]) -> Polled:
+        """One poll for the jobs the waiting ``runs`` wait on, telling Slurm's client
+        how many elements each array has (so it sees elements the controller forgot)."""
+        expected: dict[str, int] = {}
+        for run in runs:
+            job = self.active_job(run)
+            if job:
+                expected[job] = self.expected_elements(run, waiting_kind(next_step(run)))
+        return indexed(self.slurm.poll(sorted(expected), expected))
+
+    def settle_accounting(self) -> int:
+        """Fill in accounting (memory use) of jobs whose end came from the controller."""
+        return self.late.settle(self.slurm, self.tracker)
+
     def active_job(self, run: RunRecord) -> str | None:
         """The job id a waiting run needs polled, if it is waiting."""
         step = next_step(run)
@@ -871,7 +890,7 @@ class RunEngine:
                 raise BiomeroError(f"run {run_id} is {run.state.lower()}")
             started = time.monotonic()
             if step.waits:
-                polled = indexed(self.slurm.poll([self.active_job(run) or ""]))
+                polled = self.poll_waiting([run])
                 news = self.poll_news(run, polled)
                 self.advance(run, polled)
                 if next_step(self.tracker.run_record(run_id)) is step:

@@ -17,8 +17,9 @@ from biomeroworker.slurm.parse import JobStatus
 from biomeroworker.slurm.states import JobState
 
 # Queries whose silence about a job means "Slurm's accounting does not know it".
-# squeue forgets finished jobs within minutes, so its silence proves nothing.
-ACCOUNTING = frozenset({"sacct", "rest"})
+# The controller (squeue, slurmrestd's job list) forgets finished jobs within minutes,
+# so its silence proves nothing.
+ACCOUNTING = frozenset({"sacct", "slurmdbd"})
 
 
 @dataclass(frozen=True)

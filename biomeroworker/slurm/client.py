@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from biomeroworker.errors import AccountingUnavailable, CommandError, SlurmError
 from biomeroworker.slurm.commands import (
@@ -28,6 +28,7 @@ from biomeroworker.slurm.parse import (
     parse_sinfo,
     parse_squeue,
 )
+from biomeroworker.slurm.settle import combine, ended_badly, unsettled
 from biomeroworker.transport.base import Transport
 
 log = logging.getLogger(__name__)
@@ -62,51 +63,67 @@ class SlurmClient:
             raise SlurmError(f"sbatch refused the job: {_tail(exc.stderr or exc.stdout)}") from exc
         return parse_sbatch_job_id(result.stdout)
 
-    def poll(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
-        """Status of every job and array element of ``job_ids``, in one remote command.
-
-        Keys are job ids, array elements as "45_3". If accounting (sacct) cannot
-        answer, one squeue runs instead; ids that neither knows are UNKNOWN.
+    def poll(
+        self, job_ids: Iterable[str], expected: Mapping[str, int] | None = None
+    ) -> dict[str, JobStatus]:
+        """Status of every job and array element of ``job_ids``: one squeue, and one
+        sacct only for the jobs squeue's answer does not settle (``slurm.settle``: not
+        listed, fewer elements than ``expected`` gives, or ended badly). If squeue
+        cannot answer, sacct answers for all. Keys are job ids, array elements as
+        "45_3"; ids nobody lists are UNKNOWN, carrying the query that did not list them.
         """
         ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
         if not ids:
             return {}
-        query = array_parents(ids)
-        found = self._sacct(query)
-        listed_by = "sacct"
-        if found is None:
-            found, listed_by = self._squeue(query)
-        return answer(ids, found, listed_by=listed_by)
+        live = self._squeue(array_parents(ids))
+        if live is None:
+            found = self._sacct(array_parents(ids))
+            return answer(ids, found or {}, listed_by="none" if found is None else "sacct")
+        known = answer(ids, live, listed_by="squeue")
+        asked = unsettled(ids, known, expected or {}, ended_badly)
+        if not asked:
+            return known
+        found = self._sacct(array_parents(asked))
+        return combine(known, asked, found, accounting_name="sacct", confirm=ended_badly)
+
+    def accounting(self, job_ids: Iterable[str]) -> dict[str, JobStatus] | None:
+        """What sacct alone says about ``job_ids`` (exit codes, memory use), or None when
+        it cannot answer. For filling in a job the controller already saw end."""
+        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        if not ids:
+            return {}
+        found = self._sacct(array_parents(ids))
+        return None if found is None else answer(ids, found, listed_by="sacct")
 
     def _sacct(self, ids: list[str]) -> dict[str, JobStatus] | None:
         result = self.transport.run(
             sacct_argv(ids), timeout_s=self.command_timeout_s, check=False, idempotent=True
         )
         if not result.ok:
-            log.warning("sacct failed (%s), asking squeue", _tail(result.stderr))
+            log.warning("sacct failed: %s", _tail(result.stderr))
             return None
         try:
             return parse_sacct(result.stdout)
         except SlurmError as exc:
-            log.warning("sacct output unreadable (%s), asking squeue", exc)
+            log.warning("sacct output unreadable: %s", exc)
             return None
 
-    def _squeue(self, ids: list[str]) -> tuple[dict[str, JobStatus], str]:
-        """squeue's answer and "squeue", or nothing and "none" when it could not answer."""
+    def _squeue(self, ids: list[str]) -> dict[str, JobStatus] | None:
+        """squeue's answer, or None when it could not answer (sacct is asked instead)."""
         result = self.transport.run(
             squeue_argv(ids), timeout_s=self.command_timeout_s, check=False, idempotent=True
         )
         if not result.ok:
             # squeue exits 1 with "Invalid job id specified" when it knows none of them.
             if "invalid job id" in result.stderr.lower():
-                return {}, "squeue"
-            log.warning("squeue failed too (%s): states unknown", _tail(result.stderr))
-            return {}, "none"
+                return {}
+            log.warning("squeue failed (%s), asking sacct", _tail(result.stderr))
+            return None
         try:
-            return parse_squeue(result.stdout), "squeue"
+            return parse_squeue(result.stdout)
         except SlurmError as exc:
-            log.warning("squeue output unreadable (%s): states unknown", exc)
-            return {}, "none"
+            log.warning("squeue output unreadable (%s), asking sacct", exc)
+            return None
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Cancel jobs (or array elements) in one scancel; cancelling a finished job is fine."""

@@ -174,7 +174,8 @@ def _tres_mem_bytes(tres: str) -> int | None:
 def parse_squeue(stdout: str) -> dict[str, JobStatus]:
     """Read ``squeue --noheader --array --format=<SQUEUE_FORMAT>`` output.
 
-    squeue knows no exit codes or memory use, so those stay None.
+    squeue prints no exit codes or memory use, so those stay None; but COMPLETED means
+    every process exited 0 (squeue(1), JOB STATE CODES), so that is recorded.
     """
     jobs: dict[str, JobStatus] = {}
     for line in stdout.splitlines():
@@ -184,9 +185,13 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
             line, _SQUEUE_FIELDS, "squeue"
         )
         is_element = task.strip().isdigit()
+        job_state = parse_state(state)
+        clean = job_state is JobState.COMPLETED
         jobs[job_id.strip()] = JobStatus(
             job_id=job_id.strip(),
-            state=parse_state(state),
+            state=job_state,
+            exit_code=0 if clean else None,
+            signal=0 if clean else None,
             array_job_id=array_job.strip() if is_element else None,
             array_task_id=int(task) if is_element else None,
             job_id_raw=raw.strip() or None,
@@ -214,7 +219,8 @@ def answer(
 
     An entry answers an id equal to its job id, its raw id or its array job id, so
     asking for "45" returns every element of array 45. ``listed_by`` names the query
-    that produced ``found`` ("sacct", "squeue", "rest"; "none" when no query answered):
+    that produced ``found`` ("sacct", "squeue", "slurmrestd", "slurmdbd"; "none" when no
+    query answered):
     an UNKNOWN entry carries it as its source, so a caller can tell "accounting does
     not list this job" from "nobody could be asked".
     """

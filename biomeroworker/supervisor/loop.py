@@ -51,7 +51,7 @@ from biomeroworker.supervisor.attempts import Attempts, AttemptStore
 from biomeroworker.supervisor.leases import LeaseStore
 from biomeroworker.tracking.errors import TrackingStoreError
 from biomeroworker.transport.base import Transport
-from biomeroworker.waits import Polled, indexed
+from biomeroworker.waits import Polled
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class Supervisor:
                 ready.append(run)
         started_any = self._queue_steps(ready)
         news = self._poll(waiting) if waiting else False
+        self._settle_accounting()
         # While runs wait in the backlog, the next cycle comes soon: it finds the runs
         # whose steps ended meanwhile, which may go before the backlog.
         busy = news or started_any or bool(self.backlog)
@@ -282,7 +283,7 @@ class Supervisor:
         """One status command for every waiting job of every run."""
         try:
             # Indexed once: every waiting run looks its job up in this one answer.
-            polled = indexed(self.engine.slurm.poll(sorted({job for _, job in waiting})))
+            polled = self.engine.poll_waiting(run for run, _ in waiting)
         except TransportError as exc:
             self.counters.transient_errors += 1
             log.warning("poll failed (will retry): %s", exc)
@@ -354,6 +355,14 @@ class Supervisor:
         if next_step(fresh) is not next_step(run):
             return fresh, True, None  # the failed commit was recorded after all
         return self._advance_one(fresh, polled)
+
+    def _settle_accounting(self) -> None:
+        """Memory use of jobs seen ending a few seconds ago: at most one more query."""
+        try:
+            self.engine.settle_accounting()
+        except TransportError as exc:
+            self.counters.transient_errors += 1
+            log.warning("accounting query failed (will retry): %s", exc)
 
     def _step(self, run: RunRecord) -> None:
         try:

@@ -1,9 +1,9 @@
 """A supervisor with a thousand runs waiting on Slurm: still one status command a cycle.
 
-Everything here is the real code (Supervisor, RunEngine, SlurmClient's sacct argv and
+Everything here is the real code (Supervisor, RunEngine, SlurmClient's squeue argv and
 parser, the tracking store on SQLite) except the cluster: a fake transport stands in for
 SSH because a thousand queued jobs are too many for a unit test (the bench measures
-them on localslurm, bench/bench_supervisor.py). It answers each sacct with the line
+them on localslurm, bench/bench_supervisor.py). It answers each squeue with the line
 localslurm prints for a held job, for every id asked, and counts what it was asked.
 """
 
@@ -27,12 +27,13 @@ from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import CommandResult
 
 RUNS = 1000
-# localslurm's sacct line for a held job (tests/unit/test_waits.py, SACCT_HELD).
-HELD = "{0}|{0}|PENDING|0:0|00:00:00|Unknown|Unknown||None assigned||JobHeldUser"
+# localslurm's squeue line for a held job (tests/unit/test_waits.py, SQUEUE_HELD).
+HELD = "{0}|{0}|{0}|N/A|PENDING|0:00|N/A|N/A||JobHeldUser"
 
 
-class FakeSacctTransport:
-    """Fake: answers sacct for any job id as held; anything else is a test failure."""
+class FakeSqueueTransport:
+    """Fake: answers squeue for any job id as held; anything else is a test failure
+    (held jobs are settled by the controller's answer: accounting is never asked)."""
 
     def __init__(self) -> None:
         self.commands_run = 0
@@ -40,7 +41,7 @@ class FakeSacctTransport:
 
     def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
         self.commands_run += 1
-        assert "sacct" in argv, f"unexpected command {argv[:3]}"
+        assert "squeue" in argv, f"unexpected command {argv[:3]}"
         jobs = next(a for a in argv if a.startswith("--jobs="))[len("--jobs=") :].split(",")
         self.asked.append(jobs)
         out = "".join(HELD.format(job) + "\n" for job in jobs)
@@ -82,7 +83,7 @@ def events(tracker: Tracker) -> int:
 
 def test_a_thousand_waiting_runs_cost_one_status_command_a_cycle_and_no_events(waiting) -> None:  # type: ignore[no-untyped-def]
     tracker, world = waiting
-    transport = FakeSacctTransport()
+    transport = FakeSqueueTransport()
     engine = RunEngine(world["settings"], transport, tracker)  # type: ignore[arg-type]
     sup = Supervisor(engine, LeaseStore(tracker.engine, "scale", ttl_s=600), workers=2)
     statements: list[str] = []

@@ -1,9 +1,10 @@
 """RestSlurmClient: SlurmClient's operations through slurmrestd, same answers.
 
 A poll is one ``GET /slurm/<v>/jobs`` while the controller remembers the jobs (it
-forgets them MinJobAge after they end). Jobs it does not know, and jobs it saw
-killed by signal 9 (possibly over their memory, which only accounting can tell), are
-looked up with one more ``GET /slurmdb/<v>/jobs?step=<ids>``.
+forgets them MinJobAge after they end). Jobs it does not know, arrays it lists fewer
+elements of than expected, and jobs it saw killed by signal 9 (possibly over their
+memory, which only accounting can tell) are looked up with one more
+``GET /slurmdb/<v>/jobs?step=<ids>`` (``slurm.settle``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from biomeroworker.slurm.rest import request as rest_request
 from biomeroworker.slurm.rest import shapes
 from biomeroworker.slurm.rest.errors import RestAuthError, RestUnavailable
 from biomeroworker.slurm.rest.token import TokenSource
+from biomeroworker.slurm.settle import combine, unsettled
 from biomeroworker.slurm.states import JobState
 from biomeroworker.transport.base import Transport
 
@@ -210,24 +211,34 @@ class RestSlurmClient:
             log.info("job %s submitted with a note: %s", job_id, shapes.error_text(data))
         return job_id
 
-    def poll(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+    def poll(
+        self, job_ids: Iterable[str], expected: Mapping[str, int] | None = None
+    ) -> dict[str, JobStatus]:
         """Status of every job and array element of ``job_ids``; see the module text
-        for how many requests that takes. Ids nobody knows come back UNKNOWN."""
+        for how many requests that takes (``expected``: element counts of arrays, as
+        SlurmClient.poll). Ids nobody knows come back UNKNOWN."""
         ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
         if not ids:
             return {}
         now = datetime.now()
         found = self._ctld(now)
         if found is None:
-            found = self._db(array_parents(ids), now) or {}
-            return answer(ids, found)
-        known = answer(ids, found)
-        missing = [key for key, s in known.items() if s.state is JobState.UNKNOWN]
-        killed = [key for key, s in known.items() if _maybe_memory_kill(s)]
-        if missing or killed:
-            extra = self._db(array_parents(missing + killed), now)
-            known = _merge(known, extra, missing, killed)
-        return known
+            found = self._db(array_parents(ids), now)
+            return answer(ids, found or {}, listed_by="none" if found is None else "slurmdbd")
+        known = answer(ids, found, listed_by="slurmrestd")
+        asked = unsettled(ids, known, expected or {}, _maybe_memory_kill)
+        if not asked:
+            return known
+        extra = self._db(array_parents(asked), now)
+        return combine(known, asked, extra, accounting_name="slurmdbd", confirm=_maybe_memory_kill)
+
+    def accounting(self, job_ids: Iterable[str]) -> dict[str, JobStatus] | None:
+        """What slurmdbd alone says about ``job_ids``, or None when it cannot answer."""
+        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        if not ids:
+            return {}
+        found = self._db(array_parents(ids), datetime.now())
+        return None if found is None else answer(ids, found, listed_by="slurmdbd")
 
     def _ctld(self, now: datetime) -> dict[str, JobStatus] | None:
         status, data = self.api.call("GET", self._path("slurm/<v>/jobs"), idempotent=True)
@@ -303,29 +314,3 @@ class RestSlurmClient:
 
 def _maybe_memory_kill(status: JobStatus) -> bool:
     return status.state in (JobState.FAILED, JobState.CANCELLED) and status.signal == 9
-
-
-def _merge(
-    known: dict[str, JobStatus],
-    extra: dict[str, JobStatus] | None,
-    missing: list[str],
-    killed: list[str],
-) -> dict[str, JobStatus]:
-    """Fill ``missing`` ids from accounting; settle ``killed`` jobs there.
-
-    A killed job that accounting has not closed yet stays COMPLETING: calling it
-    FAILED now could be wrong a second later (OUT_OF_MEMORY), and FAILED is final.
-    """
-    absent = set(missing)  # a list here made every poll known x missing
-    result = {k: v for k, v in known.items() if k not in absent}
-    extra = extra or {}
-    result.update(answer(missing, extra))
-    for key in killed:
-        record = extra.get(key)
-        if record is None or not record.state.terminal:
-            result[key] = replace(known[key], state=JobState.COMPLETING, reason="accounting")
-        else:
-            result[key] = replace(
-                known[key], state=record.state, max_rss_bytes=record.max_rss_bytes
-            )
-    return result
