@@ -75,7 +75,9 @@ class SlurmClient:
         ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
         if not ids:
             return {}
-        live = self._squeue(array_parents(ids))
+        # Parents only: squeue 22.05 given "45_7,45" lists element 7 alone, and the
+        # parent lists every element anyway (answer() keeps those asked about).
+        live = self._squeue(list(dict.fromkeys(job_id.split("_", 1)[0] for job_id in ids)))
         if live is None:
             found = self._sacct(array_parents(ids))
             return answer(ids, found or {}, listed_by="none" if found is None else "sacct")

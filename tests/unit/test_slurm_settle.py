@@ -204,3 +204,14 @@ def test_client_accounting_reads_sacct_alone(stand_ins: Path, tmp_path: Path) ->
     found = SlurmClient(LocalTransport(home=tmp_path)).accounting(["110"])
     assert found is not None and found["110"].max_rss_bytes == 2708 * 1024
     assert calls(stand_ins) == ["sacct"]
+
+
+def test_client_asks_squeue_about_array_parents_only(stand_ins: Path, tmp_path: Path) -> None:
+    # squeue 22.05 given "--jobs=45_7,45" lists element 7 alone (seen on localslurm).
+    args = tmp_path / "args"
+    script = stand_ins / "squeue"
+    script.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{args}"\n')
+    script.chmod(0o755)
+    _stand_in(stand_ins, "sacct", "")
+    SlurmClient(LocalTransport(home=tmp_path)).poll(["45_7", "45", "46_1"])
+    assert "--jobs=45,46" in args.read_text().splitlines()
