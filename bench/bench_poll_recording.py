@@ -7,7 +7,7 @@ For each size N: a throwaway database on the local PostgreSQL (127.0.0.1:5432, t
 auth, as bench_tracking), N runs recorded as waiting on a submitted job, and one
 in-process ``Supervisor`` (the real one, its tracker opened as ``biomero supervise``
 opens it: the read models catch up after each command) driving them. Slurm is a fake
-``sacct`` that answers at once, so only our side counts: after one warm-up cycle
+``squeue`` that answers at once, so only our side counts: after one warm-up cycle
 (claiming the runs, recording PENDING) every measured cycle sees every job change state
 (RUNNING, SUSPENDED, RUNNING, ...) and records N events. Per cycle: wall time, events
 appended, and the time spent in the poll's part of the cycle (``Supervisor._poll``).
@@ -50,10 +50,11 @@ from biomeroworker.transport.base import CommandResult  # noqa: E402
 
 SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 LINE = "{0}|{0}|{1}|0:0|00:00:01|2026-11-29T20:27:08|Unknown||vm|cpu=1|"
+SQUEUE_LINE = "{0}|{0}|{0}|N/A|{1}|0:01|2026-11-29T20:27:08|2026-11-29T22:27:08|vm|None"
 
 
 class InstantSacct:
-    """Fake transport: sacct lists every job asked in ``state``, at once."""
+    """Fake transport: squeue (and sacct) list every job asked in ``state``, at once."""
 
     commands_run = 0
 
@@ -62,7 +63,8 @@ class InstantSacct:
 
     def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
         jobs = next(a for a in argv if a.startswith("--jobs="))[len("--jobs=") :].split(",")
-        out = "".join(LINE.format(job, self.state) + "\n" for job in jobs)
+        line = SQUEUE_LINE if "squeue" in argv else LINE
+        out = "".join(line.format(job, self.state) + "\n" for job in jobs)
         return CommandResult(tuple(argv), 0, out, "", 0.0)
 
 

@@ -2,8 +2,9 @@
 command per transaction gave 515 events/s against 7,187 batched), and a run's failure
 stays its own: the others' recordings are kept, also when the batch cannot be saved.
 
-Real supervisor, engine, sacct parser and tracking store (SQLite); Slurm is a fake sacct
-answering each job's state from a table, and ``tail`` for a failed job's log.
+Real supervisor, engine, squeue and sacct parsers and tracking store (SQLite); Slurm is a
+fake squeue and sacct answering each job's state from a table, and ``tail`` for a failed
+job's log.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from biomeroworker.supervisor.loop import Supervisor
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import CommandResult
 
+# squeue's lines (the controller, asked first) and sacct's (asked about failures only).
+SQUEUE = {
+    "PENDING": "{0}|{0}|{0}|N/A|PENDING|0:00|N/A|N/A||JobHeldUser",
+    "RUNNING": "{0}|{0}|{0}|N/A|RUNNING|0:01|2026-11-29T20:27:08|2026-11-29T22:27:08|vm|None",
+    "COMPLETED": "{0}|{0}|{0}|N/A|COMPLETED|0:04|2026-11-29T20:27:08|2026-11-29T20:27:12|vm|None",
+    "FAILED": "{0}|{0}|{0}|N/A|FAILED|0:04|2026-11-29T20:27:08|2026-11-29T20:27:12|vm|None",
+}
 LINES = {
     "PENDING": "{0}|{0}|PENDING|0:0|00:00:00|Unknown|Unknown||None assigned||JobHeldUser",
     "RUNNING": "{0}|{0}|RUNNING|0:0|00:00:01|2026-11-29T20:27:08|Unknown||vm|cpu=1|",
@@ -33,8 +41,8 @@ LINES = {
 
 
 class FakeSlurm:
-    """Fake transport: sacct lists each job in the state ``states`` gives it; ``tail``
-    of a log answers one line."""
+    """Fake transport: squeue and sacct list each job in the state ``states`` gives it;
+    ``tail`` of a log answers one line."""
 
     commands_run = 0
 
@@ -44,9 +52,10 @@ class FakeSlurm:
     def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
         if argv[0] == "tail":
             return CommandResult(tuple(argv), 0, "Traceback: segmentation went wrong\n", "", 0.0)
-        assert "sacct" in argv, f"unexpected command {argv[:3]}"
+        assert "sacct" in argv or "squeue" in argv, f"unexpected command {argv[:3]}"
+        lines = SQUEUE if "squeue" in argv else LINES
         jobs = next(a for a in argv if a.startswith("--jobs="))[len("--jobs=") :].split(",")
-        out = "".join(LINES[self.states[job]].format(job) + "\n" for job in jobs)
+        out = "".join(lines[self.states[job]].format(job) + "\n" for job in jobs)
         return CommandResult(tuple(argv), 0, out, "", 0.0)
 
 

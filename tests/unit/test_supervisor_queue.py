@@ -26,17 +26,17 @@ from biomeroworker.supervisor.loop import Supervisor
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import CommandResult
 
-# localslurm's sacct line for a held job (tests/unit/test_waits.py, SACCT_HELD).
-HELD = "{0}|{0}|PENDING|0:0|00:00:00|Unknown|Unknown||None assigned||JobHeldUser"
+# localslurm's squeue line for a held job (tests/unit/test_waits.py, SQUEUE_HELD).
+HELD = "{0}|{0}|{0}|N/A|PENDING|0:00|N/A|N/A||JobHeldUser"
 
 
-class FakeSacctTransport:
-    """Fake: answers sacct for any job id as held; anything else is a test failure."""
+class FakeSqueueTransport:
+    """Fake: answers squeue for any job id as held; anything else is a test failure."""
 
     commands_run = 0
 
     def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
-        assert "sacct" in argv, f"unexpected command {argv[:3]}"
+        assert "squeue" in argv, f"unexpected command {argv[:3]}"
         jobs = next(a for a in argv if a.startswith("--jobs="))[len("--jobs=") :].split(",")
         out = "".join(HELD.format(job) + "\n" for job in jobs)
         return CommandResult(tuple(argv), 0, out, "", 0.0)
@@ -173,7 +173,7 @@ def test_jobs_reach_slurm_while_new_runs_still_upload(tracker: Tracker, tmp_path
     old supervisor queued all 40 uploads first), the pool never holds more than 4 steps,
     and the cycles stay fast while runs wait for room."""
     runs = [request(tracker) for _ in range(40)]
-    engine = StandInSteps(_settings(tmp_path), FakeSacctTransport(), tracker)  # type: ignore[arg-type]
+    engine = StandInSteps(_settings(tmp_path), FakeSqueueTransport(), tracker)  # type: ignore[arg-type]
     sup = supervisor(engine)
     sup.pool.shutdown()
     pool = sup.pool = ManualPool()  # type: ignore[assignment]
@@ -215,7 +215,7 @@ def test_the_run_furthest_along_goes_first_then_the_oldest(
         Step.EXPORT,
     ]
     runs = [(at_step(tracker, step), step) for step in order]  # oldest first
-    engine = StandInSteps(_settings(tmp_path), FakeSacctTransport(), tracker)  # type: ignore[arg-type]
+    engine = StandInSteps(_settings(tmp_path), FakeSqueueTransport(), tracker)  # type: ignore[arg-type]
     sup = supervisor(engine, workers=1, queued=len(runs))
     sup.pool.shutdown()
     pool = sup.pool = ManualPool()  # type: ignore[assignment]
@@ -242,7 +242,7 @@ def test_the_queue_keeps_each_users_limit(tracker: Tracker, tmp_path: Path) -> N
     alice = [request(tracker, "alice") for _ in range(5)]
     bob = request(tracker, "bob")
     settings = _settings(tmp_path, "max_runs_per_user = 2\n")
-    engine = StandInSteps(settings, FakeSacctTransport(), tracker)  # type: ignore[arg-type]
+    engine = StandInSteps(settings, FakeSqueueTransport(), tracker)  # type: ignore[arg-type]
     sup = supervisor(engine, workers=1)
     sup.pool.shutdown()
     pool = sup.pool = ManualPool()  # type: ignore[assignment]
@@ -265,7 +265,7 @@ def test_with_real_threads_the_first_job_goes_before_the_last_upload(
     the cycles come every 10 ms."""
     runs = [request(tracker) for _ in range(30)]
     settings = _settings(tmp_path, "poll_min_s = 0.01\npoll_max_s = 0.05\n")
-    engine = StandInSteps(settings, FakeSacctTransport(), tracker)  # type: ignore[arg-type]
+    engine = StandInSteps(settings, FakeSqueueTransport(), tracker)  # type: ignore[arg-type]
     engine.step_s = 0.02
     sup = supervisor(engine)
     most = [0]
