@@ -297,6 +297,10 @@ def log_tail(
 # While accounting has not listed a job this long after its submission (or after it
 # vanished), polls stay fast: the usual cause is slurmdbd lagging by seconds.
 ACCOUNTING_LAG_S = 60.0
+# Slurm tries to start a job the moment it is submitted, so a job this young may start,
+# and a short one end, any moment: polls stay at poll_min_s until then, rather than
+# backing off from the first PENDING they see.
+FRESH_JOB_S = 10.0
 
 
 @dataclass
@@ -616,9 +620,10 @@ class RunEngine:
     def poll_news(self, run: RunRecord, polled: dict[str, JobStatus]) -> bool:
         """Whether this poll moved the waiting run (or should be repeated soon).
 
-        News: a state not yet recorded, a job that has ended, or a job that accounting
-        has not listed yet (seconds after sbatch: backing off then would add seconds to
-        every short job). A job unlisted for longer than that is no reason to hurry.
+        News: a state not yet recorded, a job that has ended, a job submitted less than
+        ``FRESH_JOB_S`` ago, or a job that accounting has not listed yet (seconds after
+        sbatch: backing off then would add seconds to every short job). A job unlisted
+        for longer than that is no reason to hurry.
         """
         kind = waiting_kind(next_step(run))
         task = latest_task(run, kind)
@@ -627,6 +632,8 @@ class RunEngine:
         view = self.job_view(run, kind, polled)
         state = view.summary().state
         if view.final or (state is not JobState.UNKNOWN and state.name != task.job_state):
+            return True
+        if time.time() - _epoch(task.started_at) < FRESH_JOB_S:
             return True
         return view.missing > 0 and self._unseen_for(task) < ACCOUNTING_LAG_S
 

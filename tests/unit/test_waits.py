@@ -385,3 +385,18 @@ def test_an_array_of_one_listed_under_its_plain_id_is_still_its_element() -> Non
         answer(["355"], parse_sacct(line), listed_by="sacct"), "355", array=True, expected=3
     )
     assert three.missing == 3  # a plain line never stands in for an array of several
+
+
+def test_a_just_submitted_job_is_polled_fast_even_while_it_only_waits(world, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    # Slurm tries to start a job when it is submitted: backing off from the first
+    # PENDING would add seconds to every short job.
+    from biomeroworker.runs import FRESH_JOB_S
+
+    tracker, new_engine = world
+    run_id = _waiting_run(tracker, "plain")
+    engine = new_engine()
+    held = polled("squeue", "held", "110")
+    engine.advance(tracker.run_record(run_id), held)  # PENDING recorded: no longer news
+    assert engine.poll_news(tracker.run_record(run_id), held)
+    clock.now += FRESH_JOB_S + 1
+    assert not engine.poll_news(tracker.run_record(run_id), held)
