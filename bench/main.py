@@ -76,9 +76,8 @@ def say(text: str) -> None:
 
 
 def med(runs: list[dict[str, Any]] | None, key: str) -> float | None:
-    if not runs:
-        return None
-    return median(r[key] for r in runs if key in r)
+    values = [r[key] for r in runs or () if r.get(key) is not None]
+    return median(values) if values else None
 
 
 # --- the four items --------------------------------------------------------------------
@@ -222,6 +221,7 @@ def bench_e2e(plan: Plan, config: Path, transport: Any, peer: Peer, store: Path)
         for key in ("total_s", "job_elapsed_s", "overhead_s", "end_to_local_s", "commands"):
             row[f"ours_{key}"] = med(mine, key)
             row[f"biomero_{key}"] = med(reps, key)
+        row["ours_worker_s"] = med(mine, "worker_s")
         row["ours_over_biomero_overhead"] = ratio(row["ours_overhead_s"], row["biomero_overhead_s"])
         row["ours_where_it_goes_s"] = ours.where_it_goes(mine)
         say(
@@ -230,6 +230,10 @@ def bench_e2e(plan: Plan, config: Path, transport: Any, peer: Peer, store: Path)
             f" end->local {fmt(row['ours_end_to_local_s'], 's')} | biomero total "
             f"{fmt(row['biomero_total_s'], 's')}, overhead {fmt(row['biomero_overhead_s'], 's')}"
             f", end->local {fmt(row['biomero_end_to_local_s'], 's')}"
+        )
+        say(
+            f"      ours, all but Slurm's part (sbatch to job done, slurmctld's log): "
+            f"{fmt(row['ours_worker_s'], 's')}"
         )
         parts = row["ours_where_it_goes_s"]
         where = ", ".join(f"{k} {v}" for k, v in parts.items() if v)
@@ -321,7 +325,8 @@ def summary(results: dict[str, Any]) -> str:
                 fmt(e["biomero_overhead_s"], "s"),
                 fmt(e["ours_over_biomero_overhead"], "x"),
                 f"job end -> results local: {fmt(e['ours_end_to_local_s'], 's')} vs "
-                f"{fmt(e['biomero_end_to_local_s'], 's')}",
+                f"{fmt(e['biomero_end_to_local_s'], 's')}; ours less Slurm's part: "
+                f"{fmt(e.get('ours_worker_s'), 's')}",
             ]
         )
     ev = results["events"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -187,6 +189,37 @@ def sacct_times(transport: Transport, job_id: str) -> tuple[float, float, float]
     raise RuntimeError(f"sacct has no end time for job {job_id}")
 
 
+# localslurm's slurmctld log: its lines carry milliseconds, where sacct's Start and End
+# are whole seconds (the bench runs on localslurm only).
+CTLD_LOG = (
+    Path(os.environ.get("LOCALSLURM_HOME", "/var/lib/biomero-localslurm")) / "log/slurmctld.log"
+)
+_CTLD_LINE = re.compile(
+    r"^\[(?P<at>[0-9T:.-]+)\] (?:sched: Allocate JobId=(?P<alloc>[0-9]+) "
+    r"|_job_complete: JobId=(?P<done>[0-9]+) done)"
+)
+
+
+def controller_times(job_id: str) -> tuple[float | None, float | None]:
+    """When slurmctld gave ``job_id`` its node and when it saw the job done (epoch, ms),
+    from localslurm's log; None where the log does not say."""
+    alloc = done = None
+    try:
+        lines = CTLD_LOG.read_text(errors="replace").splitlines()[-5000:]
+    except OSError:
+        return None, None
+    for line in lines:
+        match = _CTLD_LINE.match(line)
+        if match is None:
+            continue
+        at = datetime.fromisoformat(match["at"]).timestamp()
+        if match["alloc"] == job_id:
+            alloc = at
+        elif match["done"] == job_id:
+            done = at
+    return alloc, done
+
+
 def e2e_runs(
     config: Path, transport: Transport, store_url: str, images: list[Path], tmp: Path, reps: int
 ) -> list[dict[str, Any]]:
@@ -315,6 +348,7 @@ def _one_e2e(engine: RunEngine, transport: Transport, images: list[Path], tmp: P
     commands = transport.commands_run - before
     job = next(t for t in engine.tracker.get_run(run_id)["tasks"] if t.get("slurm_job_id"))
     elapsed, start_epoch, end_epoch = sacct_times(transport, job["slurm_job_id"])
+    allocated, done = controller_times(job["slurm_job_id"])
     files_back = sum(1 for p in dest.rglob("*") if p.is_file())
     shutil.rmtree(dest)
     slurm = {
@@ -323,11 +357,20 @@ def _one_e2e(engine: RunEngine, transport: Transport, images: list[Path], tmp: P
         "sbatch_to_start_s": _since(timeline.sbatch_done, start_epoch),
         "end_to_terminal_seen_s": _since(end_epoch, timeline.terminal_seen),
         "sbatch_to_terminal_seen_s": _since(timeline.sbatch_done, timeline.terminal_seen),
+        # From slurmctld's log, to the millisecond: the scheduler's delay (batch_sched_delay,
+        # sched_interval), the job on its node, and how late our poll saw it done.
+        "sbatch_to_allocated_s": _since(timeline.sbatch_done, allocated),
+        "allocated_to_done_s": _since(allocated, done),
+        "done_to_terminal_seen_s": _since(done, timeline.terminal_seen),
     }
     return {
         "total_s": total,
         "job_elapsed_s": elapsed,
         "overhead_s": total - elapsed,
+        # The wall time that is not Slurm's (sbatch returned to the job done): ours.
+        "worker_s": None
+        if done is None or timeline.sbatch_done is None
+        else total - (done - timeline.sbatch_done),
         "end_to_local_s": local_at[0] - end_epoch,
         "commands": commands,
         "files_back": files_back,
