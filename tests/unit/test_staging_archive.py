@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from biomeroworker import staging
 from biomeroworker.errors import ConnectError
 from biomeroworker.localdirs import MARKER, FolderTakenError, claim, owner_of, release
 from biomeroworker.run_record import RunRecord
@@ -36,6 +37,7 @@ from biomeroworker.staging import (
     stage_down,
     stream_count,
     unpack,
+    unpacks_here,
 )
 from biomeroworker.transport.base import CommandResult
 from biomeroworker.transport.local import LocalTransport
@@ -265,7 +267,7 @@ def test_downloads_use_one_stream_per_two_cores(
 
 
 def test_parallel_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
-    transport: LocalTransport, tmp_path: Path
+    transport: LocalTransport, tmp_path: Path, unpacker: str
 ) -> None:
     out = transport.home / "run" / "out"
     out.mkdir(parents=True)
@@ -326,12 +328,26 @@ class HostileCluster:
         return getattr(self.real, name)
 
 
+@pytest.fixture(params=["thread", "process"])
+def unpacker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each unpacker in turn: on a thread here (small downloads) and in a process."""
+    monkeypatch.setattr(staging, "_HERE_FILES", 10**9 if request.param == "thread" else -1)
+    return str(request.param)
+
+
+def test_small_downloads_unpack_here_and_large_ones_in_a_process() -> None:
+    # Starting a Python process costs 0.1-0.17 s here: more than a few files take.
+    assert unpacks_here(Manifest(1, 10_000))
+    assert not unpacks_here(Manifest(2_000, 250 << 20))
+    assert not unpacks_here(Manifest(10, 1 << 30))
+
+
 @pytest.mark.parametrize(
     "case",
     ["symlink chain (CVE-2025-4517 style)", "hard link to a file outside, then a write to it"],
 )
 def test_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
-    case: str, transport: LocalTransport, tmp_path: Path
+    case: str, transport: LocalTransport, tmp_path: Path, unpacker: str
 ) -> None:
     (transport.home / "run" / "out").mkdir(parents=True)
     (transport.home / "run" / "out" / "mask.tif").write_bytes(b"x" * 4000)
@@ -349,7 +365,7 @@ def test_stage_down_refuses_a_hostile_stream_and_keeps_nothing(
 
 
 def test_a_refused_stream_is_not_retried_even_when_the_connection_drops_after_it(
-    transport: LocalTransport, tmp_path: Path
+    transport: LocalTransport, tmp_path: Path, unpacker: str
 ) -> None:
     (transport.home / "run" / "out").mkdir(parents=True)
     (transport.home / "run" / "out" / "mask.tif").write_bytes(b"x" * 4000)
