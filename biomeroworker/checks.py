@@ -98,9 +98,24 @@ def _sacct(transport: Transport) -> Check:
             "sacct",
             False,
             (result.stderr or result.stdout).strip()[:200] or f"exit {result.exit_code}",
-            "accounting (slurmdbd) must answer for job history; status falls back to squeue",
+            "accounting (slurmdbd) must answer: exit codes, memory kills and use, and jobs "
+            "the controller has forgotten come from it",
         )
     return Check("sacct", True, "accounting answers")
+
+
+def _squeue(transport: Transport) -> Check:
+    # A name no job has: an empty answer from the controller, whatever the queue holds.
+    argv = ["squeue", "--noheader", "--format=%i", "--name=biomero-check-no-such-job"]
+    result = transport.run(argv, check=False, idempotent=True)
+    if result.exit_code != 0:
+        return Check(
+            "squeue",
+            False,
+            (result.stderr or result.stdout).strip()[:200] or f"exit {result.exit_code}",
+            "polls ask the controller (squeue) first; without it every poll asks accounting",
+        )
+    return Check("squeue", True, "the controller answers")
 
 
 def run_checks(transport: Transport, settings: Settings) -> Iterator[Check]:
@@ -120,6 +135,7 @@ def run_checks(transport: Transport, settings: Settings) -> Iterator[Check]:
     steps.append(("conversion job", lambda: _sbatch_values(transport, settings, None)))
     for key, path in remote_folders(settings).items():
         steps.append((f"folder {key}", lambda k=key, p=path: _folder(transport, k, p)))
+    steps.append(("squeue", lambda: _squeue(transport)))
     steps.append(("sacct", lambda: _sacct(transport)))
     for name, step in steps:
         try:

@@ -21,7 +21,7 @@ def _config(tmp_path: Path, cluster, **replace: str) -> Path:  # type: ignore[no
 def test_check_passes_against_the_local_cluster(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["--config", str(cluster.config_path), "check"]) == 0
     out = capsys.readouterr().out
-    for name in ("config", "connect", "sinfo", "folder slurm_data_path", "sacct"):
+    for name in ("config", "connect", "sinfo", "folder slurm_data_path", "squeue", "sacct"):
         assert f"PASS  {name}" in out
 
 

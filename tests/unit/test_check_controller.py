@@ -1,0 +1,44 @@
+"""`biomero check` asks the controller too: polls ask squeue first. Stand-ins for squeue
+on PATH, run by the real local transport."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from biomeroworker.checks import _squeue
+from biomeroworker.transport.local import LocalTransport
+
+
+def _squeue_stand_in(folder: Path, body: str) -> None:
+    path = folder / "squeue"
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    return folder
+
+
+def test_a_controller_that_answers_passes(bin_dir: Path, tmp_path: Path) -> None:
+    _squeue_stand_in(bin_dir, "exit 0\n")
+    check = _squeue(LocalTransport(home=tmp_path))
+    assert (check.name, check.ok) == ("squeue", True)
+
+
+def test_a_controller_that_cannot_be_reached_fails_with_a_hint(
+    bin_dir: Path, tmp_path: Path
+) -> None:
+    _squeue_stand_in(
+        bin_dir,
+        'echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2\nexit 1\n',
+    )
+    check = _squeue(LocalTransport(home=tmp_path))
+    assert not check.ok
+    assert "Unable to contact slurm controller" in check.detail
+    assert check.hint and "squeue" in check.hint
