@@ -408,10 +408,7 @@ def stage_up(
         partial = f"{remote_dir}.partial-{uuid.uuid4().hex[:8]}"
         try:
             _send_tar(transport, sources, partial, progress, idle_timeout_s, shares)
-            arrived = remote_manifest(transport, partial, idle_timeout_s)
-            if arrived != expected:
-                raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
-            transport.run(["sh", "-c", _REPLACE, "sh", remote_dir, partial])
+            _check_and_replace(transport, remote_dir, partial, expected, idle_timeout_s)
             return StageReport(expected, time.monotonic() - started, attempt)
         except (StagingError, TransportError) as exc:
             last_error = exc
@@ -424,14 +421,50 @@ def stage_up(
 # paths reach them only as positional arguments ($1, $2), never as part of the script.
 # Make the folder and unpack into it; -i: read to the end of the input (past tar's end
 # blocks), so the command ends after our EOF has arrived, never while it is on its way;
-# -b 256: read and write 128 kB at a time instead of tar's 10 kB records.
-_UNPACK_INTO = 'mkdir -p -- "$1" && exec tar -x -i -b 256 -f - -C "$1"'
+# -b 256: read and write 128 kB at a time instead of tar's 10 kB records; -m: files and
+# folders get the time they arrived, not the one they had here (one utimensat a file
+# fewer, and a scratch space that purges by mtime does not take a years-old image for
+# a forgotten one the day it was staged).
+_UNPACK_INTO = 'mkdir -p -- "$1" && exec tar -x -i -b 256 -m -f - -C "$1"'
 # Make the folder and, inside it, every folder named (NUL-separated) on stdin: several
 # streams then never make the same folder at once (GNU tar reports "Cannot open" when a
 # folder it found missing was made by another tar before it could make it).
 _FOLDERS = 'mkdir -p -- "$1" && cd -- "$1" && exec xargs -0 -r mkdir -p --'
-# Put the checked partial folder ($2) in the place of the destination ($1).
-_REPLACE = 'rm -rf -- "$1" && exec mv -T -- "$2" "$1"'
+# Count the files in the partial folder ($2) and their bytes; only when that is exactly
+# $3 files and $4 bytes, put it in the place of the destination ($1). Otherwise print what
+# arrived and exit 3 (4: the folder could not be listed). One command for the check and
+# the rename, so a result is never renamed unchecked and the check costs no round trip.
+# awk sums in doubles (exact up to 2**53 bytes, 9 PB) and writes a dot to stderr every
+# 1,000 files, so that a long listing is activity, not a silence that times out.
+_CHECK_AND_REPLACE = r"""[ -d "$2" ] || exit 4
+got=$({ find "$2" -type f -printf "%s\n" || echo x; } | awk '$1 == "x" { bad = 1; next }
+  { n++; s += $1; if (n % 1000 == 0) printf "." > "/dev/stderr" }
+  END { if (bad) exit 4; printf "%d %.0f", n, s }') || exit 4
+[ "$got" = "$3 $4" ] || { printf "%s\n" "$got"; exit 3; }
+rm -rf -- "$1" && exec mv -T -- "$2" "$1"
+"""
+_NOT_AS_EXPECTED, _NOT_LISTED = 3, 4
+
+
+def _check_and_replace(
+    transport: Transport, remote_dir: str, partial: str, expected: Manifest, idle_timeout_s: float
+) -> None:
+    """Rename ``partial`` to ``remote_dir`` once it holds exactly ``expected``, in one
+    command; StagingError (the partial folder left) when it does not."""
+    argv = ["sh", "-c", _CHECK_AND_REPLACE, "sh", remote_dir, partial]
+    argv += [str(expected.files), str(expected.bytes)]
+    result = transport.run(argv, check=False, idle_timeout_s=idle_timeout_s)
+    if result.exit_code == _NOT_AS_EXPECTED:
+        try:
+            files, size = result.stdout.split()
+            arrived = str(Manifest(int(files), int(size)))
+        except ValueError:  # no awk, or an odd one: not counted either
+            arrived = f"nothing countable ({result.stderr.strip('.').strip()[-200:]})"
+        raise StagingError(f"{partial}: expected {expected}, arrived {arrived}")
+    if result.exit_code == _NOT_LISTED:
+        raise StagingError(f"{partial}: expected {expected}, arrived None (cannot list it)")
+    if result.exit_code != 0:
+        raise CommandError(argv, result.exit_code, result.stdout, result.stderr)
 
 
 def _send_tar(
@@ -635,12 +668,52 @@ def member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
     return parts
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _umask() -> int | None:
+    """This process's umask, read without changing it (Linux); None when unknown."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def file_mode(member_mode: int) -> int:
+    """The mode a result file gets: owner read/write always; group/other read (and x)
+    as sent; never setuid, setgid or sticky bits."""
+    return (member_mode & 0o755) | 0o600
+
+
+def _open_folder(part: str, parent: int, name: str) -> int:
+    """A descriptor of the folder ``part`` in ``parent``; a file or link there refuses
+    the stream (``name`` is the member that led here)."""
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        # O_DIRECTORY | O_NOFOLLOW: a file gives ENOTDIR, a link ENOTDIR or ELOOP.
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise UnsafeArchiveError(f"{name!r} runs through a file or a link") from None
+        raise
+
+
 class _Unpacker:
     """Writes accepted members under ``dest``; never follows or makes a link.
 
-    Folders are made with mkdir (an existing entry must be a real folder) and files
-    are opened with O_CREAT | O_EXCL | O_NOFOLLOW, so no entry is written twice and
-    nothing outside ``dest`` can be reached, whatever the stream says.
+    Every name is resolved one component at a time, relative to a descriptor of the
+    folder above it, each opened with O_DIRECTORY | O_NOFOLLOW: an existing entry must
+    be a real folder, and no link is followed, wherever it came from. Folders are made
+    with mkdir and files are opened with O_CREAT | O_EXCL | O_NOFOLLOW, so no entry is
+    written twice and nothing outside ``dest`` can be reached, whatever the stream says.
+
+    Per file that is one ``open`` (of the last component only, in the folder's
+    descriptor, with the file's final mode), its ``write`` calls, an ``fchmod`` only
+    when the umask took a bit of that mode, the mtime the cluster sent, and ``close``.
     """
 
     def __init__(self, dest: Path, limit: Manifest | None) -> None:
@@ -648,20 +721,43 @@ class _Unpacker:
         self.limit = limit
         self.files = 0
         self.bytes = 0
-        self._folders: set[tuple[str, ...]] = {()}
+        self._umask = _umask()
+        self._root = os.open(dest, _DIR_FLAGS)
+        # The folder the last member was in: members arrive folder by folder.
+        self._at: tuple[str, ...] = ()
+        self._at_fd = self._root
+        self._made: set[tuple[str, ...]] = {()}
 
-    def folder(self, parts: tuple[str, ...], name: str) -> None:
-        for depth in range(1, len(parts) + 1):
-            prefix = parts[:depth]
-            if prefix in self._folders:
-                continue
-            path = self.dest.joinpath(*prefix)
-            try:
-                os.mkdir(path, 0o755)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    raise UnsafeArchiveError(f"{name!r} runs through a file") from None
-            self._folders.add(prefix)
+    def close(self) -> None:
+        if self._at_fd != self._root:
+            os.close(self._at_fd)
+        os.close(self._root)
+        self._at_fd = self._root = -1
+
+    def folder(self, parts: tuple[str, ...], name: str) -> int:
+        """A descriptor of the folder ``parts`` below ``dest`` (made when missing);
+        owned by the unpacker, valid until the next call."""
+        if parts == self._at:
+            return self._at_fd
+        fd = self._root
+        try:
+            for depth in range(1, len(parts) + 1):
+                if parts[:depth] not in self._made:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(parts[depth - 1], 0o755, dir_fd=fd)
+                    self._made.add(parts[:depth])
+                child = _open_folder(parts[depth - 1], fd, name)
+                if fd != self._root:
+                    os.close(fd)
+                fd = child
+        except BaseException:
+            if fd != self._root:
+                os.close(fd)
+            raise
+        if self._at_fd != self._root:
+            os.close(self._at_fd)
+        self._at, self._at_fd = parts, fd
+        return fd
 
     def file(self, member: tarfile.TarInfo, parts: tuple[str, ...], reader: _ForwardReader) -> None:
         self.files += 1
@@ -673,17 +769,18 @@ class _Unpacker:
                 f"the stream holds more than the {self.limit} the folder listed; "
                 f"did the job still write to it?"
             )
-        self.folder(parts[:-1], member.name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        folder = self.folder(parts[:-1], member.name)
+        mode = file_mode(member.mode)
         try:
-            fd = os.open(self.dest.joinpath(*parts), flags, 0o600)
+            fd = os.open(parts[-1], _FILE_FLAGS, mode, dir_fd=folder)
         except FileExistsError:
             raise UnsafeArchiveError(f"{member.name!r} appears twice in the stream") from None
         try:
             # Straight from the stream's buffer into the file, no copy in between.
             reader.copy_to(fd, member.offset_data, member.size)
-            # Owner read/write always; group/other read (and x) as sent; no setuid bits.
-            os.fchmod(fd, (member.mode & 0o755) | 0o600)
+            if self._umask is None or mode & self._umask:
+                os.fchmod(fd, mode)  # the umask took bits this mode keeps
+            # The time the job wrote it (one utimensat, about 1% of the system time).
             with contextlib.suppress(OSError, OverflowError, ValueError):
                 os.utime(fd, (member.mtime, member.mtime))
         finally:
@@ -775,14 +872,17 @@ def unpack(stream: BinaryIO, dest: Path, limit: Manifest | None = None) -> None:
     reader = _ForwardReader(stream)
     # TarFile parses the headers (GNU and pax names included) as it would for its own
     # extraction; members are then checked and written by us, never by tarfile.
-    with tarfile.TarFile(fileobj=reader, mode="r") as tar:  # type: ignore[arg-type]
-        while (member := tar.next()) is not None:
-            parts = member_parts(member)
-            if member.type == tarfile.DIRTYPE:
-                unpacker.folder(parts, member.name)
-            else:
-                unpacker.file(member, parts, reader)
-            tar.members.clear()  # tarfile keeps every member it read; we need none
+    try:
+        with tarfile.TarFile(fileobj=reader, mode="r") as tar:  # type: ignore[arg-type]
+            while (member := tar.next()) is not None:
+                parts = member_parts(member)
+                if member.type == tarfile.DIRTYPE:
+                    unpacker.folder(parts, member.name)
+                else:
+                    unpacker.file(member, parts, reader)
+                tar.members.clear()  # tarfile keeps every member it read; we need none
+    finally:
+        unpacker.close()
 
 
 # The unpacking process: ``python -c`` this, with the destination and the limit.

@@ -164,6 +164,29 @@ def test_round_trip_keeps_every_file_and_byte(transport, tmp_path: Path) -> None
     assert up.manifest.files == len(expected)
 
 
+def test_uploads_carry_their_arrival_time_not_the_mtime_here(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = _zarr(tmp_path / "src", chunks=3)
+    tif = _tiff(tmp_path / "src", "old.tif")
+    for path in [tif, *src.rglob("*")]:
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # 2001
+    remote = _remote_dir(transport)
+    started = int(time.time()) - 5
+    stage_up(transport, [src, tif], remote)
+    listed = transport.run(["find", remote, "-printf", "%T@\\n"]).stdout.split()
+    assert len(listed) == len(list(src.rglob("*"))) + 3  # the folder, the Zarr, the TIFF
+    assert min(float(t) for t in listed) >= started
+
+
+def test_an_upload_is_a_check_a_stream_and_a_checked_rename(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    remote = _remote_dir(transport)
+    before = transport.commands_run
+    report = stage_up(transport, [_zarr(tmp_path / "src")], remote, streams=1)
+    assert transport.commands_run - before == 3
+    assert transport.run(["find", remote, "-type", "f"]).stdout.count("\n") == 42
+    assert report.manifest.files == 42
+    assert _siblings(transport, remote) == ["in"]
+
+
 def test_second_stage_up_adopts_without_transfer(transport, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sources = [_zarr(tmp_path), _tiff(tmp_path, "a.tif")]
     remote = _remote_dir(transport)

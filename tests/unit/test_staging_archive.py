@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import tarfile
 from collections.abc import Sequence
@@ -24,12 +25,14 @@ from biomeroworker.localdirs import MARKER, FolderTakenError, claim, owner_of, r
 from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import log_tail
 from biomeroworker.staging import (
+    _CHECK_AND_REPLACE,
     MAX_STREAMS,
     DestinationError,
     Entry,
     Manifest,
     StagingError,
     UnsafeArchiveError,
+    _check_and_replace,
     copy_results,
     download_streams,
     local_manifest,
@@ -207,6 +210,71 @@ def test_plain_files_and_folders_unpack_with_safe_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE((dest / "masks" / "a.tif").stat().st_mode) == 0o755  # no setuid
     assert stat.S_IMODE((dest / "table.csv").stat().st_mode) == 0o600  # owner can read it
     assert local_manifest([dest]) == Manifest(3, 4 + 4 + 16)
+
+
+def test_result_files_are_created_with_their_mode_and_need_no_chmod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chmods: list[int] = []
+    monkeypatch.setattr(os, "fchmod", lambda fd, mode: chmods.append(mode))
+    stream = _tar((_member("./a.tif", mode=0o644), b"a"), (_member("./run.sh", mode=0o755), b"b"))
+    old = os.umask(0o022)
+    try:
+        unpack(io.BytesIO(stream), tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.tif").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o755
+    assert chmods == []
+
+
+def test_a_umask_that_takes_bits_still_leaves_result_files_their_sent_mode(
+    tmp_path: Path,
+) -> None:
+    stream = _tar((_member("./a.tif", mode=0o644), b"a"), (_member("./run.sh", mode=0o4755), b"b"))
+    old = os.umask(0o077)
+    try:
+        unpack(io.BytesIO(stream), tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.tif").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o755
+
+
+def test_result_files_keep_the_mtime_the_cluster_sent(tmp_path: Path) -> None:
+    stream = _tar((_member("./d/a.csv", mtime=1_000_000_000), b"a,b\n"))
+    unpack(io.BytesIO(stream), tmp_path)
+    assert (tmp_path / "d" / "a.csv").stat().st_mtime == 1_000_000_000
+
+
+class _SwapsFolderForLink(io.BytesIO):
+    """Hands out a few bytes per read; once ``at`` bytes are out, replaces ``folder``
+    by a link to ``target``, as another local process could while a download runs."""
+
+    def __init__(self, data: bytes, at: int, folder: Path, target: Path) -> None:
+        super().__init__(data)
+        self.at, self.folder, self.target = at, folder, target
+        self.swapped = False
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.swapped and self.tell() >= self.at:
+            self.folder.rename(self.folder.with_name("moved"))
+            self.folder.symlink_to(self.target)
+            self.swapped = True
+        return super().readinto(memoryview(buffer)[:100])
+
+
+def test_a_folder_swapped_for_a_link_during_a_download_is_never_followed(
+    world: tuple[Path, Path],
+) -> None:
+    root, dest = world
+    stream = _tar(_file("./a/one", b"1"), _file("./b/two", b"2"), _file("./a/planted", b"3"))
+    before = _snapshot(root, skip=dest)
+    swapping = _SwapsFolderForLink(stream, 2 * 1024, dest / "a", root / "outside")
+    with pytest.raises(UnsafeArchiveError, match="runs through a file or a link"):
+        unpack(swapping, dest)
+    assert swapping.swapped
+    assert _snapshot(root, skip=dest) == before
 
 
 def test_a_stream_longer_than_its_listing_stops_at_the_first_extra_byte(tmp_path: Path) -> None:
@@ -608,3 +676,68 @@ def test_results_come_back_as_a_tar_stream_with_no_archive_program_on_the_cluste
     report = stage_down(transport, remote, tmp_path / "results")
     assert report.manifest == Manifest(2, 8 + 5000)
     assert not list(tmp_path.glob("ran-*"))
+
+
+def _partial(home: Path, name: str, files: dict[str, bytes]) -> Path:
+    folder = home / name
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+HOSTILE_DEST = "-in $(touch pwned) `touch pwned`; *"
+
+
+def test_an_upload_that_arrived_as_listed_replaces_the_destination_in_one_command(
+    transport: LocalTransport,
+) -> None:
+    old = _partial(transport.home, HOSTILE_DEST, {"stale.txt": b"old"})
+    _partial(transport.home, "up.partial-1", {"a/x": b"abc", "a/-y z": b"12345"})
+    before = transport.commands_run
+    _check_and_replace(transport, HOSTILE_DEST, "up.partial-1", Manifest(2, 8), 60)
+    assert transport.commands_run - before == 1
+    assert sorted(p.name for p in old.rglob("*")) == ["-y z", "a", "x"]
+    assert not (transport.home / "up.partial-1").exists()
+    assert not (transport.home / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("arrived", "expected"),
+    [
+        ({"a": b"abc"}, Manifest(2, 8)),  # a file short
+        ({"a": b"abc", "b": b"1234"}, Manifest(2, 8)),  # a byte short
+        ({"a": b"abc", "b": b"12345", "c": b""}, Manifest(2, 8)),  # one file too many
+    ],
+)
+def test_an_upload_that_did_not_arrive_as_listed_is_neither_renamed_nor_counted(
+    arrived: dict[str, bytes], expected: Manifest, transport: LocalTransport
+) -> None:
+    _partial(transport.home, "in", {"stale.txt": b"old"})
+    partial = _partial(transport.home, "in.partial-1", arrived)
+    got = Manifest(len(arrived), sum(len(v) for v in arrived.values()))
+    with pytest.raises(StagingError, match=re.escape(f"expected {expected}, arrived {got}")):
+        _check_and_replace(transport, "in", "in.partial-1", expected, 60)
+    assert (transport.home / "in" / "stale.txt").read_bytes() == b"old"
+    assert sorted(p.name for p in partial.iterdir()) == sorted(arrived)
+
+
+def test_an_upload_whose_partial_folder_is_gone_is_not_counted(
+    transport: LocalTransport,
+) -> None:
+    _partial(transport.home, "in", {"stale.txt": b"old"})
+    with pytest.raises(StagingError, match="arrived None"):
+        _check_and_replace(transport, "in", "in.partial-1", Manifest(0, 0), 60)
+    assert (transport.home / "in" / "stale.txt").read_bytes() == b"old"
+
+
+def test_the_upload_check_shows_activity_while_it_lists_many_files(
+    transport: LocalTransport,
+) -> None:
+    partial = _partial(transport.home, "in.partial-1", {})
+    for n in range(2500):
+        (partial / str(n)).touch()
+    argv = ["sh", "-c", _CHECK_AND_REPLACE, "sh", "in", "in.partial-1", "2500", "1"]
+    result = transport.run(argv, check=False)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "2500 0\n", "..")
