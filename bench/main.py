@@ -94,21 +94,39 @@ def bench_staging(plan: Plan, transport: Any, peer: Peer) -> list[dict[str, Any]
             f"(median of {plan.reps})"
         )
         limit = ours.limit_runs(transport, ALIAS, tar_path, plan.reps)
-        up = ours.staging_up_runs(transport, zarr, plan.reps)
+        left_remote: list[str] = []
+        left_local: list[Path] = []
+        up = ours.staging_up_runs(transport, zarr, plan.reps, left_remote)
         # Results to bring back: the dataset in <remote>/data/out (put there once, untimed).
         location = f"bench-stage/{ds.label}"
         ours.stage_up(transport, [zarr], f"{location}/data/out")
-        down = ours.staging_down_runs(transport, f"{location}/data/out", WORK / "tmp", plan.reps)
+        down = ours.staging_down_runs(
+            transport, f"{location}/data/out", WORK / "tmp", plan.reps, left_local
+        )
         peer_up = peer(
-            "staging_up", export_dir=str(export_dir), tmp=str(WORK / "tmp"), reps=plan.reps
+            "staging_up",
+            export_dir=str(export_dir),
+            tmp=str(WORK / "tmp"),
+            reps=plan.reps,
+            defer_cleanup=True,
         )
         peer_down = peer(
             "staging_down",
             location=f"{peer.home}/{location}",
             tmp=str(WORK / "tmp"),
             reps=plan.reps,
+            defer_cleanup=True,
         )
-        transport.run(["rm", "-rf", "bench-stage"])
+        for answer in (peer_up, peer_down):
+            left_remote += (answer or {}).get("left_remote", [])
+            left_local += [Path(p) for p in (answer or {}).get("left_local", [])]
+        # Every repetition's copies go only now (see ours.staging_up_runs).
+        transport.run(["rm", "-rf", "--", "bench-stage", *left_remote])
+        for path in left_local:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         row = _staging_row(ds, limit, up, down, peer_up, peer_down)
         for way in ("up", "down"):
             r = row[way]

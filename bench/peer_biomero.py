@@ -112,6 +112,8 @@ def staging_up(opts: dict[str, Any]) -> dict[str, Any]:
     export_dir, tmp = Path(opts["export_dir"]), Path(opts["tmp"])
     tmp.mkdir(parents=True, exist_ok=True)
     reps = []
+    left_remote: list[str] = []  # with defer_cleanup: the caller removes these later
+    left_local: list[str] = []
     for _ in range(opts["reps"]):
         name = f"up_{uuid.uuid4().hex[:8]}"
         base = tmp / name
@@ -123,8 +125,12 @@ def staging_up(opts: dict[str, Any]) -> dict[str, Any]:
         client.unpack_data(name)
         t3 = time.perf_counter()
         arrived = _remote_files(client, f"{DATA}/{name}/data/in")
-        client.run(f'rm -rf "{DATA}/{name}" "{DATA}/{name}.zip"', hide=True)
-        os.unlink(archive)
+        if opts.get("defer_cleanup"):
+            left_remote += [f"{DATA}/{name}", f"{DATA}/{name}.zip"]
+            left_local.append(archive)
+        else:
+            client.run(f'rm -rf "{DATA}/{name}" "{DATA}/{name}.zip"', hide=True)
+            os.unlink(archive)
         reps.append(
             {
                 "zip_s": t1 - t0,
@@ -135,7 +141,7 @@ def staging_up(opts: dict[str, Any]) -> dict[str, Any]:
             }
         )
     client.close()
-    return {"reps": reps}
+    return {"reps": reps, "left_remote": left_remote, "left_local": left_local}
 
 
 def staging_down(opts: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +151,8 @@ def staging_down(opts: dict[str, Any]) -> dict[str, Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     location = opts["location"]
     reps = []
+    left_remote: list[str] = []  # with defer_cleanup: the caller removes these later
+    left_local: list[str] = []
     for _ in range(opts["reps"]):
         name = f"down_{uuid.uuid4().hex[:8]}"
         local_zip = tmp / f"{name}.zip"
@@ -158,9 +166,13 @@ def staging_down(opts: dict[str, Any]) -> dict[str, Any]:
             archive.extractall(local_dir)
         t3 = time.perf_counter()
         arrived = sum(len(files) for _, _, files in os.walk(local_dir))
-        client.run(f'rm -f "{location}/{name}.zip"', hide=True)
-        local_zip.unlink()
-        shutil.rmtree(local_dir)
+        if opts.get("defer_cleanup"):
+            left_remote.append(f"{location}/{name}.zip")
+            left_local += [str(local_zip), str(local_dir)]
+        else:
+            client.run(f'rm -f "{location}/{name}.zip"', hide=True)
+            local_zip.unlink()
+            shutil.rmtree(local_dir)
         reps.append(
             {
                 "zip_s": t1 - t0,
@@ -171,7 +183,7 @@ def staging_down(opts: dict[str, Any]) -> dict[str, Any]:
             }
         )
     client.close()
-    return {"reps": reps}
+    return {"reps": reps, "left_remote": left_remote, "left_local": left_local}
 
 
 # --- item 2: polling -------------------------------------------------------------------
