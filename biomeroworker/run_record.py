@@ -104,9 +104,13 @@ class RunInputs:
     """
 
     recorded: Mapping[str, Any] = field(default_factory=dict)
+    # ``files`` made once: the engine asks every run for them several times a cycle.
+    _files: tuple[Path, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recorded", frozen(self.recorded))
+        files = tuple(Path(p) for p in self.recorded.get("files") or ())
+        object.__setattr__(self, "_files", files)
 
     def _text(self, key: str) -> str | None:
         value = self.recorded.get(key)
@@ -119,7 +123,7 @@ class RunInputs:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return tuple(Path(p) for p in self.recorded.get("files") or ())
+        return self._files
 
     @property
     def output_dir(self) -> Path | None:

@@ -241,7 +241,10 @@ def next_step(run: RunRecord) -> Step:
     external = source(run) != "local"
     if external and "export" not in done:
         return Step.EXPORT
-    if converts_here(run) and zarr_inputs(run) and "convert" not in done:
+    # Asked at most once, and only while a conversion is not done: a supervisor cycle
+    # asks every waiting run for its step several times.
+    needs_convert = "convert" not in done and bool(zarr_inputs(run))
+    if converts_here(run) and needs_convert:
         return Step.CONVERT_HERE
     if "stage_up" not in done:
         return Step.STAGE_UP
@@ -249,7 +252,7 @@ def next_step(run: RunRecord) -> Step:
         ("convert", Step.SUBMIT_CONVERT, Step.WAIT_CONVERT),
         ("job", Step.SUBMIT_JOB, Step.WAIT_JOB),
     ):
-        if kind == "convert" and not zarr_inputs(run):
+        if kind == "convert" and not needs_convert:
             continue
         if kind not in done:
             task = latest_task(run, kind)
