@@ -10,7 +10,9 @@ opens it: the read models catch up after each command) driving them. Slurm is a 
 ``squeue`` that answers at once, so only our side counts: after one warm-up cycle
 (claiming the runs, recording PENDING) every measured cycle sees every job change state
 (RUNNING, SUSPENDED, RUNNING, ...) and records N events. Per cycle: wall time, events
-appended, and the time spent in the poll's part of the cycle (``Supervisor._poll``).
+appended, the process's CPU time (``process_time``: this process only, not PostgreSQL's)
+the time spent in the poll's part of the cycle (``Supervisor._poll``) and, of the
+whole cycle, in bringing the read models up to date (``Tracker.project``).
 
 The code measured is the ``biomeroworker`` first on ``sys.path``: run the script with
 ``PYTHONPATH=<another checkout>`` to measure that one (the before/after in
@@ -130,16 +132,38 @@ def one_size(settings: Any, size: int, cycles: int) -> dict[str, Any]:
                     polled[0] = time.perf_counter() - started
 
             sup._poll = timed_poll  # type: ignore[method-assign]
+            projected = [0.0]
+            real_project = tracker.project
+
+            def timed_project() -> int:
+                started = time.perf_counter()
+                try:
+                    return real_project()
+                finally:
+                    projected[0] += time.perf_counter() - started
+
+            tracker.project = timed_project  # type: ignore[method-assign]
             sup.cycle()  # warm-up: claims the runs, records PENDING
             rows = []
             for n in range(cycles):
                 slurm.state = "RUNNING" if n % 2 == 0 else "SUSPENDED"
                 before = events(tracker)
+                projected[0] = 0.0
+                cpu = time.process_time()
                 started = time.perf_counter()
                 sup.cycle()
                 wall = time.perf_counter() - started
+                cpu = time.process_time() - cpu
                 appended = events(tracker) - before
-                rows.append({"wall_s": wall, "poll_s": polled[0], "events": appended})
+                rows.append(
+                    {
+                        "wall_s": wall,
+                        "cpu_s": cpu,
+                        "poll_s": polled[0],
+                        "project_s": projected[0],
+                        "events": appended,
+                    }
+                )
             sup.shutdown()
     cycle_rate = [r["events"] / r["wall_s"] for r in rows]
     poll_rate = [r["events"] / r["poll_s"] for r in rows]
@@ -148,7 +172,9 @@ def one_size(settings: Any, size: int, cycles: int) -> dict[str, Any]:
         "cycles": rows,
         "events_per_cycle": sorted({r["events"] for r in rows}),
         "cycle_s_median": round(statistics.median(r["wall_s"] for r in rows), 3),
+        "cpu_s_median": round(statistics.median(r["cpu_s"] for r in rows), 3),
         "poll_s_median": round(statistics.median(r["poll_s"] for r in rows), 3),
+        "project_s_median": round(statistics.median(r["project_s"] for r in rows), 3),
         "events_per_s_cycle_median": round(statistics.median(cycle_rate)),
         "events_per_s_poll_median": round(statistics.median(poll_rate)),
         "load_average_before": [round(x, 2) for x in load_before],
@@ -182,7 +208,9 @@ def main() -> int:
             row = one_size(settings, size, args.cycles)
             print(
                 f"{size:5d} waiting runs ({code}): {row['events_per_cycle']} events/cycle, "
-                f"cycle {row['cycle_s_median']:.3f} s, poll part {row['poll_s_median']:.3f} s: "
+                f"cycle {row['cycle_s_median']:.3f} s (CPU {row['cpu_s_median']:.3f} s), "
+                f"poll part {row['poll_s_median']:.3f} s, read models "
+                f"{row['project_s_median']:.3f} s: "
                 f"{row['events_per_s_cycle_median']} events/s over the cycle, "
                 f"{row['events_per_s_poll_median']} in the poll part; "
                 f"load {row['load_average_before'][0]}",

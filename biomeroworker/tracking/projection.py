@@ -30,8 +30,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg2
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from psycopg2.extras import execute_values
 from sqlalchemy import (
     Column,
     Connection,
@@ -44,7 +46,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from biomeroworker.tracking import tables as t
 from biomeroworker.tracking.domain import (
@@ -392,6 +394,12 @@ class Projector:
         run_ids |= {task.run_id for task in tasks}
         run_ids |= {str(e.workflow_id) for e in events if isinstance(e, Task.TaskCreated)}
         rows.load(t.runs, run_ids)
+        # The dashboard rows of these tasks and runs, if there: a row read is updated
+        # in place when it changes (_Rows.flush), instead of deleted and inserted again.
+        if t.task_execution.name in self.dashboards:
+            rows.load(t.task_execution, {UUID(task_id) for task_id in task_ids})
+        if t.workflow_progress_view.name in self.dashboards:
+            rows.load(t.workflow_progress_view, {UUID(run_id) for run_id in run_ids})
         if t.job_progress_view.name in self.dashboards:
             jobs = {task.job_number for task in tasks if task.job_number is not None}
             jobs |= {int(e.job_id) for e in events if isinstance(e, Task.JobIdAdded)}
@@ -714,10 +722,13 @@ class _Rows:
     """The read-model rows one batch reads and writes.
 
     Rows are read once (in bulk by ``load``, else one by one on first use), changed in
-    memory event by event, and written back by ``flush``: per table one DELETE of the
-    changed rows that were there and one multi-row INSERT of their new contents. So a
-    batch costs a handful of statements however many events it holds, and a row that
-    several events of the batch change is written once. The result equals applying
+    memory event by event, and written back by ``flush``: on PostgreSQL, the rows that
+    were read get their changed columns in one UPDATE per set of changed columns, and
+    the new rows one multi-row INSERT (a dashboard row that was not read is deleted by
+    key first); elsewhere, per table one DELETE of the changed rows that were there and
+    one multi-row INSERT of their new contents. So a batch costs a handful of statements
+    however many events it holds, and a row that several events of the batch change is
+    written once. The result equals applying
     the events one at a time: each table is keyed by one column, every write of a
     dashboard row gives all its columns (biomero's upserts), and an update of a row
     that is not there changes nothing, as an UPDATE would. Inserting a run or task
@@ -726,8 +737,11 @@ class _Rows:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.rows: dict[Table, dict[Any, _Row | None]] = defaultdict(dict)
-        self.stored: dict[Table, set[Any]] = defaultdict(set)  # keys read from the table
+        # the rows read from the table, as read (their keys: the rows that are there)
+        self.stored: dict[Table, dict[Any, dict[str, Any]]] = defaultdict(dict)
         self.changed: dict[Table, dict[Any, _Row]] = defaultdict(dict)
+        # PostgreSQL with psycopg2: a stored row is updated in place, its changed columns only
+        self.in_place = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
     @staticmethod
     def _key(table: Table) -> Column[Any]:
@@ -744,7 +758,7 @@ class _Rows:
             for found in self.conn.execute(select(table).where(key.in_(chunk))):
                 row = _Row(found._mapping)
                 known[row[key.name]] = row
-                self.stored[table].add(row[key.name])
+                self.stored[table][row[key.name]] = dict(row)
             for k in chunk:
                 known.setdefault(k, None)
         return [row for k in set(keys) if (row := known.get(k)) is not None]
@@ -779,16 +793,86 @@ class _Rows:
     def flush(self) -> None:
         for table, changed in self.changed.items():
             key = self._key(table)
+            stored = self.stored[table]
+            if self.in_place:
+                self._update_in_place(table, {k: r for k, r in changed.items() if k in stored})
+                changed = {k: r for k, r in changed.items() if k not in stored}
+                if not changed:
+                    continue
             # A dashboard row may be there without having been read: replace by key.
             if table.name in DASHBOARD_NAMES:
                 replaced = list(changed)
             else:
-                replaced = [k for k in changed if k in self.stored[table]]
+                replaced = [k for k in changed if k in stored]
             for start in range(0, len(replaced), IN_CHUNK):
                 chunk = replaced[start : start + IN_CHUNK]
                 self.conn.execute(delete(table).where(key.in_(chunk)))
             self.conn.execute(insert(table), [dict(row) for row in changed.values()])
+        for table, changed in self.changed.items():
+            for k, row in changed.items():
+                self.stored[table][k] = dict(row)
         self.changed.clear()
+
+    def _update_in_place(self, table: Table, rows: dict[Any, _Row]) -> None:
+        """Write the columns that changed in rows that are stored: per set of changed
+        columns, one ``UPDATE ... FROM (VALUES ...)`` a chunk (PostgreSQL). Rewriting the
+        whole row (DELETE and INSERT) sends every column of every row and adds an entry
+        to each index; a poll's status change touches a few columns of five rows."""
+        groups = changed_columns(table, rows, self.stored[table])
+        if not groups:
+            return
+        dialect = self.conn.dialect
+        quote = dialect.identifier_preparer.quote
+        key = self._key(table)
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for columns, keys in groups.items():
+                names = [key.name, *columns]
+                processors = [
+                    table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                    for name in names
+                ]
+                casts = {
+                    name: f"CAST(v.{quote(name)} AS {table.c[name].type.compile(dialect)})"
+                    for name in names
+                }
+                # Names and types from our table definitions (quoted), values as parameters.
+                statement = (
+                    f"UPDATE {dialect.identifier_preparer.format_table(table)} AS t SET "  # noqa: S608
+                    + ", ".join(f"{quote(name)} = {casts[name]}" for name in columns)
+                    + f" FROM (VALUES %s) AS v ({', '.join(quote(n) for n in names)})"
+                    + f" WHERE t.{quote(key.name)} = {casts[key.name]}"
+                )
+                values = [
+                    tuple(
+                        value if process is None or value is None else process(value)
+                        for process, value in zip(
+                            processors, (rows[k][name] for name in names), strict=True
+                        )
+                    )
+                    for k in keys
+                ]
+                try:
+                    execute_values(cursor, statement, values, page_size=IN_CHUNK)
+                except psycopg2.Error as exc:  # as SQLAlchemy raises it (store_errors)
+                    raise DBAPIError.instance(statement, None, exc, psycopg2.Error) from exc
+        finally:
+            cursor.close()
+
+
+def changed_columns(
+    table: Table, rows: dict[Any, _Row], stored: dict[Any, dict[str, Any]]
+) -> dict[tuple[str, ...], list[Any]]:
+    """The keys of ``rows`` by the columns (in table order) that differ from their
+    ``stored`` contents; rows with nothing changed are left out."""
+    groups: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+    names = [column.name for column in table.columns if not column.primary_key]
+    for k, row in rows.items():
+        before = stored[k]
+        columns = tuple(name for name in names if row[name] != before[name])
+        if columns:
+            groups[columns].append(k)
+    return dict(groups)
 
 
 class _Window:

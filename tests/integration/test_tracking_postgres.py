@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+import psycopg2
 import pytest
 import sqlalchemy as sa
 
@@ -203,3 +204,81 @@ def test_pages_give_every_run_once_in_order_while_runs_are_added_on_postgresql(
     url: str,
 ) -> None:
     check_paging(url)
+
+
+def _waiting_runs(tracker: Tracker, count: int) -> list[str]:
+    """``count`` runs waiting on a submitted job, projected; their job tasks' ids."""
+    tasks = []
+    with tracker.batch():
+        for n in range(count):
+            run_id = tracker.record_run_requested(
+                workflow="cellpose",
+                version="v1",
+                user_name="alice",
+                omero_user_id=2,
+                omero_group_id=3,
+            )
+            task = tracker.start_task(run_id, "job")
+            tracker.record_job_submitted(task, str(500 + n), "localslurm")
+            tasks.append(task)
+    return tasks
+
+
+def test_poll_cycles_update_read_rows_in_place_as_a_rebuild_writes_them(url: str) -> None:
+    """Stored rows get only their changed columns (UPDATE ... FROM VALUES, keys of every
+    type, NULLs); the tables equal a rebuild's."""
+    with Tracker(url) as tracker:
+        tasks = _waiting_runs(tracker, 30)
+        for state in ("PENDING", "RUNNING", "SUSPENDED", "RUNNING"):
+            with tracker.batch():  # one poll cycle, projected once after its commit
+                for task in tasks:
+                    tracker.record_job_status(task, state)
+                tracker.record_progress(tasks[0], "40%")
+        with tracker.batch():
+            for task in tasks[:10]:
+                tracker.record_job_status(task, "COMPLETED", 0, 12.5, 4096)
+                tracker.complete_task(task)
+            for task in tasks[10:12]:
+                tracker.record_job_status(task, "FAILED", 3)
+                tracker.fail_task(task, "JobFailed", "exit 3")
+        before = dump(url)
+        assert tracker.rebuild() < tracker._projector.batch_size  # one batch: all inserts
+    assert dump(url) == before
+    rows = {row.task_id: row for row in before["biomero_task"]}
+    assert rows[tasks[0]].job_state == "COMPLETED" and rows[tasks[0]].exit_code == 0
+    assert rows[tasks[20]].job_state == "RUNNING" and rows[tasks[20]].exit_code is None
+
+
+def test_a_failed_in_place_update_loses_no_event(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A projection batch that fails halfway is rolled back whole: position and rows as
+    before; the next catch-up applies every event once."""
+    from biomeroworker.tracking import TrackingStoreError, projection
+
+    with Tracker(url) as tracker:
+        tasks = _waiting_runs(tracker, 5)
+    with Tracker(url, project=False) as tracker:
+        with tracker.batch():
+            for task in tasks:
+                tracker.record_job_status(task, "RUNNING")
+        before, position = dump(url), tracker._projector.position()
+        calls = []
+        real = projection.execute_values
+
+        def fail_second(*args: Any, **kwargs: Any) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                raise psycopg2.OperationalError("server closed the connection unexpectedly")
+            real(*args, **kwargs)
+
+        monkeypatch.setattr(projection, "execute_values", fail_second)
+        with pytest.raises(TrackingStoreError):
+            tracker.project()
+        assert tracker._projector.position() == position
+        assert dump(url) == before
+        monkeypatch.setattr(projection, "execute_values", real)
+        assert tracker.project() == len(tasks)
+        assert tracker.project() == 0
+        projected = dump(url)
+        tracker.rebuild()
+    assert dump(url) == projected
+    assert {row.job_state for row in projected["biomero_task"]} == {"RUNNING"}

@@ -100,3 +100,28 @@ def test_without_a_writable_home_the_default_store_says_what_to_configure(
     monkeypatch.setenv("XDG_DATA_HOME", str(blocked))
     with pytest.raises(TrackingStoreError, match="set SQLALCHEMY_URL"):
         default_sqlite_url()
+
+
+def test_changed_columns_groups_rows_by_the_columns_that_differ() -> None:
+    from biomeroworker.tracking import tables as t
+    from biomeroworker.tracking.projection import _Row, changed_columns
+
+    def row(slurm_job_id: int, status: str, progress: str | None) -> _Row:
+        return _Row(slurm_job_id=slurm_job_id, status=status, progress=progress)
+
+    stored = {
+        1: dict(row(1, "PENDING", None)),
+        2: dict(row(2, "PENDING", None)),
+        3: dict(row(3, "RUNNING", "10%")),
+        4: dict(row(4, "RUNNING", "10%")),
+    }
+    rows = {
+        1: row(1, "RUNNING", None),
+        2: row(2, "RUNNING", None),
+        3: row(3, "RUNNING", "10%"),  # unchanged: not written
+        4: row(4, "COMPLETED", None),  # a value made NULL is a change
+    }
+    assert changed_columns(t.job_progress_view, rows, stored) == {
+        ("status",): [1, 2],
+        ("status", "progress"): [4],
+    }
