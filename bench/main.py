@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import bench_tracking, data, machine, ours
 from bench.cluster_setup import BENCH, WORK, init_cluster, write_configs
-from bench.stats import cycles_within, fmt, median, ratio, table
+from bench.stats import cycles_from_waits, cycles_within, fmt, median, ratio, table
 from biomeroworker.config import load_settings
 from biomeroworker.transport import open_transport
 
@@ -283,11 +283,10 @@ def bench_events(
     )
     image = data.make_images(WORK / "data" / "images_1", 1)[0]
     mine = ours.events_run(config, transport, store, image, plan.event_cycles)
-    waits = mine["waits_s"]
-    factor = waits[1] / waits[0] if len(waits) > 1 else 1.0
+    # Our waits as measured: poll_min_s while the job is young (FRESH_JOB_S), then
+    # growing by half up to poll_max_s, which repeats.
     result: dict[str, Any] = {
-        "ours": mine
-        | extrapolate(mine, cycles_within(WINDOW_S, waits[0], factor, mine["poll_max_s"])),
+        "ours": mine | extrapolate(mine, cycles_from_waits(WINDOW_S, mine["waits_s"])),
     }
     theirs = peer("events", cycles=plan.event_cycles, compressed_sleep_s=ours.COMPRESSED_SLEEP_S)
     if theirs and "error" not in theirs:

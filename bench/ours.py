@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from biomeroworker import runs as runs_module
 from biomeroworker.config import load_settings
 from biomeroworker.run_record import RunRecord
 from biomeroworker.runs import RunEngine
@@ -425,6 +426,20 @@ def count_events(store: Path) -> int:
         return db.execute("SELECT count(*) FROM workflowtracker_events").fetchone()[0]
 
 
+class _SkippedClock:
+    """The ``time`` module as the engine sees it in a compressed run: each compressed
+    sleep has lasted what was asked, so clocks such as ``FRESH_JOB_S`` run as they would."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.skipped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def events_run(
     config: Path, transport: Transport, store: Path, image: Path, cycles: int
 ) -> dict[str, Any]:
@@ -438,13 +453,37 @@ def events_run(
     at_first_poll: list[int] = []
     per_cycle: list[int] = []
 
+    clock = _SkippedClock()
+
     def compressed(seconds: float) -> None:
         waits.append(seconds)
         per_cycle.append(count_events(store) - at_first_poll[0])
         if len(waits) >= cycles:
             raise _Stop
         time.sleep(COMPRESSED_SLEEP_S)
+        clock.skipped += max(0.0, seconds - COMPRESSED_SLEEP_S)
 
+    real_time = runs_module.time
+    runs_module.time = clock  # type: ignore[assignment]
+    try:
+        return _events_run(settings, transport, store, image, compressed, at_first_poll) | {
+            "cycles": len(waits),
+            "waits_s": waits,
+            "events_after_cycle": per_cycle,
+            "poll_max_s": settings.worker.poll_max_s,
+        }
+    finally:
+        runs_module.time = real_time
+
+
+def _events_run(
+    settings: Any,
+    transport: Transport,
+    store: Path,
+    image: Path,
+    compressed: Callable[[float], None],
+    at_first_poll: list[int],
+) -> dict[str, Any]:
     with Tracker(f"sqlite:///{store}") as tracker:
         engine = RunEngine(settings, transport, tracker, sleep=compressed)
         poll = engine.slurm.poll
@@ -464,11 +503,4 @@ def events_run(
         appended = count_events(store) - at_first_poll[0]
         states = [t.get("job_state") for t in tracker.get_run(run_id)["tasks"]]
         engine.cancel(run_id, "benchmark done")
-    return {
-        "cycles": len(waits),
-        "events": appended,
-        "waits_s": waits,
-        "events_after_cycle": per_cycle,
-        "poll_max_s": settings.worker.poll_max_s,
-        "task_states": states,
-    }
+    return {"events": appended, "task_states": states}

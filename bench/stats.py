@@ -58,3 +58,17 @@ def cycles_within(window_s: float, first_s: float, factor: float, cap_s: float) 
         cycles += 1
         wait = min(wait * factor, cap_s)
     return cycles
+
+
+def cycles_from_waits(window_s: float, waits: list[float]) -> int:
+    """Poll cycles in ``window_s`` when the waits between them were ``waits`` (measured),
+    the last one repeating after them. The first poll happens at time 0."""
+    if not waits or min(waits) <= 0:
+        raise ValueError("waits must be measured and > 0")
+    cycles, elapsed = 1, 0.0
+    for wait in [*waits, *[waits[-1]] * int(window_s / waits[-1] + 1)]:
+        if elapsed + wait > window_s:
+            break
+        elapsed += wait
+        cycles += 1
+    return cycles
