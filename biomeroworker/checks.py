@@ -90,32 +90,35 @@ def _folder(transport: Transport, key: str, path: str) -> Check:
     return Check(f"folder {key}", True, f"{path} exists and is writable")
 
 
-def _sacct(transport: Transport) -> Check:
-    argv = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID"]
+def _answers(transport: Transport, name: str, argv: list[str], ok: str, hint: str) -> Check:
+    """Whether a Slurm command answers at all: its own words when it does not."""
     result = transport.run(argv, check=False, idempotent=True)
     if result.exit_code != 0:
-        return Check(
-            "sacct",
-            False,
-            (result.stderr or result.stdout).strip()[:200] or f"exit {result.exit_code}",
-            "accounting (slurmdbd) must answer: exit codes, memory kills and use, and jobs "
-            "the controller has forgotten come from it",
-        )
-    return Check("sacct", True, "accounting answers")
+        detail = (result.stderr or result.stdout).strip()[:200] or f"exit {result.exit_code}"
+        return Check(name, False, detail, hint)
+    return Check(name, True, ok)
+
+
+def _sacct(transport: Transport) -> Check:
+    return _answers(
+        transport,
+        "sacct",
+        ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID"],
+        "accounting answers",
+        "accounting (slurmdbd) must answer: exit codes, memory kills and use, and jobs "
+        "the controller has forgotten come from it",
+    )
 
 
 def _squeue(transport: Transport) -> Check:
     # A name no job has: an empty answer from the controller, whatever the queue holds.
-    argv = ["squeue", "--noheader", "--format=%i", "--name=biomero-check-no-such-job"]
-    result = transport.run(argv, check=False, idempotent=True)
-    if result.exit_code != 0:
-        return Check(
-            "squeue",
-            False,
-            (result.stderr or result.stdout).strip()[:200] or f"exit {result.exit_code}",
-            "polls ask the controller (squeue) first; without it every poll asks accounting",
-        )
-    return Check("squeue", True, "the controller answers")
+    return _answers(
+        transport,
+        "squeue",
+        ["squeue", "--noheader", "--format=%i", "--name=biomero-check-no-such-job"],
+        "the controller answers",
+        "polls ask the controller (squeue) first; without it every poll asks accounting",
+    )
 
 
 def run_checks(transport: Transport, settings: Settings) -> Iterator[Check]:

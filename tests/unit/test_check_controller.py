@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from biomeroworker.checks import _squeue
 from biomeroworker.transport.local import LocalTransport
 
@@ -17,25 +15,17 @@ def _squeue_stand_in(folder: Path, body: str) -> None:
     path.chmod(0o755)
 
 
-@pytest.fixture
-def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
-    return folder
-
-
-def test_a_controller_that_answers_passes(bin_dir: Path, tmp_path: Path) -> None:
-    _squeue_stand_in(bin_dir, "exit 0\n")
+def test_a_controller_that_answers_passes(stand_ins: Path, tmp_path: Path) -> None:
+    _squeue_stand_in(stand_ins, "exit 0\n")
     check = _squeue(LocalTransport(home=tmp_path))
     assert (check.name, check.ok) == ("squeue", True)
 
 
 def test_a_controller_that_cannot_be_reached_fails_with_a_hint(
-    bin_dir: Path, tmp_path: Path
+    stand_ins: Path, tmp_path: Path
 ) -> None:
     _squeue_stand_in(
-        bin_dir,
+        stand_ins,
         'echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2\nexit 1\n',
     )
     check = _squeue(LocalTransport(home=tmp_path))

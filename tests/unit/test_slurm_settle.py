@@ -155,14 +155,6 @@ def _stand_in(folder: Path, name: str, output: str, status: int = 0) -> None:
     path.chmod(0o755)
 
 
-@pytest.fixture
-def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
-    return folder
-
-
 def calls(folder: Path) -> list[str]:
     log = folder / "calls"
     return log.read_text().split() if log.exists() else []
