@@ -282,3 +282,20 @@ def test_a_failed_in_place_update_loses_no_event(url: str, monkeypatch: pytest.M
         tracker.rebuild()
     assert dump(url) == projected
     assert {row.job_state for row in projected["biomero_task"]} == {"RUNNING"}
+
+
+def test_stats_sort_memory_is_raised_for_its_own_transaction_only(url: str) -> None:
+    from biomeroworker.tracking import analytics
+
+    Tracker(url).close()  # the tables
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(sa.text("SHOW work_mem")).scalar_one()
+            analytics.compute_stats(conn)
+            during = conn.execute(sa.text("SHOW work_mem")).scalar_one()
+            conn.rollback()
+            after = conn.execute(sa.text("SHOW work_mem")).scalar_one()
+    finally:
+        engine.dispose()
+    assert (during, after) == (analytics.STATS_WORK_MEM, before)
