@@ -17,7 +17,7 @@ import logging
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -865,27 +865,32 @@ class RunEngine:
             raise
         return step
 
-    def poll_waiting(self, runs: Iterable[RunRecord]) -> Polled:
-        """One poll for the jobs the waiting ``runs`` wait on, telling Slurm's client
-        how many elements each array has (so it sees elements the controller forgot)."""
-        expected: dict[str, int] = {}
-        for run in runs:
-            job = self.active_job(run)
-            if job:
-                expected[job] = self.expected_elements(run, waiting_kind(next_step(run)))
-        return indexed(self.slurm.poll(sorted(expected), expected))
+    def poll_jobs(self, waiting: Mapping[str, int]) -> Polled:
+        """One poll for the ``waiting`` jobs (job id -> its elements, ``waiting_on``),
+        telling Slurm's client each array's size (so it sees elements the controller
+        forgot); indexed once for every run that looks its job up in it."""
+        return indexed(self.slurm.poll(sorted(waiting), waiting))
 
     def settle_accounting(self) -> int:
         """Fill in accounting (memory use) of jobs whose end came from the controller."""
         return self.late.settle(self.slurm, self.tracker)
 
-    def active_job(self, run: RunRecord) -> str | None:
-        """The job id a waiting run needs polled, if it is waiting."""
+    def waiting_on(self, run: RunRecord) -> tuple[str, int] | None:
+        """The job a waiting run needs polled and its element count; None if it is not
+        waiting (a waiting step always has a task with a job id: ``next_step``)."""
         step = next_step(run)
         if not step.waits:
             return None
-        task = latest_task(run, waiting_kind(step))
-        return task.slurm_job_id if task else None
+        kind = waiting_kind(step)
+        task = latest_task(run, kind)
+        if task is None or not task.slurm_job_id:
+            return None
+        return task.slurm_job_id, self.expected_elements(run, kind)
+
+    def active_job(self, run: RunRecord) -> str | None:
+        """The job id a waiting run needs polled, if it is waiting."""
+        waiting = self.waiting_on(run)
+        return waiting[0] if waiting else None
 
     def drive(self, run_id: str) -> Path:
         """Run every remaining step here (for `biomero run --wait`); return the results folder."""
@@ -900,7 +905,8 @@ class RunEngine:
                 raise BiomeroError(f"run {run_id} is {run.state.lower()}")
             started = time.monotonic()
             if step.waits:
-                polled = self.poll_waiting([run])
+                waiting = self.waiting_on(run)
+                polled = self.poll_jobs(dict([waiting]) if waiting else {})
                 news = self.poll_news(run, polled)
                 self.advance(run, polled)
                 if next_step(self.tracker.run_record(run_id)) is step:

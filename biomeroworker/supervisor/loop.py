@@ -195,9 +195,9 @@ class Supervisor:
         for run in mine:
             if run.run_id in self.in_flight or not self._due(run):
                 continue
-            job = self.engine.active_job(run)
-            if job is not None:
-                waiting.append((run, job))
+            on = self.engine.waiting_on(run)
+            if on is not None:
+                waiting.append((run, on))
             else:
                 ready.append(run)
         started_any = self._queue_steps(ready)
@@ -279,17 +279,16 @@ class Supervisor:
         except OSError as exc:
             log.warning("cannot write the status files in %s: %s", self.status_dir, exc)
 
-    def _poll(self, waiting: list[tuple[RunRecord, str]]) -> bool:
+    def _poll(self, waiting: list[tuple[RunRecord, tuple[str, int]]]) -> bool:
         """One status command for every waiting job of every run."""
         try:
-            # Indexed once: every waiting run looks its job up in this one answer.
-            polled = self.engine.poll_waiting(run for run, _ in waiting)
+            polled = self.engine.poll_jobs(dict(on for _, on in waiting))
         except TransportError as exc:
             self.counters.transient_errors += 1
             log.warning("poll failed (will retry): %s", exc)
             return False
         self.counters.polls += 1
-        return self._advance_waiting([run for run, _job in waiting], polled)
+        return self._advance_waiting([run for run, _on in waiting], polled)
 
     def _advance_waiting(self, runs: list[RunRecord], polled: Polled) -> bool:
         """Advance the waiting ``runs`` with this cycle's poll, recording all of it in one
