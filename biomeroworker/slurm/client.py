@@ -9,7 +9,6 @@ from biomeroworker.errors import AccountingUnavailable, CommandError, SlurmError
 from biomeroworker.slurm.commands import (
     DEFAULT_HISTORY,
     SubmitRequest,
-    check_job_id,
     find_by_name_argv,
     find_by_name_sacct_argv,
     sacct_argv,
@@ -17,6 +16,7 @@ from biomeroworker.slurm.commands import (
     scancel_argv,
     sinfo_argv,
     squeue_argv,
+    unique_job_ids,
 )
 from biomeroworker.slurm.parse import (
     JobStatus,
@@ -72,7 +72,7 @@ class SlurmClient:
         cannot answer, sacct answers for all. Keys are job ids, array elements as
         "45_3"; ids nobody lists are UNKNOWN, carrying the query that did not list them.
         """
-        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        ids = unique_job_ids(job_ids)
         if not ids:
             return {}
         # Parents only: squeue 22.05 given "45_7,45" lists element 7 alone, and the
@@ -91,7 +91,7 @@ class SlurmClient:
     def accounting(self, job_ids: Iterable[str]) -> dict[str, JobStatus] | None:
         """What sacct alone says about ``job_ids`` (exit codes, memory use), or None when
         it cannot answer. For filling in a job the controller already saw end."""
-        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        ids = unique_job_ids(job_ids)
         if not ids:
             return {}
         found = self._sacct(array_parents(ids))

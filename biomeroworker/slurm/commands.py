@@ -186,11 +186,16 @@ def sbatch_argv(req: SubmitRequest) -> list[str]:
     return ["sbatch", "--parsable", *rendered, script, *args]
 
 
+def unique_job_ids(job_ids: Iterable[str]) -> list[str]:
+    """``job_ids`` each checked (``check_job_id``) and once, first seen first."""
+    return list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+
+
 def _job_list(job_ids: Iterable[str]) -> str:
-    ids = [check_job_id(job_id) for job_id in job_ids]
+    ids = unique_job_ids(job_ids)
     if not ids:
         raise ValueError("no job ids given")
-    return ",".join(dict.fromkeys(ids))
+    return ",".join(ids)
 
 
 def sacct_argv(job_ids: Iterable[str]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from biomeroworker.errors import SlurmError
-from biomeroworker.slurm.commands import SubmitRequest, check_job_id, check_value
+from biomeroworker.slurm.commands import SubmitRequest, check_value, unique_job_ids
 from biomeroworker.slurm.parse import JobStatus, Partition, answer, array_parents
 from biomeroworker.slurm.rest import request as rest_request
 from biomeroworker.slurm.rest import shapes
@@ -217,7 +217,7 @@ class RestSlurmClient:
         """Status of every job and array element of ``job_ids``; see the module text
         for how many requests that takes (``expected``: element counts of arrays, as
         SlurmClient.poll). Ids nobody knows come back UNKNOWN."""
-        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        ids = unique_job_ids(job_ids)
         if not ids:
             return {}
         now = datetime.now()
@@ -234,7 +234,7 @@ class RestSlurmClient:
 
     def accounting(self, job_ids: Iterable[str]) -> dict[str, JobStatus] | None:
         """What slurmdbd alone says about ``job_ids``, or None when it cannot answer."""
-        ids = list(dict.fromkeys(check_job_id(job_id) for job_id in job_ids))
+        ids = unique_job_ids(job_ids)
         if not ids:
             return {}
         found = self._db(array_parents(ids), datetime.now())
@@ -261,7 +261,7 @@ class RestSlurmClient:
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Cancel jobs or array elements, one DELETE each (the API has no list form).
         A job that already ended, or that Slurm forgot, is not an error."""
-        for job_id in dict.fromkeys(check_job_id(j) for j in job_ids):
+        for job_id in unique_job_ids(job_ids):
             status, data = self.api.call(
                 "DELETE", self._path(f"slurm/<v>/job/{job_id}"), idempotent=True
             )
