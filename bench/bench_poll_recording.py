@@ -26,23 +26,22 @@ import argparse
 import datetime as dt
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))  # after PYTHONPATH: another checkout's code can be measured
 
-import psycopg2  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 import biomeroworker  # noqa: E402
+from bench.bench_supervisor import record_waiting  # noqa: E402
+from bench.bench_tracking import Server  # noqa: E402
 from biomeroworker.config import load_settings  # noqa: E402
 from biomeroworker.runs import RunEngine  # noqa: E402
 from biomeroworker.supervisor.leases import LeaseStore  # noqa: E402
@@ -70,53 +69,26 @@ class InstantSacct:
         return CommandResult(tuple(argv), 0, out, "", 0.0)
 
 
-def admin(statement: str) -> None:
-    conn = psycopg2.connect(dbname="postgres", **SERVER)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        conn.close()
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    name = f"biomero_bench_poll_{secrets.token_hex(4)}"
-    admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://{SERVER['user']}@{SERVER['host']}:{SERVER['port']}/{name}"
-    finally:
-        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def events(tracker: Tracker) -> int:
     with tracker.engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM workflowtracker_events")).scalar_one())
 
 
-def record_waiting(url: str, size: int) -> None:
+def record_waiting_runs(url: str, size: int) -> None:
+    """``size`` runs waiting on jobs 10000.., recorded 100 to a transaction."""
     with Tracker(url, project=False) as tracker:
         for start in range(0, size, 100):
             with tracker.batch():
-                for n in range(start, min(size, start + 100)):
-                    run_id = tracker.record_run_requested(
-                        workflow="nuclei",
-                        version="bench",
-                        user_name="bench",
-                        inputs={"files": ["/bench/a.tif"], "output_dir": None},
-                    )
-                    up = tracker.start_task(run_id, "stage_up")
-                    tracker.complete_task(up)
-                    task = tracker.start_task(run_id, "job")
-                    tracker.record_job_submitted(task, str(10_000 + n), "slurm")
+                record_waiting(
+                    tracker, [str(10_000 + n) for n in range(start, min(size, start + 100))]
+                )
         tracker.project()
 
 
 def one_size(settings: Any, size: int, cycles: int) -> dict[str, Any]:
     load_before = os.getloadavg()
-    with database() as url:
-        record_waiting(url, size)
+    with Server(**SERVER).database() as url:
+        record_waiting_runs(url, size)
         slurm = InstantSacct()
         with Tracker(url) as tracker:  # as `biomero supervise` opens it
             engine = RunEngine(settings, slurm, tracker)  # type: ignore[arg-type]

@@ -78,7 +78,6 @@ def record_waiting(tracker: Tracker, jobs: list[str]) -> None:
         tracker.complete_task(up)
         task = tracker.start_task(run_id, "job")
         tracker.record_job_submitted(task, job, "slurm")
-    tracker.project()
 
 
 def one_size(settings, url: str, size: int, cycles: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -91,6 +90,7 @@ def one_size(settings, url: str, size: int, cycles: int) -> dict[str, Any]:  # t
         started = time.monotonic()
         with Tracker(url, project=False) as recorder:
             record_waiting(recorder, jobs)
+            recorder.project()
         record_s = time.monotonic() - started
         with Tracker(url) as tracker:  # as `biomero supervise` opens it
             engine = RunEngine(settings, transport, tracker)
