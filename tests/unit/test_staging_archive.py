@@ -212,17 +212,21 @@ def test_plain_files_and_folders_unpack_with_safe_modes(tmp_path: Path) -> None:
     assert local_manifest([dest]) == Manifest(3, 4 + 4 + 16)
 
 
+def _unpack_under_umask(stream: bytes, dest: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        unpack(io.BytesIO(stream), dest)
+    finally:
+        os.umask(old)
+
+
 def test_result_files_are_created_with_their_mode_and_need_no_chmod(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chmods: list[int] = []
     monkeypatch.setattr(os, "fchmod", lambda fd, mode: chmods.append(mode))
     stream = _tar((_member("./a.tif", mode=0o644), b"a"), (_member("./run.sh", mode=0o755), b"b"))
-    old = os.umask(0o022)
-    try:
-        unpack(io.BytesIO(stream), tmp_path)
-    finally:
-        os.umask(old)
+    _unpack_under_umask(stream, tmp_path, 0o022)
     assert stat.S_IMODE((tmp_path / "a.tif").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o755
     assert chmods == []
@@ -232,11 +236,7 @@ def test_a_umask_that_takes_bits_still_leaves_result_files_their_sent_mode(
     tmp_path: Path,
 ) -> None:
     stream = _tar((_member("./a.tif", mode=0o644), b"a"), (_member("./run.sh", mode=0o4755), b"b"))
-    old = os.umask(0o077)
-    try:
-        unpack(io.BytesIO(stream), tmp_path)
-    finally:
-        os.umask(old)
+    _unpack_under_umask(stream, tmp_path, 0o077)
     assert stat.S_IMODE((tmp_path / "a.tif").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "run.sh").stat().st_mode) == 0o755
 
