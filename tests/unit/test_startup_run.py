@@ -25,7 +25,11 @@ FAKE_LONG_RUNNER = """#!/usr/bin/env bash
 name="$1"
 trap 'echo stopped > "$MARKS/$name.stopped"; exit 0' TERM
 echo $$ > "$MARKS/$name.started"
-if [[ "${EXIT_AT_ONCE:-}" == "$name" ]]; then exit 3; fi
+if [[ "${EXIT_AT_ONCE:-}" == "$name" ]]; then
+    # Die only once the other stand-in has set its trap, or bash's TERM could land first.
+    while [[ -n "${EXIT_AFTER:-}" && ! -e "$MARKS/$EXIT_AFTER" ]]; do sleep 0.05; done
+    exit 3
+fi
 while true; do sleep 0.1; done
 """
 
@@ -108,7 +112,7 @@ def test_records_the_supervisor_pid(start, marks: Path, tmp_path: Path) -> None:
 
 
 def test_a_dying_supervisor_stops_the_node_and_fails_the_container(start, marks: Path) -> None:
-    proc = start(EXIT_AT_ONCE="supervisor")
+    proc = start(EXIT_AT_ONCE="supervisor", EXIT_AFTER="node.started")
 
     assert proc.wait(timeout=WAIT_S) == 3
     assert (marks / "node.stopped").exists()
