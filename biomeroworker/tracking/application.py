@@ -475,6 +475,17 @@ class Tracker:
         if self.project_after_commands:
             self.project()
 
+    def _catch_up_after_commit(self) -> None:
+        """The read models' catch-up after a batch committed. Its events are recorded
+        whatever happens here: a failing catch-up is logged, not raised, or the caller
+        would take a recorded batch for a lost one and do its work again. Every read
+        catches up first, so the read models miss nothing (and a read raises if the
+        database is still failing)."""
+        try:
+            self._after_command()
+        except TrackingStoreError as exc:
+            log.warning("changes recorded; the read models will catch up on the next read: %s", exc)
+
     def _change_task(self, task_id: str | UUID, command: Callable[[Task], bool]) -> bool:
         return self._change(Task, _uuid(task_id, UnknownTaskError, "task"), command)
 
@@ -517,7 +528,7 @@ class Tracker:
             self._batch = None
         self._fresh.keep([*batch.read.values(), *batch.aggregates.values()])
         if batch.steps:
-            self._after_command()
+            self._catch_up_after_commit()
 
     def _change(
         self,

@@ -140,3 +140,45 @@ def test_threads_sharing_a_tracker_each_record_their_own_commands(tmp_path: Path
         str(100 + n) for n in range(5)
     }
     assert all(t_["state"] == "COMPLETED" for t_ in tasks if t_["kind"] == "export")
+
+
+def test_a_batch_stays_recorded_when_the_catch_up_after_its_commit_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
+    with Tracker(url) as tracker:
+        projector = tracker._projector
+        catch_up = projector.catch_up
+        failed: list[bool] = []
+
+        def fails_once() -> int:
+            if not failed:
+                failed.append(True)
+                raise sa.exc.OperationalError("UPDATE biomero_run", {}, Exception("locked"))
+            return catch_up()
+
+        monkeypatch.setattr(projector, "catch_up", fails_once)
+        with tracker.batch():
+            run_id, _ = one_run(tracker, "alice", "7")  # the batch does not raise
+
+        assert failed
+        assert "catch up on the next read" in caplog.text
+        assert tracker.get_run(run_id)["state"] == "COMPLETED"  # the next read caught up
+    assert topics(url).count("WorkflowRun.WorkflowCompleted") == 1  # recorded once, not redone
+
+
+def test_a_single_command_answers_changed_when_only_its_catch_up_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tracking.sqlite'}"
+    with Tracker(url) as tracker:
+        run_id = tracker.record_run_requested(workflow="cellpose", version="v1", user_name="bob")
+
+        def fails() -> int:
+            raise sa.exc.OperationalError("UPDATE biomero_run", {}, Exception("locked"))
+
+        with monkeypatch.context() as patch:
+            patch.setattr(tracker._projector, "catch_up", fails)
+            assert tracker.cancel_run(run_id, "no longer needed") is True
+
+        assert tracker.get_run(run_id)["state"] == "CANCELLED"
