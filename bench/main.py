@@ -103,6 +103,9 @@ def bench_staging(plan: Plan, transport: Any, peer: Peer) -> list[dict[str, Any]
         down = ours.staging_down_runs(
             transport, f"{location}/data/out", WORK / "tmp", plan.reps, left_local
         )
+        tar_pipe = ours.tar_pipe_runs(
+            ALIAS, zarr, f"{location}/data/out", WORK / "tmp", plan.reps, left_remote, left_local
+        )
         peer_up = peer(
             "staging_up",
             export_dir=str(export_dir),
@@ -127,21 +130,23 @@ def bench_staging(plan: Plan, transport: Any, peer: Peer) -> list[dict[str, Any]
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        row = _staging_row(ds, limit, up, down, peer_up, peer_down)
+        row = _staging_row(ds, limit, up, down, peer_up, peer_down, tar_pipe)
         for way in ("up", "down"):
             r = row[way]
             say(
                 f"  {way:4s} ours {fmt(r['ours_s'], 's')}  limit {fmt(r['limit_s'], 's')} "
                 f"(OpenSSH {fmt(r['limit_openssh_s'], 's')}, our channel "
-                f"{fmt(r['limit_ours_s'], 's')})  biomero {fmt(r['biomero_s'], 's')}  "
+                f"{fmt(r['limit_ours_s'], 's')})  tar|ssh|tar {fmt(r['tar_pipe_s'], 's')}  "
+                f"biomero {fmt(r['biomero_s'], 's')}  "
                 f"ours/limit {fmt(r['ours_over_limit'], 'x')}  "
+                f"ours/tar|ssh|tar {fmt(r['ours_over_tar_pipe'], 'x')}  "
                 f"ours/biomero {fmt(r['ours_over_biomero'], 'x')}"
             )
         results.append(row)
     return results
 
 
-def _staging_row(ds, limit, up, down, peer_up, peer_down) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _staging_row(ds, limit, up, down, peer_up, peer_down, tar_pipe) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     row: dict[str, Any] = {
         "dataset": ds.label,
         "files": ds.files,
@@ -152,6 +157,7 @@ def _staging_row(ds, limit, up, down, peer_up, peer_down) -> dict[str, Any]:  # 
             "ours_down": down,
             "biomero_up": peer_up,
             "biomero_down": peer_down,
+            "tar_pipe": tar_pipe,
         },
     }
     for way, mine, theirs in (("up", up, peer_up), ("down", down, peer_down)):
@@ -159,6 +165,7 @@ def _staging_row(ds, limit, up, down, peer_up, peer_down) -> dict[str, Any]:  # 
         channel_s = median(limit[f"{way}_ours"])
         best = min(v for v in (openssh_s, channel_s) if v is not None)
         ours_s = med(mine, "total_s")
+        tar_pipe_s = median(tar_pipe[way]) if tar_pipe[way] else None
         biomero_s = med((theirs or {}).get("reps"), "total_s")
         parts = {
             k: med((theirs or {}).get("reps"), k) for k in ("zip_s", "put_s", "get_s", "unzip_s")
@@ -168,9 +175,11 @@ def _staging_row(ds, limit, up, down, peer_up, peer_down) -> dict[str, Any]:  # 
             "limit_s": best,
             "limit_openssh_s": openssh_s,
             "limit_ours_s": channel_s,
+            "tar_pipe_s": tar_pipe_s,
             "biomero_s": biomero_s,
             "biomero_parts_s": {k: v for k, v in parts.items() if v is not None},
             "ours_over_limit": ratio(ours_s, best),
+            "ours_over_tar_pipe": ratio(ours_s, tar_pipe_s),
             "ours_over_biomero": ratio(ours_s, biomero_s),
         }
     return row
@@ -319,7 +328,9 @@ def summary(results: dict[str, Any]) -> str:
                     fmt(r["ours_s"], "s"),
                     fmt(r["biomero_s"], "s"),
                     fmt(r["ours_over_biomero"], "x"),
-                    f"limit {fmt(r['limit_s'], 's')}, ours/limit {fmt(r['ours_over_limit'], 'x')}",
+                    f"limit {fmt(r['limit_s'], 's')}, ours/limit {fmt(r['ours_over_limit'], 'x')}; "
+                    f"tar|ssh|tar {fmt(r.get('tar_pipe_s'), 's')}, "
+                    f"ours/that {fmt(r.get('ours_over_tar_pipe'), 'x')}",
                 ]
             )
     for p in results["polling"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -12,11 +13,12 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.bench_staging import NullSink
 from biomeroworker import runs as runs_module
 from biomeroworker.config import load_settings
 from biomeroworker.run_record import RunRecord
@@ -26,18 +28,6 @@ from biomeroworker.slurm.states import JobState
 from biomeroworker.staging import stage_down, stage_up
 from biomeroworker.tracking.application import Tracker
 from biomeroworker.transport.base import Transport
-
-try:  # the staging benchmark's helpers, when its owner has them in place
-    from bench.bench_staging import NullSink, openssh
-except ImportError:  # pragma: no cover - same behaviour, kept local
-
-    class NullSink:  # type: ignore[no-redef]
-        def write(self, chunk: bytes) -> int:
-            return len(chunk)
-
-    def openssh(alias: str, argv: list[str], **kwargs: object) -> None:  # type: ignore[misc]
-        subprocess.run(["ssh", "-o", "BatchMode=yes", alias, "--", *argv], check=True, **kwargs)  # type: ignore[call-overload]
-
 
 REMOTE = "bench-ours"
 # Item 4 replaces each poll wait by this much real time (slurmdbd needs a few seconds to
@@ -63,7 +53,8 @@ def make_tar(folder: Path, path: Path) -> Path:
 
 
 def limit_runs(transport: Transport, alias: str, tar_path: Path, reps: int) -> dict[str, list]:
-    """One SSH channel, no files: tar bytes into ``dd of=/dev/null`` and ``cat`` back."""
+    """One SSH channel, no files: tar bytes into ``dd of=/dev/null`` and ``cat`` back.
+    OpenSSH reuses one connection (``ssh_master``), as our transport does."""
     remote_tar = f"{REMOTE}/limit.tar"
     transport.run(["mkdir", "-p", REMOTE])
     with tar_path.open("rb") as fh:
@@ -71,25 +62,28 @@ def limit_runs(transport: Transport, alias: str, tar_path: Path, reps: int) -> d
     runs: dict[str, list[float]] = {
         k: [] for k in ("up_openssh", "up_ours", "down_openssh", "down_ours")
     }
-    for _ in range(reps):
-        with tar_path.open("rb") as fh:
-            runs["up_openssh"].append(
+    to_null = ["dd", "of=/dev/null", "bs=1M", "status=none"]
+    with ssh_master(alias) as ssh:
+        for _ in range(reps):
+            with tar_path.open("rb") as fh:
+                runs["up_openssh"].append(
+                    timed(functools.partial(subprocess.run, [*ssh, *to_null], stdin=fh, check=True))
+                )
+            with tar_path.open("rb") as fh:
+                runs["up_ours"].append(timed(functools.partial(transport.run, to_null, stdin=fh)))
+            runs["down_openssh"].append(
                 timed(
-                    lambda: openssh(alias, ["dd", "of=/dev/null", "bs=1M", "status=none"], stdin=fh)
+                    functools.partial(
+                        subprocess.run,
+                        [*ssh, "cat", remote_tar],
+                        stdout=subprocess.DEVNULL,
+                        check=True,
+                    )
                 )
             )
-        with tar_path.open("rb") as fh:
-            runs["up_ours"].append(
-                timed(
-                    lambda: transport.run(["dd", "of=/dev/null", "bs=1M", "status=none"], stdin=fh)
-                )
+            runs["down_ours"].append(
+                timed(functools.partial(transport.run, ["cat", remote_tar], stdout=NullSink()))
             )
-        runs["down_openssh"].append(
-            timed(lambda: openssh(alias, ["cat", remote_tar], stdout=subprocess.DEVNULL))
-        )
-        runs["down_ours"].append(
-            timed(lambda: transport.run(["cat", remote_tar], stdout=NullSink()))
-        )  # type: ignore[arg-type]
     transport.run(["rm", "-f", remote_tar])
     return runs
 
@@ -125,6 +119,80 @@ def staging_down_runs(
         out.append({"total_s": report.seconds, "files_arrived": report.manifest.files})
         left.append(local)
     return out
+
+
+def tar_pipe_runs(
+    alias: str,
+    zarr: Path,
+    remote_src: str,
+    tmp: Path,
+    reps: int,
+    left_remote: list[str],
+    left_local: list[Path],
+) -> dict[str, list[float]]:
+    """The same files moved by standard tools, no checks: ``tar -c | ssh tar -x`` up and
+    ``ssh tar -c | tar -x`` down (OpenSSH, GNU tar at both ends). It pays what staging
+    pays beyond the one-channel limit, creating every file at the receiving end, so it
+    is the practical limit for a folder of many files; copies go to the ``left`` lists."""
+    with ssh_master(alias) as ssh:
+        return _tar_pipe_reps(ssh, zarr, remote_src, tmp, reps, left_remote, left_local)
+
+
+@contextlib.contextmanager
+def ssh_master(alias: str) -> Iterator[list[str]]:
+    """An OpenSSH command line reusing one connection (ControlMaster), so the reference
+    times the transfer, not a new key exchange and login per command as staging never
+    pays either (one connection for everything)."""
+    socket = Path(f"/tmp/bench-ssh-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    base = ["ssh", "-o", "BatchMode=yes", "-S", str(socket)]
+    subprocess.run([*base, "-M", "-N", "-f", alias], check=True)
+    try:
+        yield [*base, alias, "--"]
+    finally:
+        subprocess.run([*base, "-O", "exit", alias], check=False, capture_output=True)
+
+
+def _tar_pipe_reps(
+    ssh: list[str],
+    zarr: Path,
+    remote_src: str,
+    tmp: Path,
+    reps: int,
+    left_remote: list[str],
+    left_local: list[Path],
+) -> dict[str, list[float]]:
+    runs: dict[str, list[float]] = {"up": [], "down": []}
+    for _ in range(reps):
+        remote = f"{REMOTE}/ref_{uuid.uuid4().hex[:8]}"
+        subprocess.run([*ssh, "mkdir", "-p", remote], check=True)
+        left_remote.append(remote)
+        local = tmp / f"ref_{uuid.uuid4().hex[:8]}"
+        local.mkdir(parents=True)
+        left_local.append(local)
+        up = functools.partial(
+            _piped,
+            ["tar", "-c", "-f", "-", "-C", str(zarr.parent), zarr.name],
+            [*ssh, "tar", "-x", "-f", "-", "-C", remote],
+        )
+        down = functools.partial(
+            _piped,
+            [*ssh, "tar", "-c", "-f", "-", "-C", remote_src, "."],
+            ["tar", "-x", "-f", "-", "-C", str(local)],
+        )
+        runs["up"].append(timed(up))
+        runs["down"].append(timed(down))
+    return runs
+
+
+def _piped(first: list[str], second: list[str]) -> None:
+    """``first | second``, both checked."""
+    writer = subprocess.Popen(first, stdout=subprocess.PIPE)
+    try:
+        subprocess.run(second, stdin=writer.stdout, check=True)
+    finally:
+        writer.stdout.close()  # type: ignore[union-attr]
+        if writer.wait() != 0:
+            raise subprocess.CalledProcessError(writer.returncode, first)
 
 
 # --- item 2: polling -------------------------------------------------------------------
