@@ -49,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from biomeroworker.tracking import tables as t
+from biomeroworker.tracking import totals
 from biomeroworker.tracking.domain import (
     CANCELLED,
     COMPLETED,
@@ -69,9 +70,10 @@ from biomeroworker.tracking.errors import TrackingStoreError
 PROJECTION_NAME = "biomero_views"
 TAKEOVER = "biomero_views.takeover"
 SCHEMA = "biomero_views.schema"
-# Version of our own read models (biomero_run, biomero_task). A database marked with a
-# newer one was written by a newer worker and is refused.
-SCHEMA_VERSION = 2
+# Version of our own read models (biomero_run, biomero_task, the running totals). A
+# database marked with a newer one was written by a newer worker and is refused. (3: the
+# totals; a worker that does not keep them would let them fall behind.)
+SCHEMA_VERSION = 3
 # Bump SCHEMA_VERSION too when the worker learns a new event topic: an older worker then
 # refuses the database (takeover.refusal reads only the topics past the projection).
 LAYOUT = "biomero_views.layout"
@@ -273,6 +275,11 @@ class Projector:
                     index.create(conn, checkfirst=True)
             if self._get(conn, PROJECTION_NAME) is None:
                 self._set(conn, PROJECTION_NAME, 0)
+            if any(table.name not in existing for table in t.TOTALS_TABLES):
+                # Read models from before the running totals: counted once from their
+                # rows (not from the events), while no batch is being applied.
+                self._claim(conn)
+                totals.refill(conn)
             if self._get(conn, TAKEOVER) is None:
                 # Events already there were projected by biomero's own views.
                 self._set(conn, TAKEOVER, newest)
@@ -373,7 +380,9 @@ class Projector:
             if window is not None:
                 dash = dash and window.admits(event)
             self.apply(rows, event, dash)
+        changes = self._total_changes(rows)
         rows.flush()
+        totals.write(conn, changes)
         self._move(conn, notifications[-1].id)
         return len(notifications), notifications[-1].id
 
@@ -404,6 +413,39 @@ class Projector:
             jobs = {task.job_number for task in tasks if task.job_number is not None}
             jobs |= {int(e.job_id) for e in events if isinstance(e, Task.JobIdAdded)}
             rows.load(t.job_progress_view, jobs)
+
+    def _total_changes(self, rows: _Rows) -> totals.Changes:
+        """What the batch's changed runs and tasks change in the running totals (read
+        before the rows are written: ``rows.stored`` still holds them as they were)."""
+        changes = totals.Changes()
+        runs_before = rows.stored[t.runs]
+        changed_runs = rows.changed.get(t.runs, {})  # (.get: rows.changed is a defaultdict
+        changed_tasks = rows.changed.get(t.tasks, {})  # whose every table is flushed)
+        new_runs = [key for key in changed_runs if key not in runs_before]
+        for key, run in changed_runs.items():
+            changes.move(totals.run_parts(runs_before.get(key)), totals.run_parts(run))
+        # tasks recorded before their run (none, as the worker and biomero record) count
+        # for their owner from the batch their run comes in
+        tasks = set(changed_tasks) | self._stored_tasks_of(rows, new_runs)
+        for key in tasks:
+            task = rows.rows[t.tasks][key]
+            run = rows.get(t.runs, task.run_id)
+            before = rows.stored[t.tasks].get(key)
+            changes.move(
+                totals.task_parts(before, runs_before.get(task.run_id)),
+                totals.task_parts(task, run),
+            )
+        return changes
+
+    @staticmethod
+    def _stored_tasks_of(rows: _Rows, run_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(run_ids), IN_CHUNK):
+            chunk = run_ids[start : start + IN_CHUNK]
+            query = select(t.tasks.c.task_id).where(t.tasks.c.run_id.in_(chunk))
+            found.update(rows.conn.execute(query).scalars())
+        rows.load(t.tasks, found)
+        return found
 
     def apply(self, rows: _Rows, domain_event: DomainEventProtocol[Any], dash: bool) -> None:
         handler = self.handlers.get(type(domain_event))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -146,6 +147,80 @@ tasks = Table(
     Column("dash_status", String, nullable=False),
 )
 
+# Running totals for `biomero stats` (analytics.py), kept by the projection as it applies
+# events (totals.py) and refilled from biomero_run/biomero_task when new. Each row is a
+# group: the UTC day a run was created, plus what an analysis groups or filters by, so
+# reading them costs the number of groups, not the number of runs. A row whose count
+# falls to zero is deleted: the totals always equal a fresh aggregation of the rows.
+run_totals = Table(
+    "biomero_run_totals",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("workflow", String, primary_key=True),
+    Column("user_name", String, primary_key=True),
+    Column("runs", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Index("ix_biomero_run_totals_user", "user_name", "day"),
+)
+
+failure_totals = Table(
+    "biomero_failure_totals",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("user_name", String, primary_key=True),
+    # "unknown" and "-" for a failure that names no error type or step
+    Column("error_type", String, primary_key=True),
+    Column("step", String, primary_key=True),
+    Column("runs", Integer, nullable=False),
+    Index("ix_biomero_failure_totals_user", "user_name", "day"),
+)
+
+# Tasks with a Slurm job, per day and owner: jobs, how many report an elapsed time and
+# its sum (sacct's whole seconds: sums stay exact), and the largest MaxRSS.
+slurm_totals = Table(
+    "biomero_slurm_totals",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("user_name", String, primary_key=True),
+    Column("jobs", Integer, nullable=False),
+    Column("elapsed_n", Integer, nullable=False),
+    Column("elapsed_s", Float, nullable=False),
+    Column("max_rss_bytes", BigInteger, nullable=True),
+    Index("ix_biomero_slurm_totals_user", "user_name", "day"),
+)
+
+# Completed tasks' durations as histograms: per step kind (and per owner), how many
+# tasks took each duration rounded to three significant digits (``bucket_us``, in
+# microseconds) and their exact sum. Not per day: a day's histogram holds about as many
+# rows as the day has tasks; `stats --since` reads the tasks themselves.
+step_totals = Table(
+    "biomero_step_totals",
+    metadata,
+    Column("kind", String, primary_key=True),
+    Column("bucket_us", BigInteger, primary_key=True, autoincrement=False),
+    Column("tasks", Integer, nullable=False),
+    Column("sum_us", BigInteger, nullable=False),
+)
+
+user_step_totals = Table(
+    "biomero_user_step_totals",
+    metadata,
+    Column("user_name", String, primary_key=True),
+    Column("kind", String, primary_key=True),
+    Column("bucket_us", BigInteger, primary_key=True, autoincrement=False),
+    Column("tasks", Integer, nullable=False),
+    Column("sum_us", BigInteger, nullable=False),
+)
+
+TOTALS_TABLES: tuple[Table, ...] = (
+    run_totals,
+    failure_totals,
+    slurm_totals,
+    step_totals,
+    user_step_totals,
+)
+
 # The dashboards' tables: emptied and refilled by a rebuild, never dropped (whoever
 # created them, biomero or us, keeps its DDL).
 DASHBOARD_TABLES: tuple[Table, ...] = (
@@ -155,13 +230,6 @@ DASHBOARD_TABLES: tuple[Table, ...] = (
     task_execution,
 )
 # Our own read models: dropped and recreated by a rebuild.
-OWN_TABLES: tuple[Table, ...] = (runs, tasks)
+OWN_TABLES: tuple[Table, ...] = (runs, tasks, *TOTALS_TABLES)
 
-VIEW_TABLES: tuple[Table, ...] = (
-    job_view,
-    job_progress_view,
-    workflow_progress_view,
-    task_execution,
-    runs,
-    tasks,
-)
+VIEW_TABLES: tuple[Table, ...] = (*DASHBOARD_TABLES, *OWN_TABLES)
