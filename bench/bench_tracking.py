@@ -9,8 +9,9 @@ through their steps one command per transaction, and in cycles of ``--cycle`` ru
 ``Tracker.batch()`` (one command per run per cycle, as a supervisor cycle records the
 news of many jobs). The read curve fills ``biomero_run``/``biomero_task`` directly with
 generated rows (three tasks per run; states, users, workflows and two years of creation
-times drawn from a fixed seed): appending 700,000 events to get 100,000 runs would take
-longer than the whole benchmark may. Every figure runs the command's own code in this
+times drawn from a fixed seed), and the running totals from them as for a database
+that predates them: appending 700,000 events to get 100,000 runs would take longer than
+the whole benchmark may. Every figure runs the command's own code in this
 process (`status.run`, `stats.run`: opening the store, catching up, querying, printing);
 the interpreter's start and imports are measured apart (`process_s`).
 
@@ -42,7 +43,7 @@ import psycopg2
 import sqlalchemy as sa
 
 from biomeroworker.cli import stats, status
-from biomeroworker.tracking import Tracker
+from biomeroworker.tracking import Tracker, totals
 from biomeroworker.tracking import tables as t
 
 BENCH = Path(__file__).resolve().parent
@@ -232,7 +233,9 @@ def generated_rows(rng: random.Random, count: int) -> tuple[list[dict], list[dic
 
 
 def fill(url: str, rng: random.Random, count: int) -> float:
-    """Add ``count`` generated runs to the read models; return the seconds it took."""
+    """Add ``count`` generated runs to the read models, and count every run in the
+    running totals as a database that predates them is (``totals.refill``); return the
+    seconds it took."""
     engine = sa.create_engine(url)
     start = time.perf_counter()
     chunk = 5000
@@ -241,6 +244,8 @@ def fill(url: str, rng: random.Random, count: int) -> float:
         with engine.begin() as conn:
             conn.execute(sa.insert(t.runs), runs)
             conn.execute(sa.insert(t.tasks), tasks)
+    with engine.begin() as conn:
+        totals.refill(conn)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("ANALYZE"))
     engine.dispose()
