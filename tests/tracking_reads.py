@@ -8,7 +8,9 @@ through the tracker's own commands.
 
 from __future__ import annotations
 
+import random
 import uuid
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +18,11 @@ import sqlalchemy as sa
 
 from biomeroworker.tracking import Tracker, totals
 from biomeroworker.tracking import tables as t
+from biomeroworker.tracking.analytics import percentile, period_key
 
 T0 = datetime(2025, 3, 31, 12, 0, 0, 123456)  # a Monday (ISO week 14), with microseconds
+MIDNIGHT = datetime(2025, 6, 29)  # a Sunday
+HOUR = timedelta(hours=1)
 
 
 def run_row(**values: Any) -> dict[str, Any]:
@@ -216,3 +221,254 @@ def check_paging(url: str) -> None:
         assert walk(tracker, 3, user="u1") == mine
         assert len(mine) == 3 + 5
         assert list(r["run_id"] for r in tracker.iter_runs(user="u1", page=2)) == mine
+
+
+# --- running totals (biomeroworker/tracking/totals.py) ----------------------------------
+
+
+def totals_rows(conn: sa.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        table.name: sorted(conn.execute(sa.select(table)).all(), key=repr)
+        for table in t.TOTALS_TABLES
+    }
+
+
+def refilled(tracker: Tracker) -> dict[str, list[tuple[Any, ...]]]:
+    """The totals counted afresh from the rows (in a transaction rolled back)."""
+    with tracker.engine.connect() as conn:
+        totals.refill(conn)
+        found = totals_rows(conn)
+        conn.rollback()
+    return found
+
+
+def kept(tracker: Tracker) -> dict[str, list[tuple[Any, ...]]]:
+    """The totals as the projection keeps them."""
+    tracker.project()
+    with tracker.engine.connect() as conn:
+        return totals_rows(conn)
+
+
+def check_totals_follow_every_change(url: str) -> None:
+    """After each command the kept totals equal a fresh count of the rows: a run moving
+    between states, accounting recorded again (a smaller MaxRSS replacing a larger), a
+    run failing, a task completing; and a rebuild keeps them."""
+    with Tracker(url) as tracker:
+
+        def same() -> None:
+            assert kept(tracker) == refilled(tracker)
+
+        run = tracker.record_run_requested(workflow="cellpose", version="1", user_name="ann")
+        same()
+        job = tracker.start_task(run, "job", name="cellpose")
+        tracker.record_job_submitted(job, "41", "c")
+        same()
+        tracker.record_job_status(job, "RUNNING")
+        tracker.record_job_status(job, "COMPLETED", 0, 61.0, 2**30)
+        same()
+        tracker.record_job_status(job, "COMPLETED", 0, 65.0, 2**20)  # accounting again
+        same()
+        assert tracker.stats()["slurm_use"] == [
+            {"user": "ann", "jobs": 1, "elapsed_s": 65.0, "mean_elapsed_s": 65.0}
+            | {"max_rss_bytes": 2**20}
+        ]
+        tracker.complete_task(job)
+        tracker.complete_run(run)
+        same()
+        assert [(r["runs"], r["completed"], r["failed"]) for r in tracker.stats()["runs"]] == [
+            (1, 1, 0)
+        ]
+
+        other = tracker.record_run_requested(workflow="cellpose", version="1", user_name="ann")
+        stage = tracker.start_task(other, "stage_up")
+        tracker.fail_task(stage, "TransportError", "gone")
+        tracker.fail_run(other, "TransportError", "gone")
+        same()
+        found = tracker.stats()
+        assert [(r["runs"], r["completed"], r["failed"]) for r in found["runs"]] == [(2, 1, 1)]
+        assert found["failures"] == [
+            {"error_type": "TransportError", "step": "stage_up", "runs": 1}
+        ]
+        assert [(r["step"], r["count"]) for r in found["step_durations"]] == [("job", 1)]
+
+        before = kept(tracker)
+        tracker.rebuild()
+        assert kept(tracker) == before
+
+
+def check_totals_are_counted_once_for_a_store_that_predates_them(url: str) -> None:
+    """A store whose read models predate the totals gets them from its rows when opened,
+    without reading its events again."""
+    from unittest import mock
+
+    from biomeroworker.tracking.projection import SCHEMA, Projector
+
+    with Tracker(url) as tracker:
+        for user in ("ann", "bob"):
+            run = tracker.record_run_requested(workflow="w", version="1", user_name=user)
+            job = tracker.start_task(run, "job")
+            tracker.record_job_submitted(job, "7", "c")
+            tracker.record_job_status(job, "COMPLETED", 0, 5.0, 100)
+            tracker.complete_task(job)
+            tracker.complete_run(run)
+        expected, counted = tracker.stats(), kept(tracker)
+        with tracker.engine.begin() as conn:  # as the worker before the totals left it
+            for table in t.TOTALS_TABLES:
+                table.drop(conn)
+            conn.execute(
+                sa.update(t.positions).where(t.positions.c.name == SCHEMA).values(position=2)
+            )
+    replayed = AssertionError("events replayed")
+    with mock.patch.object(Projector, "_apply_next", side_effect=replayed), Tracker(url) as tracker:
+        assert kept(tracker) == counted
+        assert tracker.stats() == expected
+
+
+def check_bucket_sql(url: str) -> None:
+    """The totals' duration rounding gives the same buckets in SQL as in Python."""
+    values = [0, 1, -1, 999, 1000, 1004, 1005, 9994, 9995, 99_949, 99_950, 999_499, 999_500]
+    values += [123_456_789, -123_456_789, 86_400_000_000, 10**17 + 5 * 10**14, 9 * 10**18]
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = [
+            conn.execute(sa.select(totals.bucket_us_sql(sa.literal(v, sa.BigInteger)))).scalar()
+            for v in values
+        ]
+    engine.dispose()
+    assert found == [totals.bucket_us(v) for v in values]
+
+
+def random_rows(seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Runs over four days (some a microsecond either side of midnight) and their
+    tasks: durations from microseconds to hours, one negative, accounting or not, and
+    one task whose run is not recorded."""
+    rng = random.Random(seed)
+    runs: list[dict[str, Any]] = []
+    tasks: list[dict[str, Any]] = []
+    for n in range(120):
+        created = MIDNIGHT + timedelta(microseconds=rng.randrange(4 * 86_400_000_000))
+        if n % 10 == 0:
+            created = MIDNIGHT + timedelta(days=rng.randrange(4), microseconds=rng.choice([-1, 0]))
+        state = rng.choice(["COMPLETED", "COMPLETED", "FAILED", "RUNNING", "CANCELLED"])
+        failed = state == "FAILED"
+        runs.append(
+            run_row(
+                user_name=rng.choice(["ann", "bob", "cy"]),
+                workflow=rng.choice(["cellpose", "stardist"]),
+                state=state,
+                created_at=created,
+                error_type=rng.choice(["SlurmError", None, ""]) if failed else None,
+                step=rng.choice(["job", "stage_up", None]) if failed else None,
+            )
+        )
+        for kind in rng.sample(["stage_up", "job", "stage_down"], rng.randrange(4)):
+            micros = rng.choice([rng.randrange(2000), rng.randrange(10**10), 999_500])
+            done = rng.random() < 0.8
+            is_job = kind == "job"
+            tasks.append(
+                task_row(
+                    runs[-1]["run_id"],
+                    kind=kind,
+                    state="COMPLETED" if done else rng.choice(["STARTED", "FAILED"]),
+                    started_at=created,
+                    ended_at=created + timedelta(microseconds=micros) if done else None,
+                    slurm_job_id=str(n) if is_job else None,
+                    elapsed_s=float(rng.randrange(9999)) if is_job and done else None,
+                    max_rss_bytes=rng.randrange(2**34) if is_job and rng.random() < 0.7 else None,
+                )
+            )
+    tasks.append(task_row(str(uuid.uuid4()), ended_at=MIDNIGHT, started_at=MIDNIGHT + HOUR))
+    tasks.append(task_row(str(uuid.uuid4()), slurm_job_id="9", elapsed_s=3.0))
+    return runs, tasks
+
+
+def reference(
+    runs: list[dict[str, Any]],
+    tasks: list[dict[str, Any]],
+    *,
+    user: str | None = None,
+    since: datetime | None = None,
+    period: str = "month",
+) -> dict[str, Any]:
+    """`biomero stats` counted in Python from the rows themselves."""
+    inside = {
+        r["run_id"]: r
+        for r in runs
+        if (user is None or r["user_name"] == user) and (since is None or r["created_at"] >= since)
+    }
+    counted: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r in inside.values():
+        counts = counted[(period_key(r["created_at"], period), r["workflow"], r["user_name"])]
+        counts[0] += 1
+        counts[1] += r["state"] == "COMPLETED"
+        counts[2] += r["state"] == "FAILED"
+    # unfiltered, step durations count tasks whose run is not recorded (no join)
+    scoped = tasks if user is None and since is None else []
+    scoped = scoped or [task for task in tasks if task["run_id"] in inside]
+    durations: dict[str, list[int]] = defaultdict(list)
+    for task in scoped:
+        if task["state"] == "COMPLETED" and task["ended_at"] is not None:
+            durations[task["kind"]].append(totals.duration_us(task["started_at"], task["ended_at"]))
+    failures = Counter(
+        (r["error_type"] or "unknown", r["step"] or "-")
+        for r in inside.values()
+        if r["state"] == "FAILED"
+    )
+    jobs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for task in tasks:
+        if task["slurm_job_id"] is not None and task["run_id"] in inside:
+            jobs[inside[task["run_id"]]["user_name"]].append(task)
+    return {
+        "period": period,
+        "runs": [
+            {"period": p, "workflow": w, "user": u, "runs": n, "completed": c, "failed": f}
+            for (p, w, u), (n, c, f) in sorted(counted.items())
+        ],
+        "step_durations": [
+            {
+                "step": kind,
+                "count": len(values),
+                "mean_s": round(sum(values) / len(values) / 1e6, 3),
+                "p95_s": round(totals.bucket_us(percentile(values, 0.95)) / 1e6, 3),
+            }
+            for kind, values in sorted(durations.items())
+        ],
+        "failures": [
+            {"error_type": c, "step": s, "runs": n}
+            for (c, s), n in sorted(failures.items(), key=lambda item: (-item[1], item[0]))
+        ],
+        "slurm_use": [slurm_row(name, found) for name, found in sorted(jobs.items())],
+    }
+
+
+def slurm_row(user: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    elapsed = [job["elapsed_s"] for job in jobs if job["elapsed_s"] is not None]
+    rss = [job["max_rss_bytes"] for job in jobs if job["max_rss_bytes"] is not None]
+    return {
+        "user": user,
+        "jobs": len(jobs),
+        "elapsed_s": float(sum(elapsed)),
+        "mean_elapsed_s": sum(elapsed) / len(elapsed) if elapsed else None,
+        "max_rss_bytes": max(rss) if rss else None,
+    }
+
+
+SCOPES = [
+    {},
+    {"user": "bob"},
+    {"since": MIDNIGHT + timedelta(days=1)},  # whole days only
+    {"since": MIDNIGHT + timedelta(days=1, hours=13, microseconds=7)},  # a partial first day
+    {"since": MIDNIGHT + timedelta(days=2, microseconds=1), "user": "ann", "period": "day"},
+    {"since": MIDNIGHT - timedelta(days=9), "period": "week"},
+    {"since": MIDNIGHT + timedelta(days=9)},  # after every run
+]
+
+
+def check_stats_equal_a_count_of_the_rows(url: str) -> None:
+    """For each user/since/period scope, the stats equal a count over the rows."""
+    runs, tasks = random_rows(16)
+    with Tracker(url) as tracker:
+        insert(tracker, t.runs, runs)
+        insert(tracker, t.tasks, tasks)
+        for scope in SCOPES:
+            assert tracker.stats(**scope) == reference(runs, tasks, **scope), scope

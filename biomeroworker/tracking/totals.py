@@ -269,8 +269,10 @@ def day_of(conn: Connection, moment: Any) -> ColumnElement[Any]:
 
 def _sqlite_micros(moment: Any) -> ColumnElement[int]:
     """Microseconds since the epoch of a timestamp SQLAlchemy stored on SQLite (text
-    ``YYYY-MM-DD HH:MM:SS.ffffff``), in integers: julianday's float is off by a few."""
-    seconds = cast(func.strftime("%s", moment), Integer)
+    ``YYYY-MM-DD HH:MM:SS.ffffff``), in integers: julianday's float is off by a few, and
+    SQLite reads fractions of a second to milliseconds only (23:59:59.9996 is midnight),
+    so the whole seconds and the microseconds are read apart."""
+    seconds = cast(func.strftime("%s", func.substr(moment, 1, 19)), Integer)
     return seconds * 1_000_000 + cast(func.substr(moment, 21, 6), Integer)
 
 

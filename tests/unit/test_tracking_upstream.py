@@ -28,6 +28,7 @@ from biomeroworker.tracking.domain import (
     job_number,
 )
 from biomeroworker.tracking.takeover import survey
+from tests.tracking_reads import kept, refilled
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -331,3 +332,34 @@ def test_biomero_status_and_stats_show_biomero_runs_to_an_admin(
         assert args.func(args) == 0, argv
     out = capsys.readouterr().out
     assert str(run)[:8] in out and "cellpose" in out and "omero-user-5" in out
+
+
+def test_biomero_runs_count_in_the_totals_as_their_rows_do_batch_by_batch(url: str) -> None:
+    """A run biomero records is named after its workflow only once its task is added,
+    and a task recorded before its run is its owner's from then on: applied one event a
+    batch, the totals still equal a fresh count of the rows."""
+    history = History()
+    for user in (5, 6):
+        history.run(
+            user,
+            3,
+            [
+                ("_SLURM_Image_Transfer.py", None, "COMPLETED"),
+                ("cellpose", 100 + user, "COMPLETED"),
+            ],
+        )
+    history.run(5, 3, [("cellpose", 110, "FAILED")])
+    # the first run's transfer task is recorded and completed before the run itself
+    history.events.insert(4, history.events.pop(0))
+    assert history.events[3].topic.endswith("Task.TaskCompleted")
+    with Tracker(url, project=False) as tracker:
+        tracker._app.recorder.insert_events(history.events)
+        tracker._projector.batch_size = 1
+        tracker.project()
+        assert kept(tracker) == refilled(tracker)
+        found = tracker.stats()
+    assert [(r["workflow"], r["user"], r["runs"], r["failed"]) for r in found["runs"]] == [
+        ("cellpose", "omero-user-5", 2, 1),
+        ("cellpose", "omero-user-6", 1, 0),
+    ]
+    assert [row["jobs"] for row in found["slurm_use"]] == [2, 1]
