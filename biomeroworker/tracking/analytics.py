@@ -106,11 +106,13 @@ def _totals_scope(query: Select[Any], table: Table, scope: Scope) -> Select[Any]
     return query
 
 
-def _rows_scope(query: Select[Any], scope: Scope, until: datetime) -> Select[Any]:
+def _rows_scope(query: Select[Any], scope: Scope) -> Select[Any]:
     """The runs of the partial first day (``scope.partial``)."""
+    assert scope.partial is not None
+    start, until = scope.partial
     if scope.user is not None:
         query = query.where(t.runs.c.user_name == scope.user)
-    return query.where(t.runs.c.created_at >= scope.since, t.runs.c.created_at < until)
+    return query.where(t.runs.c.created_at >= start, t.runs.c.created_at < until)
 
 
 # The first day of each period, spelt by each dialect (PostgreSQL weeks start on Monday,
@@ -171,7 +173,6 @@ def runs_per_workflow(conn: Connection, period: str, scope: Scope) -> list[dict[
                     func.sum(case((state == "FAILED", 1), else_=0)),
                 ),
                 scope,
-                scope.partial[1],
             ).group_by(start, t.runs.c.workflow, t.runs.c.user_name)
         )
     found: dict[tuple[Any, ...], list[Any]] = {}
@@ -254,7 +255,6 @@ def failures_by_cause(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
             _rows_scope(
                 select(cause, step, func.count()).where(t.runs.c.state == "FAILED"),
                 scope,
-                scope.partial[1],
             ).group_by(cause, step)
         )
     counts: dict[tuple[str, str], int] = defaultdict(int)
@@ -295,7 +295,6 @@ def slurm_use(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
                 .select_from(t.tasks.join(t.runs, t.runs.c.run_id == tasks.run_id))
                 .where(tasks.slurm_job_id.is_not(None)),
                 scope,
-                scope.partial[1],
             ).group_by(t.runs.c.user_name)
         )
     found: dict[str, list[Any]] = {}
