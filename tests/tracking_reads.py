@@ -461,6 +461,8 @@ SCOPES = [
     {"since": MIDNIGHT + timedelta(days=2, microseconds=1), "user": "ann", "period": "day"},
     {"since": MIDNIGHT - timedelta(days=9), "period": "week"},
     {"since": MIDNIGHT + timedelta(days=9)},  # after every run
+    {"since": MIDNIGHT + timedelta(days=2), "period": "year"},  # from the first whole month
+    {"since": MIDNIGHT + timedelta(days=1, hours=2), "user": "cy", "period": "day"},
 ]
 
 

@@ -90,6 +90,14 @@ class Scope:
         return day if self.since == datetime.combine(day, time()) else day + timedelta(days=1)
 
     @property
+    def first_month(self) -> date | None:
+        """The first day of the first month the totals answer for whole."""
+        day = self.first_day
+        if day is None or day.day == 1:
+            return day
+        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+    @property
     def partial(self) -> tuple[datetime, datetime] | None:
         """[since, the next midnight): the part of a day read from the rows, if any."""
         if self.since is None or self.first_day is None:
@@ -147,18 +155,42 @@ def _added(found: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], values
     )
 
 
+def _run_counts(
+    conn: Connection,
+    table: Table,
+    period: str,
+    scope: Scope,
+    start: date | None,
+    until: date | None = None,
+) -> Select[Any]:
+    """Runs, completed and failed per (period start, workflow, user) from a totals table
+    keyed by day or by month, its first column, from ``start`` (None: the first) until
+    ``until`` (None: the last)."""
+    first = table.c[table.primary_key.columns.keys()[0]]
+    columns = table.c
+    period_start = _period_start(conn, first, period)
+    query = select(period_start, columns.workflow, columns.user_name)
+    query = query.add_columns(*(func.sum(columns[n]) for n in ("runs", "completed", "failed")))
+    query = query.where(columns.runs > 0)
+    if scope.user is not None:
+        query = query.where(columns.user_name == scope.user)
+    if start is not None:
+        query = query.where(first >= start)
+    if until is not None:
+        query = query.where(first < until)
+    return query.group_by(period_start, columns.workflow, columns.user_name)
+
+
 def runs_per_workflow(conn: Connection, period: str, scope: Scope) -> list[dict[str, Any]]:
-    counts = (func.sum(t.run_totals.c.runs), func.sum(t.run_totals.c.completed))
-    start = _period_start(conn, t.run_totals.c.day, period)
-    queries = [
-        _totals_scope(
-            select(start, t.run_totals.c.workflow, t.run_totals.c.user_name, *counts)
-            .add_columns(func.sum(t.run_totals.c.failed))
-            .where(t.run_totals.c.runs > 0),
-            t.run_totals,
-            scope,
-        ).group_by(start, t.run_totals.c.workflow, t.run_totals.c.user_name)
-    ]
+    """Per period, workflow and user. By month or year, whole months come from the
+    monthly totals and the days before the first whole month from the daily ones."""
+    if period in ("month", "year"):
+        months = scope.first_month
+        queries = [_run_counts(conn, t.run_month_totals, period, scope, months)]
+        if scope.first_day is not None and scope.first_day != months:
+            queries.append(_run_counts(conn, t.run_totals, period, scope, scope.first_day, months))
+    else:
+        queries = [_run_counts(conn, t.run_totals, period, scope, scope.first_day)]
     if scope.partial is not None:
         start = _period_start(conn, t.runs.c.created_at, period)
         state = t.runs.c.state

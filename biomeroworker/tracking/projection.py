@@ -18,7 +18,9 @@ the dashboard tables: biomero's rows for them stay as biomero left them.
 
 As biomero's ``[ANALYTICS]`` switches do for its listeners, ``dashboards`` names the
 dashboard tables this projector writes (``dashboard_tables``); the others are left
-alone. ``biomero_run`` / ``biomero_task`` are always written: the worker runs from them.
+alone. ``biomero_run`` / ``biomero_task`` are always written: the worker runs from them;
+so are the running totals `biomero stats` reads (totals.py), from what each batch
+changed in those two tables, in the batch's transaction.
 """
 
 from __future__ import annotations

@@ -164,6 +164,21 @@ run_totals = Table(
     Index("ix_biomero_run_totals_user", "user_name", "day"),
 )
 
+# The same per calendar month (``month``: its first day): runs per workflow by month or
+# year reads one row per month instead of one per day (a day per workflow and user is
+# about as many rows as runs until a site has millions).
+run_month_totals = Table(
+    "biomero_run_month_totals",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("workflow", String, primary_key=True),
+    Column("user_name", String, primary_key=True),
+    Column("runs", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Index("ix_biomero_run_month_totals_user", "user_name", "month"),
+)
+
 failure_totals = Table(
     "biomero_failure_totals",
     metadata,
@@ -215,6 +230,7 @@ user_step_totals = Table(
 
 TOTALS_TABLES: tuple[Table, ...] = (
     run_totals,
+    run_month_totals,
     failure_totals,
     slurm_totals,
     step_totals,

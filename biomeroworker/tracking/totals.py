@@ -45,6 +45,7 @@ from sqlalchemy import (
     extract,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -62,6 +63,7 @@ FAILED = "FAILED"  # free of the event classes)
 # and the column holding a largest value, if any
 COUNTS = {
     t.run_totals.name: "runs",
+    t.run_month_totals.name: "runs",
     t.failure_totals.name: "runs",
     t.slurm_totals.name: "jobs",
     t.step_totals.name: "tasks",
@@ -97,7 +99,10 @@ def run_parts(run: Mapping[str, Any] | None) -> list[Part]:
         return []
     day, user, state = run["created_at"].date(), run["user_name"], run["state"]
     counts = (("runs", 1), ("completed", int(state == COMPLETED)), ("failed", int(state == FAILED)))
-    parts = [Part(t.run_totals.name, (day, run["workflow"], user), counts)]
+    parts = [
+        Part(t.run_totals.name, (day, run["workflow"], user), counts),
+        Part(t.run_month_totals.name, (day.replace(day=1), run["workflow"], user), counts),
+    ]
     if state == FAILED:
         cause = (run["error_type"] or "unknown", run["step"] or "-")
         parts.append(Part(t.failure_totals.name, (day, user, *cause), (("runs", 1),)))
@@ -306,6 +311,13 @@ def day_of(conn: Connection, moment: Any) -> ColumnElement[Any]:
     return func.date(moment)
 
 
+def month_of(conn: Connection, moment: Any) -> ColumnElement[Any]:
+    """The first day of the UTC month of a naive UTC timestamp column, as a Date."""
+    if conn.dialect.name == "postgresql":
+        return cast(func.date_trunc(literal_column("'month'"), moment), Date)
+    return func.date(moment, literal_column("'start of month'"))
+
+
 def _sqlite_micros(moment: Any) -> ColumnElement[int]:
     """Microseconds since the epoch of a timestamp SQLAlchemy stored on SQLite (text
     ``YYYY-MM-DD HH:MM:SS.ffffff``), in integers: julianday's float is off by a few, and
@@ -372,20 +384,10 @@ def refill(conn: Connection) -> None:
     SELECT each), in the caller's transaction."""
     for table in t.TOTALS_TABLES:
         conn.execute(delete(table))
-    runs = t.runs.c
-    day = day_of(conn, runs.created_at)
+    day = day_of(conn, t.runs.c.created_at)
     counted = [
-        (
-            t.run_totals,
-            select(
-                day,
-                runs.workflow,
-                runs.user_name,
-                func.count(),
-                func.sum(case((runs.state == COMPLETED, 1), else_=0)),
-                func.sum(case((runs.state == FAILED, 1), else_=0)),
-            ).group_by(day, runs.workflow, runs.user_name),
-        ),
+        (t.run_totals, _runs_select(day)),
+        (t.run_month_totals, _runs_select(month_of(conn, t.runs.c.created_at))),
         (t.failure_totals, _failures_select(day)),
         (t.slurm_totals, _slurm_select(day)),
         (t.step_totals, step_histogram(conn)),
@@ -393,6 +395,18 @@ def refill(conn: Connection) -> None:
     ]
     for table, query in counted:
         conn.execute(insert(table).from_select([c.name for c in table.columns], query))
+
+
+def _runs_select(start: ColumnElement[Any]) -> Select[Any]:
+    runs = t.runs.c
+    return select(
+        start,
+        runs.workflow,
+        runs.user_name,
+        func.count(),
+        func.sum(case((runs.state == COMPLETED, 1), else_=0)),
+        func.sum(case((runs.state == FAILED, 1), else_=0)),
+    ).group_by(start, runs.workflow, runs.user_name)
 
 
 def _failures_select(day: ColumnElement[Any]) -> Select[Any]:
