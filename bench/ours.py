@@ -121,23 +121,6 @@ def staging_down_runs(
     return out
 
 
-def tar_pipe_runs(
-    alias: str,
-    zarr: Path,
-    remote_src: str,
-    tmp: Path,
-    reps: int,
-    left_remote: list[str],
-    left_local: list[Path],
-) -> dict[str, list[float]]:
-    """The same files moved by standard tools, no checks: ``tar -c | ssh tar -x`` up and
-    ``ssh tar -c | tar -x`` down (OpenSSH, GNU tar at both ends). It pays what staging
-    pays beyond the one-channel limit, creating every file at the receiving end, so it
-    is the practical limit for a folder of many files; copies go to the ``left`` lists."""
-    with ssh_master(alias) as ssh:
-        return _tar_pipe_reps(ssh, zarr, remote_src, tmp, reps, left_remote, left_local)
-
-
 @contextlib.contextmanager
 def ssh_master(alias: str) -> Iterator[list[str]]:
     """An OpenSSH command line reusing one connection (ControlMaster), so the reference
@@ -152,8 +135,8 @@ def ssh_master(alias: str) -> Iterator[list[str]]:
         subprocess.run([*base, "-O", "exit", alias], check=False, capture_output=True)
 
 
-def _tar_pipe_reps(
-    ssh: list[str],
+def tar_pipe_runs(
+    alias: str,
     zarr: Path,
     remote_src: str,
     tmp: Path,
@@ -161,26 +144,31 @@ def _tar_pipe_reps(
     left_remote: list[str],
     left_local: list[Path],
 ) -> dict[str, list[float]]:
+    """The same files moved by standard tools, no checks: ``tar -c | ssh tar -x`` up and
+    ``ssh tar -c | tar -x`` down (OpenSSH, GNU tar at both ends). It pays what staging
+    pays beyond the one-channel limit, creating every file at the receiving end, so it
+    is the practical limit for a folder of many files; copies go to the ``left`` lists."""
     runs: dict[str, list[float]] = {"up": [], "down": []}
-    for _ in range(reps):
-        remote = f"{REMOTE}/ref_{uuid.uuid4().hex[:8]}"
-        subprocess.run([*ssh, "mkdir", "-p", remote], check=True)
-        left_remote.append(remote)
-        local = tmp / f"ref_{uuid.uuid4().hex[:8]}"
-        local.mkdir(parents=True)
-        left_local.append(local)
-        up = functools.partial(
-            _piped,
-            ["tar", "-c", "-f", "-", "-C", str(zarr.parent), zarr.name],
-            [*ssh, "tar", "-x", "-f", "-", "-C", remote],
-        )
-        down = functools.partial(
-            _piped,
-            [*ssh, "tar", "-c", "-f", "-", "-C", remote_src, "."],
-            ["tar", "-x", "-f", "-", "-C", str(local)],
-        )
-        runs["up"].append(timed(up))
-        runs["down"].append(timed(down))
+    with ssh_master(alias) as ssh:
+        for _ in range(reps):
+            remote = f"{REMOTE}/ref_{uuid.uuid4().hex[:8]}"
+            subprocess.run([*ssh, "mkdir", "-p", remote], check=True)
+            left_remote.append(remote)
+            local = tmp / f"ref_{uuid.uuid4().hex[:8]}"
+            local.mkdir(parents=True)
+            left_local.append(local)
+            up = functools.partial(
+                _piped,
+                ["tar", "-c", "-f", "-", "-C", str(zarr.parent), zarr.name],
+                [*ssh, "tar", "-x", "-f", "-", "-C", remote],
+            )
+            down = functools.partial(
+                _piped,
+                [*ssh, "tar", "-c", "-f", "-", "-C", remote_src, "."],
+                ["tar", "-x", "-f", "-", "-C", str(local)],
+            )
+            runs["up"].append(timed(up))
+            runs["down"].append(timed(down))
     return runs
 
 
