@@ -406,6 +406,7 @@ def unpacker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 def test_small_downloads_unpack_here_and_large_ones_in_a_process() -> None:
     # Starting a Python process costs 0.1-0.17 s here: more than a few files take.
     assert unpacks_here(Manifest(1, 10_000))
+    assert unpacks_here(Manifest(500, 50 << 20))  # one image's masks as OME-Zarr
     assert not unpacks_here(Manifest(2_000, 250 << 20))
     assert not unpacks_here(Manifest(10, 1 << 30))
 
