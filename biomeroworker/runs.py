@@ -887,11 +887,6 @@ class RunEngine:
             return None
         return task.slurm_job_id, self.expected_elements(run, kind)
 
-    def active_job(self, run: RunRecord) -> str | None:
-        """The job id a waiting run needs polled, if it is waiting."""
-        waiting = self.waiting_on(run)
-        return waiting[0] if waiting else None
-
     def drive(self, run_id: str) -> Path:
         """Run every remaining step here (for `biomero run --wait`); return the results folder."""
         fast = self.settings.worker.poll_min_s

@@ -471,18 +471,16 @@ class Tracker:
 
     # --- internals ---------------------------------------------------------------
 
-    def _after_command(self) -> None:
-        if self.project_after_commands:
-            self.project()
-
     def _catch_up_after_commit(self) -> None:
-        """The read models' catch-up after a batch committed. Its events are recorded
-        whatever happens here: a failing catch-up is logged, not raised, or the caller
-        would take a recorded batch for a lost one and do its work again. Every read
-        catches up first, so the read models miss nothing (and a read raises if the
-        database is still failing)."""
+        """The read models' catch-up after a batch committed (when the tracker projects
+        after commands). Its events are recorded whatever happens here: a failing
+        catch-up is logged, not raised, or the caller would take a recorded batch for a
+        lost one and do its work again. Every read catches up first, so the read models
+        miss nothing (and a read raises if the database is still failing)."""
+        if not self.project_after_commands:
+            return
         try:
-            self._after_command()
+            self.project()
         except TrackingStoreError as exc:
             log.warning("changes recorded; the read models will catch up on the next read: %s", exc)
 

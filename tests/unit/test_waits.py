@@ -227,8 +227,9 @@ def _waiting_run(tracker, shape: str) -> str:  # type: ignore[no-untyped-def]
 
 def _advance(tracker, engine: RunEngine, run_id: str, source: str, moment: str) -> Step:  # type: ignore[no-untyped-def]
     run = tracker.run_record(run_id)
-    job_id = engine.active_job(run)
-    assert job_id is not None
+    waiting = engine.waiting_on(run)
+    assert waiting is not None
+    job_id, _elements = waiting
     engine.advance(run, polled(source, moment, job_id))
     return next_step(tracker.run_record(run_id))
 
